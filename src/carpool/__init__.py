@@ -1,0 +1,56 @@
+"""carpool: pooled, unpooled and hierarchical Bayesian models of grouped data.
+
+The flagship use is calibrating car-following models (IDM and kin) for many drivers at once.
+Public names are loaded on first use, so ``import carpool`` stays fast (no JAX, NumPyro,
+ArviZ or matplotlib until needed).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "fit": "carpool.inference.run",
+    "load": "carpool.inference.fit",
+    "Fit": "carpool.inference.fit",
+    "NutsSettings": "carpool.inference.nuts",
+    "set_host_device_count": "carpool.inference.nuts",
+    "ConvergenceWarning": "carpool.inference.diagnostics",
+    "posterior_predictive": "carpool.inference.predict",
+    "prior_predictive": "carpool.inference.predict",
+    "new_group_params": "carpool.inference.predict",
+    "pointwise_log_likelihood": "carpool.inference.predict",
+    "ModelSpec": "carpool.pooling.spec",
+    "PoolingConfig": "carpool.pooling.spec",
+    "Hyperpriors": "carpool.pooling.spec",
+    "register_spec": "carpool.pooling.spec",
+    "get_spec": "carpool.pooling.spec",
+    "list_specs": "carpool.pooling.spec",
+    "GroupedData": "carpool.pooling.grouped",
+    "Parameter": "carpool.pooling.parameters",
+    "ParameterTable": "carpool.pooling.parameters",
+    "Prior": "carpool.pooling.priors",
+    "Normal": "carpool.pooling.priors",
+    "HalfNormal": "carpool.pooling.priors",
+    "HalfCauchy": "carpool.pooling.priors",
+    "Exponential": "carpool.pooling.priors",
+    "Gaussian": "carpool.pooling.likelihoods",
+    "StudentT": "carpool.pooling.likelihoods",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'carpool' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

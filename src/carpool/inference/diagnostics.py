@@ -1,0 +1,120 @@
+"""Convergence diagnostics (ArviZ) and the warnings users see when they are bad.
+
+Thresholds follow Vehtari et al. (2021, "Rank-normalization, folding, and localization"):
+R-hat below 1.01 and bulk / tail ESS of at least 100 per chain; any divergent transition
+means the sampler missed part of the posterior.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ConvergenceWarning", "compute_diagnostics", "convergence_problems",
+           "warn_if_bad"]
+
+RHAT_MAX = 1.01
+ESS_PER_CHAIN_MIN = 100
+
+# ``population`` duplicates ``mu`` (same ranks) and is skipped; so is the constant diagonal
+# of ``corr``
+
+
+class ConvergenceWarning(UserWarning):
+    """The sampler's output should not be trusted as it is."""
+
+
+def compute_diagnostics(idata: Any) -> dict[str, Any]:
+    """Max R-hat, min bulk / tail ESS, divergences and tree-depth hits.
+
+    Returns a dict with ``max_rhat``, ``max_rhat_var``, ``min_ess_bulk``, ``min_ess_bulk_var``,
+    ``min_ess_tail``, ``divergences``, ``num_draws``, ``num_chains``, ``max_tree_depth_hits``.
+    """
+    import arviz as az
+
+    post = idata.posterior
+    names = [v for v in post.data_vars if v != "population"]
+    ds = post[names]
+    # constant elements (the diagonal of corr) make ArviZ divide by zero: they are skipped below
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rhat = az.rhat(ds)
+        ess_b = az.ess(ds, method="bulk")
+        ess_t = az.ess(ds, method="tail")
+
+    def extreme(res, fn) -> tuple[float, str]:
+        best, where = np.nan, ""
+        for v in res.data_vars:
+            vals = np.asarray(res[v].values, dtype=float)
+            if v == "corr":
+                P = vals.shape[-1]
+                vals = vals[~np.eye(P, dtype=bool)] if P > 1 else np.array([np.nan])
+            vals = vals[np.isfinite(vals)]
+            if vals.size == 0:
+                continue
+            val = fn(vals)
+            if np.isnan(best) or fn([best, val]) == val:
+                best, where = float(val), _locate(res[v], val)
+        return best, where
+
+    max_rhat, rhat_var = extreme(rhat, np.max)
+    min_b, b_var = extreme(ess_b, np.min)
+    min_t, _ = extreme(ess_t, np.min)
+    ss = idata.sample_stats
+    settings = json.loads(post.attrs.get("carpool_settings", "{}"))
+    max_depth = int(settings.get("max_tree_depth", 10))
+    depth_hits = 0
+    if "n_steps" in ss:
+        depth_hits = int((ss["n_steps"].values >= 2**max_depth - 1).sum())
+    return {
+        "max_rhat": max_rhat,
+        "max_rhat_var": rhat_var,
+        "min_ess_bulk": min_b,
+        "min_ess_bulk_var": b_var,
+        "min_ess_tail": min_t,
+        "divergences": int(ss["diverging"].values.sum()) if "diverging" in ss else 0,
+        "num_chains": int(post.sizes["chain"]),
+        "num_draws": int(post.sizes["draw"]),
+        "max_tree_depth_hits": depth_hits,
+    }
+
+
+def _locate(da: Any, value: float) -> str:
+    """``name[coord, coord]`` of the element equal to ``value``."""
+    vals = np.asarray(da.values, dtype=float)
+    idx = np.argwhere(vals == value)
+    if idx.size == 0 or not da.dims:
+        return str(da.name)
+    labels = [str(da.coords[d].values[i]) if d in da.coords else str(i)
+              for d, i in zip(da.dims, idx[0], strict=True)]
+    return f"{da.name}[{', '.join(labels)}]"
+
+
+def convergence_problems(diag: dict[str, Any]) -> list[str]:
+    """Human-readable problems, empty when the run looks fine."""
+    out = []
+    if diag["divergences"]:
+        out.append(f"{diag['divergences']} divergent transitions: the posterior was not "
+                   "fully explored (raise target_accept or change the parameterisation)")
+    if np.isfinite(diag["max_rhat"]) and diag["max_rhat"] > RHAT_MAX:
+        out.append(f"max R-hat {diag['max_rhat']:.3f} at {diag['max_rhat_var']} "
+                   f"(> {RHAT_MAX}): chains disagree")
+    ess_min = ESS_PER_CHAIN_MIN * diag["num_chains"]
+    if np.isfinite(diag["min_ess_bulk"]) and diag["min_ess_bulk"] < ess_min:
+        out.append(f"min bulk ESS {diag['min_ess_bulk']:.0f} at {diag['min_ess_bulk_var']} "
+                   f"(< {ess_min}): draw more samples")
+    if np.isfinite(diag["min_ess_tail"]) and diag["min_ess_tail"] < ess_min:
+        out.append(f"min tail ESS {diag['min_ess_tail']:.0f} (< {ess_min}): intervals are "
+                   "unreliable")
+    return out
+
+
+def warn_if_bad(diag: dict[str, Any]) -> list[str]:
+    """Emit a :class:`ConvergenceWarning` per problem; returns the messages."""
+    problems = convergence_problems(diag)
+    for p in problems:
+        warnings.warn(p, ConvergenceWarning, stacklevel=3)
+    return problems

@@ -1,0 +1,252 @@
+"""The :class:`Fit` result: ArviZ ``InferenceData`` plus the specification to reload and predict.
+
+Posterior variables (natural units unless marked latent):
+
+- ``theta``: group parameters, dims (chain, draw, <group_dim>, parameter); for a pooled fit the
+  shared parameters, dims (chain, draw, parameter);
+- hierarchical: ``mu`` (latent population mean), ``population`` (its natural value: for a log
+  parameter the population *median*), ``tau`` (latent population scale), ``corr`` (population
+  correlation, dims parameter x parameter_), and with levels ``level_population`` (natural
+  level medians, dims level x parameter) and ``tau_level``;
+- noise parameters of the likelihood (e.g. ``sigma``).
+
+The file written by :meth:`Fit.save` is plain netCDF (ArviZ groups) with the specification as
+JSON attributes; :func:`load` rebuilds the spec from the registry, so no code is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from carpool.inference.diagnostics import compute_diagnostics
+from carpool.inference.nuts import NutsSettings, SamplerOutput
+from carpool.pooling.centring import CentringChoice
+from carpool.pooling.grouped import GroupedData
+from carpool.pooling.model import BuiltModel
+from carpool.pooling.spec import ModelSpec, PoolingConfig, get_spec
+
+__all__ = ["Fit", "load", "to_inference_data"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted model.
+
+    Attributes
+    ----------
+    idata
+        ArviZ ``InferenceData`` (posterior, sample_stats, observed_data, constant_data).
+    spec, config, data
+        The model specification, pooling configuration and grouped data it was fitted to.
+    centring
+        The per-parameter centring used, with the evidence of the automatic choice.
+    """
+
+    idata: Any
+    spec: ModelSpec
+    config: PoolingConfig
+    data: GroupedData
+    centring: CentringChoice
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def pooling(self) -> str:
+        return self.config.pooling
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return self.spec.parameters.names
+
+    @property
+    def group_ids(self) -> tuple[str, ...]:
+        return self.data.group_ids
+
+    @property
+    def timing(self) -> dict[str, float]:
+        return json.loads(self.idata.posterior.attrs.get("carpool_timing", "{}"))
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return json.loads(self.idata.posterior.attrs.get("carpool_settings", "{}"))
+
+    @property
+    def diagnostics(self) -> dict[str, Any]:
+        """max_rhat, min_ess_bulk, min_ess_tail, divergences, and the variables behind them."""
+        return compute_diagnostics(self.idata)
+
+    def theta_draws(self) -> np.ndarray:
+        """Natural group parameters stacked over chains: (S, G, P), or (S, P) when pooled."""
+        th = self.idata.posterior["theta"].values
+        return th.reshape((-1,) + th.shape[2:])
+
+    def noise_draws(self) -> dict[str, np.ndarray]:
+        """Learned noise parameters as (S,) arrays, fixed ones as scalars."""
+        lik = self.spec.likelihood
+        out: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in lik.fixed_noise().items()}
+        for name in lik.noise_priors():
+            out[name] = self.idata.posterior[name].values.reshape(-1)
+        return out
+
+    # ------------------------------------------------------------------ views
+    def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:
+        """Population, per-group and noise parameters in natural units.
+
+        Columns: ``kind`` (``population`` / ``population_scale`` / ``level`` / ``group`` /
+        ``noise``), ``group``, ``parameter``, ``unit``, ``mean``, ``sd``, ``hdi_<lo>%``,
+        ``hdi_<hi>%``, ``ess_bulk``, ``r_hat``. For a pooled fit the population rows are the
+        shared parameters; for an unpooled fit they summarise the across-group geometric /
+        arithmetic mean per draw.
+        """
+        from carpool.inference.summary import summarise
+
+        return summarise(self, hdi_prob)
+
+    # ------------------------------------------------------------------ io
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fit as netCDF, atomically (temporary file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            self.idata.to_netcdf(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+
+def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringChoice,
+                      settings: NutsSettings) -> Any:
+    """Assemble ArviZ ``InferenceData`` with named dims from raw sampler output."""
+    import arviz as az
+
+    spec, config, data = built.spec, built.config, built.data
+    params = spec.parameters
+    gdim = spec.group_dim
+    s = out.samples
+    posterior: dict[str, np.ndarray] = {}
+    dims: dict[str, list[str]] = {}
+    z = s["z"]
+    posterior["theta"] = np.asarray(params.to_natural(z, axis=-1))
+    dims["theta"] = ["parameter"] if config.pooling == "pooled" else [gdim, "parameter"]
+    if config.pooling == "hierarchical":
+        posterior["mu"] = s["mu"]
+        posterior["population"] = np.asarray(params.to_natural(s["mu"], axis=-1))
+        dims["mu"] = dims["population"] = ["parameter"]
+        P = len(params)
+        posterior["tau"] = (s["tau"] if "tau" in s else np.broadcast_to(
+            config.fixed_tau(params), z.shape[:2] + (P,)).copy())
+        dims["tau"] = ["parameter"]
+        if "L_corr" in s:
+            L = s["L_corr"]
+            corr_o = L @ np.swapaxes(L, -1, -2)
+            inv = np.argsort(built.order)
+            posterior["corr"] = corr_o[..., inv, :][..., :, inv]
+        else:
+            posterior["corr"] = np.broadcast_to(np.eye(P), z.shape[:2] + (P, P)).copy()
+        dims["corr"] = ["parameter", "parameter_"]
+        if "tau_level" in s:
+            lvl = s["mu"][:, :, None, :] + s["tau_level"][:, :, None, :] * s["level_eta"]
+            posterior["level_population"] = np.asarray(params.to_natural(lvl, axis=-1))
+            dims["level_population"] = ["level", "parameter"]
+            posterior["tau_level"] = s["tau_level"]
+            dims["tau_level"] = ["parameter"]
+    for name in spec.likelihood.noise_priors():
+        posterior[name] = s[name]
+    st = out.stats
+    sample_stats = {
+        "diverging": st["diverging"].astype(bool),
+        "n_steps": st["num_steps"],
+        "tree_depth": np.floor(np.log2(st["num_steps"] + 1)).astype(int),
+        "acceptance_rate": st["accept_prob"],
+        "energy": st["energy"],
+        "lp": -st["potential_energy"],
+    }
+    coords: dict[str, Any] = {
+        gdim: list(data.group_ids),
+        "parameter": params.names,
+        "parameter_": params.names,
+        "obs": np.arange(data.num_obs),
+    }
+    if data.level_ids:
+        coords["level"] = list(data.level_ids)
+    constant = {"group_index": data.group_index, **{f"cov_{k}": v
+                                                     for k, v in data.covariates.items()}}
+    cdims = {k: ["obs"] for k in constant}
+    if data.level_index is not None:
+        constant["level_index"] = data.level_index
+        cdims["level_index"] = [gdim]
+    idata = az.from_dict(
+        posterior=posterior,
+        sample_stats=sample_stats,
+        observed_data={"y": data.y},
+        constant_data=constant,
+        coords=coords,
+        dims={**dims, "y": ["obs"], **cdims},
+    )
+    attrs = {
+        "carpool_format": str(FORMAT_VERSION),
+        "carpool_spec": json.dumps(spec.to_dict()),
+        "carpool_config": json.dumps(config.to_dict()),
+        "carpool_centring": json.dumps({"choice": centring.choice, "kappa": centring.kappa,
+                                        "tau_ref": centring.tau_ref}),
+        "carpool_settings": json.dumps({**settings.to_dict(), "chain_method": out.chain_method,
+                                        "layout": built.layout}),
+        "carpool_timing": json.dumps(out.timing),
+        "carpool_levels": json.dumps(list(data.level_ids)),
+    }
+    idata.posterior.attrs.update(attrs)
+    return idata
+
+
+def load(path: str | os.PathLike[str], spec: ModelSpec | None = None) -> Fit:
+    """Read a fit written by :meth:`Fit.save`.
+
+    ``spec`` is needed only for a model that is not registered (a user's own mean function);
+    registered models are rebuilt by name from the saved options.
+    """
+    import arviz as az
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such fit file: {path}")
+    try:
+        idata = az.from_netcdf(str(path))
+        idata.load()  # read everything now: the file may be replaced later
+        attrs = idata.posterior.attrs
+        saved_spec = json.loads(attrs["carpool_spec"])
+    except (OSError, KeyError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a carpool fit file ({exc})") from None
+    if spec is None:
+        spec = get_spec(saved_spec["name"], **saved_spec.get("options", {}))
+    spec = spec.with_saved(saved_spec)
+    config = PoolingConfig.from_dict(json.loads(attrs["carpool_config"]))
+    c = json.loads(attrs["carpool_centring"])
+    centring = CentringChoice(c["choice"], c.get("kappa", {}), c.get("tau_ref", {}))
+    cd = idata.constant_data
+    gdim = spec.group_dim
+    covs = {k[4:]: cd[k].values for k in cd.data_vars if k.startswith("cov_")}
+    level_ids = tuple(json.loads(attrs.get("carpool_levels", "[]")))
+    level_index = cd["level_index"].values if level_ids else None
+    data = GroupedData(
+        y=idata.observed_data["y"].values,
+        group_index=cd["group_index"].values,
+        group_ids=tuple(str(g) for g in idata.posterior.coords[gdim].values.tolist()),
+        covariates=covs,
+        level_index=level_index,
+        level_ids=level_ids,
+    )
+    return Fit(idata, spec, config, data, centring)

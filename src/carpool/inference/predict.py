@@ -1,0 +1,150 @@
+"""Prior and posterior predictive simulation, pointwise log-likelihoods, new groups.
+
+All functions work from natural-unit posterior draws and the spec's mean function on the flat
+(n,) layout, so they serve the fitted data, new observations of known groups, and new groups
+drawn from the population alike.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from carpool.pooling.grouped import GroupedData
+
+if TYPE_CHECKING:
+    from carpool.inference.fit import Fit
+
+__all__ = ["expected_mean", "posterior_predictive", "pointwise_log_likelihood",
+           "new_group_params", "prior_predictive", "align_groups"]
+
+
+def align_groups(fit: Fit, data: GroupedData) -> np.ndarray:
+    """Map ``data``'s group index to the fit's group order; error on unknown groups."""
+    pos = {g: i for i, g in enumerate(fit.group_ids)}
+    unknown = [g for g in data.group_ids if g not in pos]
+    if unknown:
+        raise ValueError(f"group {unknown[0]!r} was not in the fitted data; use "
+                         "new_group_params / predict_new_group for unseen groups")
+    table = np.array([pos[g] for g in data.group_ids])
+    return table[data.group_index]
+
+
+def _thin(n_total: int, num_draws: int | None, seed: int) -> np.ndarray:
+    if num_draws is None or num_draws >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, num_draws, replace=False))
+
+
+def _mean_from_theta(fit: Fit, theta: np.ndarray, group_index: np.ndarray,
+                     covs: dict[str, np.ndarray]) -> np.ndarray:
+    """theta (S, G, P) or (S, P) natural; returns (S, n)."""
+    names = fit.parameter_names
+    covs_j = {k: jnp.asarray(v) for k, v in covs.items()}
+    gi = jnp.asarray(group_index)
+
+    def one(th):
+        if th.ndim == 1:
+            p = {n: th[i] for i, n in enumerate(names)}
+        else:
+            p = {n: th[gi, i] for i, n in enumerate(names)}
+        return fit.spec.mean_fn(p, covs_j)
+
+    return np.asarray(jax.lax.map(one, jnp.asarray(theta), batch_size=64))
+
+
+def expected_mean(fit: Fit, data: GroupedData | None = None, *, num_draws: int | None = None,
+                  seed: int = 0) -> np.ndarray:
+    """Mean function at posterior draws for ``data`` (default: the fitted data), (S, n)."""
+    data = fit.data if data is None else data
+    gi = align_groups(fit, data)
+    theta = fit.theta_draws()
+    idx = _thin(theta.shape[0], num_draws, seed)
+    return _mean_from_theta(fit, theta[idx], gi, data.covariates)
+
+
+def _noise_at(fit: Fit, idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: (v[idx][:, None] if np.ndim(v) else v) for k, v in fit.noise_draws().items()}
+
+
+def posterior_predictive(fit: Fit, data: GroupedData | None = None, *,
+                         num_draws: int | None = None, seed: int = 0) -> np.ndarray:
+    """Simulated observations for ``data``'s covariates, (S, n)."""
+    data = fit.data if data is None else data
+    theta = fit.theta_draws()
+    idx = _thin(theta.shape[0], num_draws, seed)
+    mean = _mean_from_theta(fit, theta[idx], align_groups(fit, data), data.covariates)
+    return _sample_obs(fit, mean, _noise_at(fit, idx), data, seed)
+
+
+def _sample_obs(fit: Fit, mean: np.ndarray, noise: dict[str, np.ndarray], data: GroupedData,
+                seed: int) -> np.ndarray:
+    covs = {k: jnp.asarray(v)[None, :] for k, v in data.covariates.items()}
+    d = fit.spec.likelihood.distribution(jnp.asarray(mean),
+                                         {k: jnp.asarray(v) for k, v in noise.items()}, covs)
+    return np.asarray(d.sample(jax.random.PRNGKey(seed)))
+
+
+def pointwise_log_likelihood(fit: Fit, data: GroupedData | None = None) -> np.ndarray:
+    """Log density of each observation at each draw, (chain, draw, n) (for LOO / scores)."""
+    data = fit.data if data is None else data
+    th = fit.idata.posterior["theta"].values
+    C, D = th.shape[:2]
+    mean = _mean_from_theta(fit, th.reshape((C * D,) + th.shape[2:]),
+                            align_groups(fit, data), data.covariates)
+    noise = _noise_at(fit, np.arange(C * D))
+    covs = {k: jnp.asarray(v)[None, :] for k, v in data.covariates.items()}
+    lp = fit.spec.likelihood.log_prob(jnp.asarray(data.y)[None, :], jnp.asarray(mean),
+                                      {k: jnp.asarray(v) for k, v in noise.items()}, covs)
+    return np.asarray(lp).reshape(C, D, -1)
+
+
+def new_group_params(fit: Fit, num_groups: int = 1, *, seed: int = 0,
+                     level: str | None = None) -> np.ndarray:
+    """Natural parameters of ``num_groups`` NEW groups drawn from the population, (S, num, P).
+
+    Hierarchical: ``z = mu + tau * chol(corr) eps`` per draw (around the level mean when
+    ``level`` is given); pooled: the shared parameters; unpooled fits have no population and
+    raise.
+    """
+    post = fit.idata.posterior
+    params = fit.spec.parameters
+    if fit.pooling == "pooled":
+        th = fit.theta_draws()
+        return np.repeat(th[:, None, :], num_groups, axis=1)
+    if fit.pooling == "unpooled":
+        raise ValueError("an unpooled fit has no population distribution, so it cannot "
+                         "predict a new group; use pooling='hierarchical' or 'pooled'")
+    P = len(params)
+    if level is None:
+        centre = post["mu"].values.reshape(-1, P)
+    else:
+        if "level_population" not in post:
+            raise ValueError("this fit has no levels")
+        levels = [str(v) for v in post.coords["level"].values]
+        if level not in levels:
+            raise ValueError(f"unknown level {level!r}; have {levels}")
+        lp = post["level_population"].values.reshape(-1, len(levels), P)
+        centre = params.to_latent(lp[:, levels.index(level)], axis=-1)
+    tau = post["tau"].values.reshape(-1, P)
+    corr = post["corr"].values.reshape(-1, P, P)
+    L = np.linalg.cholesky(corr + 1e-9 * np.eye(P))
+    eps = np.random.default_rng(seed).standard_normal((tau.shape[0], num_groups, P))
+    z = centre[:, None, :] + tau[:, None, :] * np.einsum("sij,sgj->sgi", L, eps)
+    return np.asarray(params.to_natural(z, axis=-1))
+
+
+def prior_predictive(spec, data: GroupedData, config, *, num_samples: int = 200,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+    """Draws from the prior: every latent site plus ``obs`` (num_samples, n) on ``data``."""
+    from numpyro.infer import Predictive
+
+    from carpool.pooling.model import build_model
+
+    built = build_model(spec, data, config, layout="flat")
+    pred = Predictive(built.model, num_samples=num_samples)
+    out = pred(jax.random.PRNGKey(seed), observed=False)
+    return {k: np.asarray(v) for k, v in out.items()}

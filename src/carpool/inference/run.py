@@ -1,0 +1,90 @@
+"""``carpool.fit``: one call from a table (or grouped data) to a :class:`Fit`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from carpool.inference.diagnostics import warn_if_bad
+from carpool.inference.fit import Fit, to_inference_data
+from carpool.inference.nuts import NutsSettings, run_nuts
+from carpool.pooling.centring import choose_centring
+from carpool.pooling.grouped import GroupedData
+from carpool.pooling.model import build_model
+from carpool.pooling.spec import Hyperpriors, ModelSpec, PoolingConfig, get_spec
+
+__all__ = ["fit", "resolve_spec"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_spec(model: str | ModelSpec, **options: Any) -> ModelSpec:
+    """A spec object, or a registered model built by name with ``options``."""
+    if isinstance(model, ModelSpec):
+        if options:
+            raise ValueError("spec options apply to registered model names, not to a ModelSpec")
+        return model
+    return get_spec(model, **options)
+
+
+def fit(
+    data: Any,
+    model: str | ModelSpec,
+    *,
+    pooling: str = "hierarchical",
+    tau: str | float | Mapping[str, float] | tuple[float, ...] = "learned",
+    correlated: bool = True,
+    hyperpriors: Hyperpriors | None = None,
+    param: str | Mapping[str, str] = "auto",
+    level: str | None = None,
+    layout: str = "auto",
+    chains: int = 4,
+    warmup: int = 1000,
+    draws: int = 1000,
+    seed: int = 0,
+    target_accept: float = 0.8,
+    max_tree_depth: int = 10,
+    progress_bar: bool = False,
+    model_options: Mapping[str, Any] | None = None,
+    data_options: Mapping[str, Any] | None = None,
+    warn: bool = True,
+) -> Fit:
+    """Fit ``model`` to ``data`` with NUTS in one of the three pooling modes.
+
+    Parameters
+    ----------
+    data
+        :class:`~carpool.pooling.grouped.GroupedData`, or a table the model's ``prepare_fn``
+        understands (trajectories for car-following models; ``group, x, y`` for ``linear``).
+    model
+        A :class:`~carpool.pooling.spec.ModelSpec` or a registered name (``"idm"``,
+        ``"linear"``, ``"eight_schools"``, ...); ``model_options`` go to its builder.
+    pooling, tau, correlated, hyperpriors, param
+        See :class:`~carpool.pooling.spec.PoolingConfig`.
+    level
+        Column naming a level above the groups (e.g. ``"class"``): learns level means.
+    chains, warmup, draws, seed, target_accept, max_tree_depth
+        NUTS settings (:class:`~carpool.inference.nuts.NutsSettings`).
+    warn
+        Emit :class:`~carpool.inference.diagnostics.ConvergenceWarning` on bad diagnostics.
+    """
+    spec = resolve_spec(model, **dict(model_options or {}))
+    grouped = data if isinstance(data, GroupedData) else spec.prepare(
+        data, level=level, **dict(data_options or {}))
+    config = PoolingConfig(pooling=pooling, tau=tau, correlated=correlated,
+                           hyperpriors=hyperpriors or spec.default_hyperpriors or Hyperpriors(),
+                           param=param, use_levels=level is not None)
+    settings = NutsSettings(num_chains=chains, num_warmup=warmup, num_samples=draws,
+                            seed=seed, target_accept=target_accept,
+                            max_tree_depth=max_tree_depth)
+    centring = choose_centring(spec, grouped, config, seed=seed)
+    log.info("centring: %s", centring.choice)
+    built = build_model(spec, grouped, config, centring=centring.choice, layout=layout)
+    out = run_nuts(built, settings, progress_bar=progress_bar)
+    idata = to_inference_data(built, out, centring, settings)
+    result = Fit(idata, spec, config, grouped, centring)
+    if warn:
+        warn_if_bad(result.diagnostics)
+    return result
+

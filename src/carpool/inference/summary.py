@@ -1,0 +1,85 @@
+"""Tidy summaries of a fit in natural units (pandas)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from carpool.inference.fit import Fit
+
+__all__ = ["summarise", "stats_table"]
+
+
+def stats_table(draws: np.ndarray, hdi_prob: float = 0.94) -> dict[str, np.ndarray]:
+    """Mean, sd, HDI, bulk ESS and R-hat of ``draws`` shaped (chain, draw, *rest).
+
+    Each output has shape ``rest``.
+    """
+    import arviz as az
+    import xarray as xr
+
+    draws = np.asarray(draws, dtype=float)
+    rest = draws.shape[2:]
+    flat = draws.reshape(draws.shape[:2] + (-1,))
+    ds = xr.Dataset({"x": (("chain", "draw", "element"), flat)})
+    hdi = az.hdi(ds, hdi_prob=hdi_prob)["x"].transpose("element", "hdi").values
+    ess = az.ess(ds, method="bulk")["x"].values
+    rhat = (az.rhat(ds)["x"].values if draws.shape[0] > 1
+            else np.full(flat.shape[-1], np.nan))
+    lo_hi = hdi
+    return {
+        "mean": draws.mean(axis=(0, 1)),
+        "sd": draws.std(axis=(0, 1), ddof=1),
+        "lo": lo_hi[:, 0].reshape(rest),
+        "hi": lo_hi[:, 1].reshape(rest),
+        "ess_bulk": ess.reshape(rest),
+        "r_hat": rhat.reshape(rest),
+    }
+
+
+def _rows(kind: str, group: Any, names: list[str], units: list[str],
+          st: dict[str, np.ndarray], lo: str, hi: str) -> list[dict[str, Any]]:
+    return [{"kind": kind, "group": group, "parameter": n, "unit": u,
+             "mean": st["mean"][i], "sd": st["sd"][i], lo: st["lo"][i], hi: st["hi"][i],
+             "ess_bulk": st["ess_bulk"][i], "r_hat": st["r_hat"][i]}
+            for i, (n, u) in enumerate(zip(names, units, strict=True))]
+
+
+def summarise(fit: Fit, hdi_prob: float = 0.94) -> pd.DataFrame:
+    """See :meth:`carpool.inference.fit.Fit.summary`."""
+    post = fit.idata.posterior
+    params = fit.spec.parameters
+    names, units = params.names, [p.unit for p in params]
+    lo = f"hdi_{100 * (1 - hdi_prob) / 2:g}%"
+    hi = f"hdi_{100 * (1 + hdi_prob) / 2:g}%"
+    rows: list[dict[str, Any]] = []
+    theta = post["theta"].values
+    if fit.pooling == "pooled":
+        rows += _rows("population", None, names, units, stats_table(theta, hdi_prob), lo, hi)
+    elif fit.pooling == "unpooled":
+        # across-group centre per draw, on the latent scale, back to natural units
+        centre = params.to_natural(params.to_latent(theta, axis=-1).mean(axis=2), axis=-1)
+        rows += _rows("population", None, names, units, stats_table(centre, hdi_prob), lo, hi)
+    else:
+        rows += _rows("population", None, names, units,
+                      stats_table(post["population"].values, hdi_prob), lo, hi)
+        rows += _rows("population_scale", None, names, ["latent"] * len(names),
+                      stats_table(post["tau"].values, hdi_prob), lo, hi)
+        if "level_population" in post:
+            lp = post["level_population"]
+            st = stats_table(lp.values, hdi_prob)
+            for k, level in enumerate(lp.coords["level"].values):
+                rows += _rows("level", str(level), names, units,
+                              {key: v[k] for key, v in st.items()}, lo, hi)
+    if fit.pooling != "pooled":
+        st = stats_table(theta, hdi_prob)
+        for g, gid in enumerate(fit.group_ids):
+            rows += _rows("group", gid, names, units, {k: v[g] for k, v in st.items()}, lo, hi)
+    noise = list(fit.spec.likelihood.noise_priors())
+    if noise:
+        st = stats_table(np.stack([post[n].values for n in noise], axis=-1), hdi_prob)
+        rows += _rows("noise", None, noise, [""] * len(noise), st, lo, hi)
+    return pd.DataFrame(rows)

@@ -1,0 +1,6 @@
+"""Built-in model specifications (each module registers its builder on import)."""
+
+from carpool.models.eight_schools import eight_schools_spec
+from carpool.models.linear import linear_spec
+
+__all__ = ["eight_schools_spec", "linear_spec"]

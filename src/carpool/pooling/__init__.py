@@ -1,0 +1,50 @@
+"""The pooling engine: one model specification -> pooled, unpooled or hierarchical models.
+
+``build_model`` and ``choose_centring`` import NumPyro and load lazily, so that pure modules
+(e.g. ``carpool.carfollowing``) can use parameter tables without importing NumPyro.
+"""
+
+from typing import Any
+
+from carpool.pooling.grouped import GroupedData, choose_layout
+from carpool.pooling.likelihoods import AbstractLikelihood, Gaussian, StudentT
+from carpool.pooling.parameters import Parameter, ParameterTable
+from carpool.pooling.priors import (
+    Exponential,
+    HalfCauchy,
+    HalfNormal,
+    LogNormal,
+    Normal,
+    Prior,
+)
+from carpool.pooling.spec import (
+    Hyperpriors,
+    ModelSpec,
+    PoolingConfig,
+    get_spec,
+    list_specs,
+    register_spec,
+)
+
+__all__ = [
+    "AbstractLikelihood", "BuiltModel", "CentringChoice", "Exponential", "Gaussian",
+    "GroupedData", "HalfCauchy", "HalfNormal", "Hyperpriors", "LogNormal", "ModelSpec",
+    "Normal", "Parameter", "ParameterTable", "PoolingConfig", "Prior", "StudentT",
+    "build_model", "choose_centring", "choose_layout", "get_spec", "list_specs",
+    "register_spec",
+]
+
+_LAZY = {
+    "BuiltModel": "carpool.pooling.model",
+    "build_model": "carpool.pooling.model",
+    "CentringChoice": "carpool.pooling.centring",
+    "choose_centring": "carpool.pooling.centring",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'carpool.pooling' has no attribute {name!r}")

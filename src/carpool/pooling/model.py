@@ -1,0 +1,231 @@
+"""The engine: one :class:`ModelSpec` + a :class:`PoolingConfig` -> a NumPyro model.
+
+Sample sites (latent scale, see :mod:`carpool.pooling.parameters`):
+
+============== ================ =====================================================
+mode           site             shape / meaning
+============== ================ =====================================================
+pooled         ``z``            (P,) shared latent parameters
+unpooled       ``z``            (G, P) independent per-group latent parameters
+hierarchical   ``mu``           (P,) population mean (prior = each parameter's prior)
+               ``tau``          (P,) population scales, the pooling dial (unless fixed)
+               ``L_corr``       (P, P) Cholesky factor of the population correlation,
+                                in *centring order* (non-centred parameters first)
+               ``tau_level``,   (P,), (K, P) level means ``mu + tau_level * level_eta``
+               ``level_eta``    when levels are used (e.g. car / truck)
+               ``z_nc``         (G, |N|) standard-normal innovations (non-centred)
+               ``theta_c``      (G, |C|) centred group values
+               ``z``            (G, P) deterministic: the group latent values
+all            noise sites      e.g. ``sigma``
+all            ``obs``          observations
+============== ================ =====================================================
+
+Mixed centring with a full correlation matrix is exact: with the Cholesky factor ``L`` in the
+order (non-centred N, centred C), ``theta = centre + tau * (L @ eps)`` factorises into
+``theta_N = centre_N + tau_N * (L_NN eps_N)`` and
+``theta_C | eps_N ~ MVN(centre_C + tau_C * (L_CN eps_N), diag(tau_C) L_CC L_CC^T diag(tau_C))``,
+so the non-centred block is sampled through ``eps_N`` and the centred block directly. The LKJ
+prior is exchangeable, so sampling the factor in that order changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from carpool.pooling.grouped import GroupedData, choose_layout
+from carpool.pooling.parameters import ParameterTable
+from carpool.pooling.priors import Prior
+from carpool.pooling.spec import ModelSpec, PoolingConfig
+
+__all__ = ["BuiltModel", "build_model", "latent_prior", "natural_params"]
+
+
+def latent_prior(priors: list[Prior], batch_shape: tuple[int, ...] = ()) -> Any:
+    """A vectorised NumPyro distribution with event shape (P,) for one prior per parameter.
+
+    All priors must share a family (the usual case); the parameters are stacked.
+    """
+    families = {p.family for p in priors}
+    if len(families) != 1:
+        raise ValueError(
+            f"all parameters of a model must use one prior family, got {sorted(families)}"
+        )
+    family = families.pop()
+    stacked = {k: jnp.asarray([p.params[k] for p in priors]) for k in priors[0].params}
+    cls = type(priors[0].to_numpyro())
+    names = {"normal": ("loc", "scale"), "student_t": ("df", "loc", "scale"),
+             "half_normal": ("scale",), "half_cauchy": ("scale",),
+             "exponential": ("rate",), "lognormal": ("loc", "scale")}[family]
+    d = cls(*(stacked[n] for n in names))
+    if batch_shape:
+        d = d.expand(batch_shape + (len(priors),))
+    return d.to_event(1)
+
+
+def natural_params(parameters: ParameterTable, z: Any) -> Any:
+    """Latent (..., P) -> natural (..., P)."""
+    return parameters.to_natural(z, axis=-1)
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    """A NumPyro model function with the data and choices it was built with.
+
+    ``model(observed=True)`` conditions on the data; ``observed=False`` simulates ``obs``
+    (prior or posterior predictive). ``layout`` is ``"padded"`` or ``"flat"``;
+    ``centring`` maps each parameter to ``"centred"`` / ``"noncentred"`` (hierarchical only).
+    """
+
+    model: Callable[..., None]
+    spec: ModelSpec
+    config: PoolingConfig
+    data: GroupedData
+    layout: str
+    centring: Mapping[str, str]
+    order: tuple[int, ...]  # centring order of parameters (non-centred first)
+
+    def __call__(self, observed: bool = True) -> None:
+        self.model(observed)
+
+
+def build_model(
+    spec: ModelSpec,
+    data: GroupedData,
+    config: PoolingConfig,
+    *,
+    centring: Mapping[str, str] | None = None,
+    layout: str = "auto",
+) -> BuiltModel:
+    """Build the NumPyro model of ``spec`` on ``data`` in ``config.pooling`` mode.
+
+    Parameters
+    ----------
+    centring
+        Parameter -> ``"centred"``/``"noncentred"`` for hierarchical models. ``None`` takes
+        ``config.param`` where it is explicit and ``"noncentred"`` where it is ``"auto"``
+        (the automatic, data-driven choice lives in :mod:`carpool.pooling.centring`).
+    layout
+        ``"auto"``, ``"padded"`` or ``"flat"`` (see :mod:`carpool.pooling.grouped`).
+    """
+    params = spec.parameters
+    params.check_priors()
+    missing = [c for c in spec.covariates if c not in data.covariates]
+    if missing:
+        raise ValueError(f"model {spec.name!r} needs covariate(s) {missing}; data have "
+                         f"{list(data.covariates)}")
+    if config.use_levels and data.level_index is None:
+        raise ValueError("levels requested but the data have no level column")
+    P, G = len(params), data.num_groups
+    priors = [p.prior for p in params]
+    lik = spec.likelihood
+    noise_priors = lik.noise_priors()
+    fixed_noise = {k: jnp.asarray(v) for k, v in lik.fixed_noise().items()}
+
+    if config.pooling == "pooled":
+        layout = "flat"
+    else:
+        layout = choose_layout(data, layout)
+
+    if centring is None:
+        centring = {n: ("noncentred" if config.param_choice(n) == "auto"
+                        else config.param_choice(n)) for n in params.names}
+    nc = [i for i, n in enumerate(params.names) if centring[n] == "noncentred"]
+    cc = [i for i, n in enumerate(params.names) if centring[n] == "centred"]
+    order = tuple(nc + cc)
+    inverse = np.argsort(order)
+
+    # data as JAX arrays in the chosen layout
+    if layout == "padded":
+        pad = data.padded()
+        y_obs = jnp.asarray(pad.y)
+        covs = {k: jnp.asarray(v) for k, v in pad.covariates.items()}
+        mask = jnp.asarray(pad.mask)
+    else:
+        y_obs = jnp.asarray(data.y)
+        covs = {k: jnp.asarray(v) for k, v in data.covariates.items()}
+        mask = None
+    group_index = jnp.asarray(data.group_index)
+    level_index = None if data.level_index is None else jnp.asarray(data.level_index)
+
+    tau_fixed = jnp.asarray(config.fixed_tau(params)) if config.tau_is_fixed else None
+    tau_priors = [config.hyperpriors.tau_prior(n) for n in params.names]
+    correlated = config.correlated and P > 1
+    eta = config.hyperpriors.lkj_eta
+
+    def group_params(natural: Any) -> dict[str, Any]:
+        if config.pooling == "pooled":
+            return {n: natural[i] for i, n in enumerate(params.names)}
+        if layout == "padded":
+            return {n: natural[:, i:i + 1] for i, n in enumerate(params.names)}
+        return {n: natural[group_index, i] for i, n in enumerate(params.names)}
+
+    def hierarchical_latent() -> Any:
+        mu = numpyro.sample("mu", latent_prior(priors))
+        if tau_fixed is None:
+            tau = numpyro.sample("tau", latent_prior(tau_priors))
+        else:
+            tau = tau_fixed
+        if config.use_levels:
+            K = data.num_levels
+            tau_level = numpyro.sample(
+                "tau_level", latent_prior([config.hyperpriors.tau_level] * P))
+            level_eta = numpyro.sample("level_eta", dist.Normal(0.0, 1.0).expand((K, P))
+                                       .to_event(2))
+            centre = (mu + tau_level * level_eta)[level_index]
+        else:
+            centre = jnp.broadcast_to(mu, (G, P))
+        # permute to centring order
+        o = jnp.asarray(order)
+        centre_o, tau_o = centre[:, o], tau[o]
+        if correlated:
+            L = numpyro.sample("L_corr", dist.LKJCholesky(P, concentration=eta))
+        else:
+            L = jnp.eye(P)
+        n_nc = len(nc)
+        parts = []
+        eps_n = None
+        if n_nc:
+            eps_n = numpyro.sample("z_nc", dist.Normal(0.0, 1.0).expand((G, n_nc)).to_event(2))
+            x_n = eps_n @ L[:n_nc, :n_nc].T
+            parts.append(centre_o[:, :n_nc] + tau_o[:n_nc] * x_n)
+        if len(cc):
+            loc_c = centre_o[:, n_nc:]
+            if eps_n is not None and correlated:
+                loc_c = loc_c + tau_o[n_nc:] * (eps_n @ L[n_nc:, :n_nc].T)
+            if correlated:
+                scale_tril = tau_o[n_nc:, None] * L[n_nc:, n_nc:]
+                d = dist.MultivariateNormal(loc_c, scale_tril=scale_tril)
+                theta_c = numpyro.sample("theta_c", d.to_event(1))
+            else:
+                theta_c = numpyro.sample(
+                    "theta_c", dist.Normal(loc_c, tau_o[n_nc:]).to_event(2))
+            parts.append(theta_c)
+        theta_o = jnp.concatenate(parts, axis=-1)
+        return numpyro.deterministic("z", theta_o[:, jnp.asarray(inverse)])
+
+    def model(observed: bool = True) -> None:
+        if config.pooling == "pooled":
+            z = numpyro.sample("z", latent_prior(priors))
+        elif config.pooling == "unpooled":
+            z = numpyro.sample("z", latent_prior(priors, (G,)).to_event(1))
+        else:
+            z = hierarchical_latent()
+        natural = natural_params(params, z)
+        noise = dict(fixed_noise)
+        for name, prior in noise_priors.items():
+            noise[name] = numpyro.sample(name, prior.to_numpyro())
+        mean = spec.mean_fn(group_params(natural), covs)
+        d = lik.distribution(mean, noise, covs)
+        if mask is not None:
+            d = d.mask(mask)
+        numpyro.sample("obs", d.to_event(len(d.batch_shape)),
+                       obs=y_obs if observed else None)
+
+    return BuiltModel(model, spec, config, data, layout, dict(centring), order)

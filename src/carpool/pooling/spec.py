@@ -1,0 +1,282 @@
+"""Model specifications: the one description from which all three pooling modes are built.
+
+A :class:`ModelSpec` says *what* is modelled (parameters, mean function, covariates,
+likelihood). A :class:`PoolingConfig` says *how groups share* (pooled / unpooled /
+hierarchical, the population scale tau, hyperpriors, per-parameter centring). The engine in
+:mod:`carpool.pooling.model` combines the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from carpool.pooling.grouped import GroupedData
+from carpool.pooling.likelihoods import AbstractLikelihood, Gaussian, likelihood_from_dict
+from carpool.pooling.parameters import ParameterTable
+from carpool.pooling.priors import HalfNormal, Prior
+
+__all__ = [
+    "ModelSpec",
+    "Hyperpriors",
+    "PoolingConfig",
+    "POOLING_MODES",
+    "PARAM_CHOICES",
+    "register_spec",
+    "get_spec",
+    "list_specs",
+]
+
+POOLING_MODES = ("pooled", "unpooled", "hierarchical")
+PARAM_CHOICES = ("centred", "noncentred", "auto")
+
+MeanFn = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What is modelled.
+
+    Parameters
+    ----------
+    name
+        Registry name used to rebuild the spec when a saved fit is loaded.
+    parameters
+        The per-group parameter table (see :class:`~carpool.pooling.parameters.Parameter`).
+    mean_fn
+        ``mean_fn(params, covariates) -> mean``: ``params`` maps each parameter name to its
+        natural-unit value, either a scalar (pooled) or an array broadcastable against the
+        covariates ((G, 1) against (G, T) padded arrays, or (n,) against (n,) flat arrays);
+        ``covariates`` maps names to arrays. Must be JAX-traceable and element-wise.
+    covariates
+        Names of the covariates ``mean_fn`` reads.
+    likelihood
+        The observation model, default Gaussian with a learned HalfNormal(1) noise scale.
+    options
+        JSON-serialisable options of the registered builder that made this spec.
+    group_dim
+        Name of the group dimension in results (``"group"``, or ``"driver"``).
+    prepare_fn
+        ``prepare_fn(table, level=None, **options) -> GroupedData``: how a user's table (e.g.
+        trajectories) becomes grouped observations for this model.
+    default_hyperpriors
+        Population priors used when the user gives none (else :class:`Hyperpriors()`).
+    """
+
+    name: str
+    parameters: ParameterTable
+    mean_fn: MeanFn
+    covariates: tuple[str, ...] = ()
+    likelihood: AbstractLikelihood = field(default_factory=Gaussian)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    group_dim: str = "group"
+    prepare_fn: Callable[..., GroupedData] | None = None
+    default_hyperpriors: Hyperpriors | None = None
+
+    def prepare(self, table: Any, *, level: str | None = None, **kwargs: Any) -> GroupedData:
+        """Turn a user's table into :class:`GroupedData` with this model's ``prepare_fn``."""
+        if isinstance(table, GroupedData):
+            return table
+        if self.prepare_fn is None:
+            raise ValueError(f"model {self.name!r} takes GroupedData, not a table")
+        return self.prepare_fn(table, level=level, **kwargs)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.parameters, ParameterTable):
+            object.__setattr__(self, "parameters", ParameterTable(self.parameters))
+        object.__setattr__(self, "covariates", tuple(self.covariates))
+        if not callable(self.mean_fn):
+            raise TypeError("mean_fn must be callable")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "parameters": self.parameters.to_list(),
+            "covariates": list(self.covariates),
+            "likelihood": self.likelihood.to_dict(),
+            "options": dict(self.options),
+            "group_dim": self.group_dim,
+        }
+
+    def with_saved(self, d: Mapping[str, Any]) -> ModelSpec:
+        """This spec with the saved parameter table and likelihood of ``d`` restored."""
+        return replace(
+            self,
+            parameters=ParameterTable.from_list(d["parameters"]),
+            likelihood=likelihood_from_dict(d["likelihood"]),
+            group_dim=d.get("group_dim", self.group_dim),
+        )
+
+
+@dataclass(frozen=True)
+class Hyperpriors:
+    """Priors of the population distribution of a hierarchical model.
+
+    The population mean of each parameter takes that parameter's own prior (the same prior the
+    pooled model puts on the shared value), so tau -> 0 reproduces the pooled model exactly.
+
+    Defaults (weakly informative, on the latent scale): ``tau ~ HalfNormal(0.5)`` per
+    parameter, i.e. for log parameters groups typically differ by up to ~50%, with mass
+    extending to several-fold differences; ``LKJ(eta=2)`` on the correlation, mildly favouring
+    weak correlations (eta = 1 is uniform over correlation matrices); ``tau_level``
+    (between-level spread of level means, e.g. car vs truck) ``~ HalfNormal(0.5)``.
+    """
+
+    tau: Prior | Mapping[str, Prior] = HalfNormal(0.5)
+    lkj_eta: float = 2.0
+    tau_level: Prior = HalfNormal(0.5)
+
+    def __post_init__(self) -> None:
+        priors = self.tau.values() if isinstance(self.tau, Mapping) else [self.tau]
+        for p in [*priors, self.tau_level]:
+            if not isinstance(p, Prior) or p.support != "positive":
+                raise ValueError(f"population scale priors need positive support, got {p}")
+        if not self.lkj_eta > 0:
+            raise ValueError(f"lkj_eta must be positive, got {self.lkj_eta}")
+
+    def tau_prior(self, name: str) -> Prior:
+        if isinstance(self.tau, Mapping):
+            if name not in self.tau:
+                raise ValueError(f"hyperpriors.tau has no prior for parameter {name!r}")
+            return self.tau[name]
+        return self.tau
+
+    def to_dict(self) -> dict[str, Any]:
+        tau = ({k: v.to_dict() for k, v in self.tau.items()} if isinstance(self.tau, Mapping)
+               else self.tau.to_dict())
+        return {"tau": tau, "lkj_eta": float(self.lkj_eta),
+                "tau_level": self.tau_level.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Hyperpriors:
+        tau = d["tau"]
+        tau = (Prior.from_dict(tau) if "family" in tau
+               else {k: Prior.from_dict(v) for k, v in tau.items()})
+        return cls(tau, float(d["lkj_eta"]), Prior.from_dict(d["tau_level"]))
+
+
+@dataclass(frozen=True)
+class PoolingConfig:
+    """How groups share information.
+
+    Parameters
+    ----------
+    pooling
+        ``"pooled"``, ``"unpooled"`` or ``"hierarchical"``.
+    tau
+        ``"learned"`` (default) or a fixed population scale: one positive number, or one per
+        parameter (a mapping by name or a sequence in table order). Fixed tau is the pooling
+        dial: small reproduces the pooled fit, large the unpooled one.
+    correlated
+        Full population correlation matrix with an LKJ prior (True) or a diagonal population.
+    hyperpriors
+        :class:`Hyperpriors` of the population.
+    param
+        ``"centred"``, ``"noncentred"``, ``"auto"`` or a mapping parameter -> choice.
+    use_levels
+        Learn level means (e.g. car / truck) between the population and the groups.
+    """
+
+    pooling: str = "hierarchical"
+    tau: str | float | Mapping[str, float] | tuple[float, ...] = "learned"
+    correlated: bool = True
+    hyperpriors: Hyperpriors = field(default_factory=Hyperpriors)
+    param: str | Mapping[str, str] = "auto"
+    use_levels: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(
+                f"unknown pooling {self.pooling!r}; choose one of {list(POOLING_MODES)}"
+            )
+        if isinstance(self.tau, str):
+            if self.tau != "learned":
+                raise ValueError(f"tau must be 'learned' or positive number(s), got {self.tau!r}")
+        params = self.param.values() if isinstance(self.param, Mapping) else [self.param]
+        for p in params:
+            if p not in PARAM_CHOICES:
+                raise ValueError(f"unknown param {p!r}; choose one of {list(PARAM_CHOICES)}")
+        if self.use_levels and self.pooling != "hierarchical":
+            raise ValueError("levels (e.g. --level class) need pooling='hierarchical'")
+
+    @property
+    def tau_is_fixed(self) -> bool:
+        return not isinstance(self.tau, str)
+
+    def fixed_tau(self, parameters: ParameterTable) -> np.ndarray:
+        """The fixed tau as an array of shape (P,)."""
+        P = len(parameters)
+        if isinstance(self.tau, Mapping):
+            unknown = sorted(set(self.tau) - set(parameters.names))
+            if unknown:
+                raise ValueError(f"tau given for unknown parameter(s) {unknown}")
+            missing = [n for n in parameters.names if n not in self.tau]
+            if missing:
+                raise ValueError(f"fixed tau missing for parameter(s) {missing}")
+            tau = np.array([float(self.tau[n]) for n in parameters.names])
+        else:
+            tau = np.broadcast_to(np.asarray(self.tau, dtype=float), (P,)).copy() \
+                if np.ndim(self.tau) == 0 else np.asarray(self.tau, dtype=float)
+            if tau.shape != (P,):
+                raise ValueError(f"tau has {tau.size} values, the model has {P} parameters")
+        if not np.all(tau > 0) or not np.all(np.isfinite(tau)):
+            raise ValueError(
+                f"a fixed tau must be positive and finite, got {tau.tolist()} "
+                "(for tau = 0 use pooling='pooled')"
+            )
+        return tau
+
+    def param_choice(self, name: str) -> str:
+        if isinstance(self.param, Mapping):
+            return self.param.get(name, "auto")
+        return self.param
+
+    def to_dict(self) -> dict[str, Any]:
+        tau = self.tau
+        if isinstance(tau, Mapping):
+            tau = {k: float(v) for k, v in tau.items()}
+        elif not isinstance(tau, str):
+            tau = np.asarray(tau, dtype=float).tolist()
+        return {"pooling": self.pooling, "tau": tau, "correlated": self.correlated,
+                "hyperpriors": self.hyperpriors.to_dict(),
+                "param": dict(self.param) if isinstance(self.param, Mapping) else self.param,
+                "use_levels": self.use_levels}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PoolingConfig:
+        tau = d["tau"]
+        if isinstance(tau, list):
+            tau = tuple(tau)
+        return cls(d["pooling"], tau, bool(d["correlated"]),
+                   Hyperpriors.from_dict(d["hyperpriors"]), d["param"],
+                   bool(d.get("use_levels", False)))
+
+
+# ---------------------------------------------------------------------------- registry
+_REGISTRY: dict[str, Callable[..., ModelSpec]] = {}
+
+
+def register_spec(name: str, builder: Callable[..., ModelSpec]) -> None:
+    """Register ``builder(**options) -> ModelSpec`` under ``name`` (used by ``carpool.load``)."""
+    _REGISTRY[name] = builder
+
+
+def get_spec(name: str, **options: Any) -> ModelSpec:
+    """Build a registered spec by name."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {sorted(_REGISTRY)}")
+    return _REGISTRY[name](**options)
+
+
+def list_specs() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def _load_builtins() -> None:
+    # importing these modules registers their builders
+    import carpool.models  # noqa: F401
