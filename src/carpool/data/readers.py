@@ -37,7 +37,7 @@ import pandas as pd
 from carpool.data._highd import read_highd
 from carpool.data._ngsim import read_ngsim
 from carpool.data._platoon import read_openacc, read_usdot
-from carpool.data.schema import REQUIRED_COLUMNS, DataError, validate_trajectories
+from carpool.data.schema import REQUIRED_COLUMNS, DataError, validate_labelled
 
 __all__ = ["FORMATS", "detect_format", "read_trajectories"]
 
@@ -128,14 +128,30 @@ def read_trajectories(
     if format == "auto":
         format = detect_format(file, columns=columns)
 
+    try:
+        return _read(file, format, columns, resample, min_observations, reader_options)
+    except DataError as error:
+        if file.name in str(error):
+            raise
+        raise DataError(f"{file.name}: {error}") from None
+
+
+def _read(
+    file: Path,
+    format: str,
+    columns: dict[str, str] | None,
+    resample: bool,
+    min_observations: int,
+    reader_options: dict[str, Any],
+) -> pd.DataFrame:
     if format == "carpool":
         raw = _read_carpool(file, columns, reader_options)
-        return validate_trajectories(
+        return validate_labelled(
             raw,
             columns=columns,
             min_observations=min_observations,
             resample=resample,
-            _row_label=_line_label(file, raw),
+            row_label=_line_label(file),
         )
 
     reader = _FORMAT_READERS[format]
@@ -146,11 +162,12 @@ def read_trajectories(
             f"{file.name}: no leader-follower segment of at least {min_observations} samples"
             " was found (see the reader options min_duration_s and min_observations)"
         )
-    return validate_trajectories(
+    return validate_labelled(
         long,
+        columns=None,
         min_observations=min_observations,
         resample=resample,
-        _row_label=lambda i: f"row {i} (0-based) of the table converted from {file.name}",
+        row_label=lambda i: f"row {i} (0-based) of the table converted from {file.name}",
     )
 
 
@@ -240,7 +257,7 @@ def _read_carpool(
     return raw
 
 
-def _line_label(file: Path, raw: pd.DataFrame) -> Callable[[int], str]:
+def _line_label(file: Path) -> Callable[[int], str]:
     if file.suffix.lower() in _PARQUET_SUFFIXES:
         return lambda i: f"row {i} (0-based) of {file.name}"
     return lambda i: f"line {i + 2} of {file.name}"

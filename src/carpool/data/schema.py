@@ -62,7 +62,6 @@ def validate_trajectories(
     columns: Mapping[str, str] | None = None,
     min_observations: int = 3,
     resample: bool = False,
-    _row_label: Callable[[int], str] | None = None,
 ) -> pd.DataFrame:
     """Check a trajectory table and return a clean, sorted copy in the carpool format.
 
@@ -113,11 +112,29 @@ def validate_trajectories(
     >>> validate_trajectories(raw, columns={"id": "driver", "t": "time"}).shape
     (3, 5)
     """
+    return validate_labelled(
+        df,
+        columns=columns,
+        min_observations=min_observations,
+        resample=resample,
+        row_label=_default_row_label,
+    )
+
+
+def validate_labelled(
+    df: pd.DataFrame,
+    *,
+    columns: Mapping[str, str] | None,
+    min_observations: int,
+    resample: bool,
+    row_label: Callable[[int], str],
+) -> pd.DataFrame:
+    """:func:`validate_trajectories` naming rows with ``row_label(position)`` (for readers,
+    which name file lines instead of table rows)."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
     if int(min_observations) < 1:
         raise ValueError(f"min_observations must be >= 1, got {min_observations}")
-    row_label = _row_label or _default_row_label
 
     table = _rename(df, columns)
     present = [str(c) for c in table.columns]
@@ -205,24 +222,17 @@ def validate_trajectories(
     bad_drivers = _drivers_with_bad_steps(time_sorted, starts, stops)
     if len(bad_drivers) == 0:
         return out[keep]
-    pieces = []
-    previous = 0
-    for j in bad_drivers:
-        start, stop = int(starts[j]), int(stops[j])
-        block = out.iloc[start:stop]
-        k, expected, found = _first_bad_step(block["time"].to_numpy())
-        if not resample:
-            raise DataError(
-                f"{where(int(positions[start + k]))}: non-uniform time step: expected"
-                f" {expected:g} s (the driver's median step), found {found:g} s"
-                f" ({block['time'].iat[k - 1]:g} s -> {block['time'].iat[k]:g} s);"
-                " pass resample=True to interpolate onto a uniform grid"
-            )
-        pieces.append(out.iloc[previous:start])
-        pieces.append(_resample_block(block, expected))
-        previous = stop
-    pieces.append(out.iloc[previous:])
-    return pd.concat([p[keep] for p in pieces], ignore_index=True)
+    if not resample:
+        start, stop = int(starts[bad_drivers[0]]), int(stops[bad_drivers[0]])
+        times = time_sorted[start:stop]
+        k, expected, found = _first_bad_step(times)
+        raise DataError(
+            f"{where(int(positions[start + k]))}: non-uniform time step: expected"
+            f" {expected:g} s (the driver's median step), found {found:g} s"
+            f" ({times[k - 1]:g} s -> {times[k]:g} s);"
+            " pass resample=True to interpolate onto a uniform grid"
+        )
+    return _resample(out[keep], starts[bad_drivers], stops[bad_drivers])
 
 
 def _rename(df: pd.DataFrame, columns: Mapping[str, str] | None) -> pd.DataFrame:
@@ -319,15 +329,27 @@ def _drivers_with_bad_steps(times: np.ndarray, starts: np.ndarray, stops: np.nda
     return np.unique(driver_of_step[bad])
 
 
-def _resample_block(block: pd.DataFrame, step: float) -> pd.DataFrame:
-    """Linear interpolation of one driver's numeric columns onto ``t0 + k * step``."""
-    times = block["time"].to_numpy()
-    span = times[-1] - times[0]
-    num = int(np.floor(span / step + 1e-6)) + 1
-    grid = times[0] + step * np.arange(num)
-    new = pd.DataFrame({"driver": block["driver"].iat[0], "time": grid})
-    for name in ("speed", "gap", "leader_speed"):
-        new[name] = np.interp(grid, times, block[name].to_numpy())
-    if "class" in block:
-        new["class"] = block["class"].iat[0]
-    return new
+def _resample(df: pd.DataFrame, starts: np.ndarray, stops: np.ndarray) -> pd.DataFrame:
+    """Linearly interpolate the drivers in rows ``starts[j]:stops[j]`` of the sorted table
+    onto ``t0 + k * step`` with their median step; other rows are kept as they are."""
+    source = {name: df[name].to_numpy() for name in df.columns}
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in df.columns}
+    previous = 0
+    for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+        for name in df.columns:
+            pieces[name].append(source[name][previous:start])
+        times = source["time"][start:stop]
+        step = float(np.median(np.diff(times)))
+        num = int(np.floor((times[-1] - times[0]) / step + 1e-6)) + 1
+        grid = times[0] + step * np.arange(num)
+        for name in df.columns:
+            if name == "time":
+                pieces[name].append(grid)
+            elif name in NUMERIC_COLUMNS:
+                pieces[name].append(np.interp(grid, times, source[name][start:stop]))
+            else:  # driver, class: constant within the driver
+                pieces[name].append(np.full(num, source[name][start], dtype=object))
+        previous = stop
+    for name in df.columns:
+        pieces[name].append(source[name][previous:])
+    return pd.DataFrame({name: np.concatenate(parts) for name, parts in pieces.items()})
