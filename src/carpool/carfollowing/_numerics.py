@@ -1,0 +1,31 @@
+"""Gradient-safe elementary functions shared by the models (private)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+__all__ = ["safe_sqrt", "safe_power"]
+
+
+def safe_sqrt(x: ArrayLike) -> jax.Array:
+    """``sqrt(max(x, 0))`` with finite gradients everywhere (zero gradient where ``x <= 0``).
+
+    The plain ``jnp.sqrt`` has an infinite derivative at 0 and a NaN one below 0; the double
+    ``where`` keeps the untaken branch from poisoning the gradient.
+    """
+    x = jnp.asarray(x)
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def safe_power(x: ArrayLike, exponent: ArrayLike) -> jax.Array:
+    """``max(x, 0) ** exponent`` for ``exponent > 0``, with finite gradients at ``x = 0``.
+
+    At ``x = 0`` the value is 0 and the gradients with respect to ``x`` and ``exponent`` are
+    0 (the plain power has a NaN derivative in the exponent there, ``log 0 * 0``).
+    """
+    x = jnp.asarray(x)
+    positive = x > 0
+    return jnp.where(positive, jnp.power(jnp.where(positive, x, 1.0), exponent), 0.0)

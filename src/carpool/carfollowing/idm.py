@@ -1,0 +1,236 @@
+r"""The Intelligent Driver Model (IDM).
+
+.. math::
+
+    \dot v = a \left[1 - \left(\frac{v}{v_0}\right)^\delta
+             - \left(\frac{s^*(v, \Delta v)}{s}\right)^2\right], \qquad
+    s^*(v, \Delta v) = s_0 + v T + \frac{v \, \Delta v}{2\sqrt{a b}}, \qquad
+    \Delta v = v - v_\text{leader},
+
+with speed ``v`` (m/s), bumper-to-bumper gap ``s`` (m) and approaching rate ``dv`` (m/s,
+positive when closing in) [THH2000]_.
+
+Desired-gap convention. This module uses the plain formula of the original paper and of
+Zhang & Sun (2023), **without clipping** ``s*``. When the leader pulls away fast
+(``dv`` strongly negative) ``s*`` can drop below ``s0`` or even below 0; the squared term
+then still acts as a (small) brake when ``s* < 0``. Treiber & Kesting (2013, Ch. 11) and
+their simulator instead use ``s* = s0 + max(0, vT + v dv / (2 sqrt(ab)))``. The two agree
+whenever ``vT + v dv / (2 sqrt(ab)) >= 0``, i.e. unless the leader is faster than the
+follower by more than ``2 T sqrt(ab)`` (about 4.7 m/s at the reference values), when only
+a little of the follower's acceleration is at stake; register a variant model if you need
+the clipped form.
+
+Parameter references and priors. Each parameter is log-transformed, ``natural =
+reference * exp(z)`` with latent prior ``z ~ Normal(0, s)``; ``s`` is chosen so that the
+prior's central 95% interval ``reference * exp(+-1.96 s)`` covers the plausible range in
+:data:`IDM_PLAUSIBLE_RANGES` (checked by the tests). Sources: Treiber, Hennecke & Helbing
+(2000) and Treiber & Kesting (2013, Ch. 11), which give typical values
+v0 = 120 km/h (motorway) or 54 km/h (city), T = 1.0-2.0 s, s0 = 2 m, a = 0.8-2.5 m/s^2
+and b = 1-2 m/s^2 (calibrations to trajectory data, e.g. Kesting & Treiber 2008, spread
+somewhat wider, which the ranges below allow for).
+
+References
+----------
+.. [THH2000] M. Treiber, A. Hennecke, D. Helbing, "Congested traffic states in empirical
+   observations and microscopic simulations", Phys. Rev. E 62, 1805 (2000).
+.. [TK2013] M. Treiber, A. Kesting, *Traffic Flow Dynamics*, Springer (2013), Ch. 11.
+.. [KT2008] A. Kesting, M. Treiber, "Calibrating car-following models by using trajectory
+   data", Transp. Res. Rec. 2088, 148-156 (2008).
+.. [ZS2023] Y. Zhang, L. Sun, "Bayesian calibration of the Intelligent Driver Model",
+   IEEE Trans. Intell. Transp. Syst. (2023).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from carpool.carfollowing._numerics import safe_power
+from carpool.carfollowing.model import CarFollowingModel, register_model
+from carpool.pooling.parameters import Parameter, ParameterTable
+from carpool.pooling.priors import Normal
+
+__all__ = [
+    "IDM",
+    "IDM_DELTA",
+    "IDM_PLAUSIBLE_RANGES",
+    "IDM_ZHANG_SUN_REFERENCE",
+    "idm_acceleration",
+    "idm_desired_gap",
+    "idm_equilibrium_gap",
+]
+
+#: Acceleration exponent delta (dimensionless), the standard value of [THH2000]_ / [TK2013]_.
+IDM_DELTA = 4.0
+
+#: Reference (normalisation) values of Zhang & Sun (2023): v0 m/s, s0 m, T s, a and b m/s^2.
+IDM_ZHANG_SUN_REFERENCE: dict[str, float] = {
+    "v0": 33.0,
+    "s0": 2.0,
+    "T": 1.6,
+    "a": 1.5,
+    "b": 1.67,
+}
+
+#: Plausible ranges (natural units) that the latent priors' 95% intervals cover.
+IDM_PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "v0": (14.0, 45.0),  # 50 km/h city .. 160 km/h motorway
+    "s0": (1.0, 5.0),
+    "T": (0.7, 2.5),
+    "a": (0.8, 2.5),
+    "b": (1.0, 3.0),
+}
+
+
+def idm_desired_gap(
+    params: Mapping[str, ArrayLike], speed: ArrayLike, leader_speed: ArrayLike
+) -> jax.Array:
+    """Desired dynamical gap ``s* = s0 + v T + v (v - v_leader) / (2 sqrt(a b))`` (m).
+
+    Parameters
+    ----------
+    params
+        ``s0`` (m), ``T`` (s), ``a``, ``b`` (m/s^2), natural units, broadcastable.
+    speed, leader_speed
+        Follower and leader speed, m/s.
+
+    Returns
+    -------
+    jax.Array
+        ``s*`` in metres, unclipped (see the module docstring).
+    """
+    speed = jnp.asarray(speed)
+    approach = speed - jnp.asarray(leader_speed)
+    return (
+        params["s0"]
+        + speed * params["T"]
+        + speed * approach / (2.0 * jnp.sqrt(params["a"] * params["b"]))
+    )
+
+
+def idm_acceleration(
+    params: Mapping[str, ArrayLike],
+    speed: ArrayLike,
+    gap: ArrayLike,
+    leader_speed: ArrayLike,
+    constants: Mapping[str, float],
+) -> jax.Array:
+    """IDM acceleration (m/s^2); the :data:`~carpool.carfollowing.model.AccelerationFn`.
+
+    Parameters
+    ----------
+    params
+        ``v0`` (m/s), ``s0`` (m), ``T`` (s), ``a`` (m/s^2), ``b`` (m/s^2), natural units;
+        scalars or arrays broadcastable against the state.
+    speed
+        Follower speed, m/s (negative values are treated as 0 in the free-road term).
+    gap
+        Bumper-to-bumper gap, m, ``> 0``.
+    leader_speed
+        Leader speed, m/s.
+    constants
+        ``delta``, the acceleration exponent (dimensionless).
+
+    Returns
+    -------
+    jax.Array
+        Acceleration, m/s^2, broadcast shape.
+    """
+    speed = jnp.asarray(speed)
+    free = safe_power(speed / params["v0"], constants["delta"])
+    interaction = jnp.square(idm_desired_gap(params, speed, leader_speed) / jnp.asarray(gap))
+    return params["a"] * (1.0 - free - interaction)
+
+
+def idm_equilibrium_gap(
+    params: Mapping[str, ArrayLike], speed: ArrayLike, *, delta: float = IDM_DELTA
+) -> jax.Array:
+    """Closed-form IDM equilibrium gap ``s_e(v) = (s0 + v T) / sqrt(1 - (v / v0)^delta)``.
+
+    The gap (m) at which a driver following a leader at the same constant speed ``v`` has
+    zero acceleration.
+
+    Parameters
+    ----------
+    params
+        ``v0`` (m/s), ``s0`` (m), ``T`` (s), natural units, broadcastable against ``speed``.
+    speed
+        Common speed of follower and leader, m/s, ``>= 0``.
+    delta
+        Acceleration exponent.
+
+    Returns
+    -------
+    jax.Array
+        Equilibrium gap, m; ``inf`` where ``speed >= v0`` (no equilibrium).
+    """
+    speed = jnp.asarray(speed)
+    free = 1.0 - safe_power(speed / params["v0"], delta)
+    has_equilibrium = free > 0
+    denominator = jnp.sqrt(jnp.where(has_equilibrium, free, 1.0))
+    gap = (params["s0"] + speed * params["T"]) / denominator
+    return jnp.where(has_equilibrium, gap, jnp.inf)
+
+
+def _log_normal_parameter(
+    name: str, unit: str, reference: float, scale: float, description: str
+) -> Parameter:
+    return Parameter(name, unit, transform="log", reference=reference,
+                     prior=Normal(0.0, scale), description=description)
+
+
+IDM_PARAMETERS = ParameterTable(
+    [
+        _log_normal_parameter(
+            "v0", "m/s", 30.0, 0.4,
+            "desired speed; 30 m/s (108 km/h) motorway reference, between the 120 km/h "
+            "motorway and 54 km/h city values of Treiber & Kesting (2013, Ch. 11); "
+            "weakly identified in congested data",
+        ),
+        _log_normal_parameter(
+            "s0", "m", 2.0, 0.5,
+            "minimum (jam) gap; 2 m, Treiber, Hennecke & Helbing (2000), "
+            "Treiber & Kesting (2013)",
+        ),
+        _log_normal_parameter(
+            "T", "s", 1.5, 0.4,
+            "safe time gap; 1.5 s, inside 1.0-2.0 s of Treiber & Kesting (2013) and near "
+            "1.6 s of Treiber, Hennecke & Helbing (2000)",
+        ),
+        _log_normal_parameter(
+            "a", "m/s^2", 1.5, 0.4,
+            "maximum acceleration; 1.5 m/s^2, inside 0.8-2.5 m/s^2 of Treiber & Kesting "
+            "(2013), as in Zhang & Sun (2023)",
+        ),
+        _log_normal_parameter(
+            "b", "m/s^2", 1.67, 0.4,
+            "comfortable deceleration; 1.67 m/s^2, Treiber, Hennecke & Helbing (2000), "
+            "inside 1-2 m/s^2 of Treiber & Kesting (2013)",
+        ),
+    ]
+)
+
+IDM = CarFollowingModel(
+    name="idm",
+    parameters=IDM_PARAMETERS,
+    acceleration_fn=idm_acceleration,
+    constants={"delta": IDM_DELTA},
+    description=(
+        "Intelligent Driver Model, plain (unclipped) desired gap s* = s0 + vT + v dv/"
+        "(2 sqrt(ab)), delta = 4. Log-normal latent priors whose 95% intervals cover the "
+        "plausible ranges of Treiber & Kesting (2013) and trajectory calibrations "
+        "(Kesting & Treiber 2008): " + ", ".join(
+            f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in IDM_PLAUSIBLE_RANGES.items()
+        )
+    ),
+    reference=(
+        "M. Treiber, A. Hennecke, D. Helbing, Phys. Rev. E 62, 1805 (2000); "
+        "M. Treiber, A. Kesting, Traffic Flow Dynamics, Springer (2013), Ch. 11"
+    ),
+    plausible_ranges=IDM_PLAUSIBLE_RANGES,
+)
+
+register_model(IDM)
