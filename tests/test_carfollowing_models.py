@@ -280,21 +280,27 @@ def test_broadcasting_jit_and_vmap(name):
     gap = jnp.asarray(rng.uniform(2, 40, (num_groups, num_times)), jnp.float32)
     leader = jnp.asarray(rng.uniform(0, 15, (num_groups, num_times)), jnp.float32)
 
-    out = model.acceleration(params, speed, gap, leader)  # (G, 1) against (G, T)
-    assert out.shape == (num_groups, num_times) and out.dtype == jnp.float32
-    np.testing.assert_allclose(jax.jit(model.acceleration)(params, speed, gap, leader), out,
-                               rtol=1e-5, atol=1e-5)
-    g = 1  # one row by hand: scalar parameters against (T,) states
+    g = 1  # one row: scalar parameters against (T,) states
     row = {k: v[g, 0] for k, v in params.items()}
-    np.testing.assert_allclose(out[g], model.acceleration(row, speed[g], gap[g], leader[g]),
-                               rtol=1e-5, atol=1e-5)
-    # (n,) parameters against (n,) states, and vmap over groups
     flat = {k: v[:, 0] for k, v in params.items()}
-    np.testing.assert_allclose(
-        model.acceleration(flat, speed[:, 0], gap[:, 0], leader[:, 0]), out[:, 0], rtol=1e-5
-    )
-    vmapped = jax.vmap(model.acceleration)(flat, speed, gap, leader)
-    np.testing.assert_allclose(vmapped, out, rtol=1e-5, atol=1e-5)
+
+    @jax.jit
+    def variants(params, row, flat, speed, gap, leader):
+        return (
+            model.acceleration(params, speed, gap, leader),  # (G, 1) against (G, T)
+            model.acceleration(row, speed[g], gap[g], leader[g]),  # scalars against (T,)
+            model.acceleration(flat, speed[:, 0], gap[:, 0], leader[:, 0]),  # (G,), (G,)
+            jax.vmap(model.acceleration)(flat, speed, gap, leader),  # vmap over groups
+        )
+
+    out, out_row, out_flat, out_vmap = variants(params, row, flat, speed, gap, leader)
+    assert out.shape == (num_groups, num_times) and out.dtype == jnp.float32
+    np.testing.assert_allclose(out_row, out[g], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out_flat, out[:, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out_vmap, out, rtol=1e-5, atol=1e-5)
+    # eager (un-jitted) evaluation agrees with the compiled one
+    np.testing.assert_allclose(model.acceleration(params, speed, gap, leader), out,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_carfollowing_does_not_import_numpyro():
