@@ -105,9 +105,12 @@ def test_fix_and_free():
     ref = cf.GIPPS.reference_params()
     np.testing.assert_allclose(gipps.acceleration({**ref, "b_hat": 3.2}, 10.0, 12.0, 5.0),
                                cf.GIPPS.acceleration(ref, 10.0, 12.0, 5.0))
-    assert cf.IDM.fix(v0=33.0).free(cf.IDM.parameters["v0"]) == cf.IDM.fix(v0=33.0).free(
-        cf.IDM.parameters["v0"]
-    )
+    # fixing then freeing again restores the parameter (appended at the end of the table)
+    refreed = cf.IDM.fix(v0=33.0).free(cf.IDM.parameters["v0"])
+    assert refreed.parameter_names == ["s0", "T", "a", "b", "v0"] and not refreed.fixed
+    assert refreed.parameters["v0"] == cf.IDM.parameters["v0"]
+    assert cf.IDM.fix(v0=33.0) == cf.IDM.fix(v0=33.0) != cf.IDM
+    assert hash(cf.IDM.fix(v0=33.0)) == hash(cf.IDM.fix(v0=33.0))  # usable as a jit static
 
 
 # -- parameter tables ----------------------------------------------------------------------
