@@ -28,6 +28,7 @@ car-following models", Physica A 419, 183-195 (2015).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -191,6 +192,20 @@ def equilibrium_speed(
         standing follower would brake (e.g. ``gap <= s0`` for the IDM).
     """
     model = as_model(model)
+    model.check_params(params)
+    return _equilibrium_speed(model, float(max_speed), int(num_iter), dict(params), gap)
+
+
+# Jitted per (model, bracket, iterations): equilibria are often evaluated in Python loops
+# (initial conditions, plots), where eager dispatch of the bisection would dominate.
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _equilibrium_speed(
+    model: CarFollowingModel,
+    max_speed: float,
+    num_iter: int,
+    params: dict[str, ArrayLike],
+    gap: ArrayLike,
+) -> jax.Array:
     gap = jnp.asarray(gap, jnp.result_type(float))
     shape = _broadcast_shape(params, gap)
 
@@ -245,6 +260,20 @@ def equilibrium_gap(
         where it is positive already at ``min_gap``.
     """
     model = as_model(model)
+    model.check_params(params)
+    return _equilibrium_gap(model, float(min_gap), float(max_gap), int(num_iter), dict(params),
+                            speed)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _equilibrium_gap(
+    model: CarFollowingModel,
+    min_gap: float,
+    max_gap: float,
+    num_iter: int,
+    params: dict[str, ArrayLike],
+    speed: ArrayLike,
+) -> jax.Array:
     speed = jnp.asarray(speed, jnp.result_type(float))
     shape = _broadcast_shape(params, speed)
 
