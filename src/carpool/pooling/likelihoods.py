@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import jax.numpy as jnp
 import jax.scipy.stats as jstats
 
 from carpool.pooling.priors import HalfNormal, Prior

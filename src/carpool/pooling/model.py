@@ -128,10 +128,7 @@ def build_model(
     noise_priors = lik.noise_priors()
     fixed_noise = {k: jnp.asarray(v) for k, v in lik.fixed_noise().items()}
 
-    if config.pooling == "pooled":
-        layout = "flat"
-    else:
-        layout = choose_layout(data, layout)
+    layout = "flat" if config.pooling == "pooled" else choose_layout(data, layout)
 
     if centring is None:
         centring = {n: ("noncentred" if config.param_choice(n) == "auto"
@@ -168,10 +165,7 @@ def build_model(
 
     def hierarchical_latent() -> Any:
         mu = numpyro.sample("mu", latent_prior(priors))
-        if tau_fixed is None:
-            tau = numpyro.sample("tau", latent_prior(tau_priors))
-        else:
-            tau = tau_fixed
+        tau = numpyro.sample("tau", latent_prior(tau_priors)) if tau_fixed is None else tau_fixed
         if config.use_levels:
             K = data.num_levels
             tau_level = numpyro.sample(

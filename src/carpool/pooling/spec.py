@@ -192,9 +192,8 @@ class PoolingConfig:
             raise ValueError(
                 f"unknown pooling {self.pooling!r}; choose one of {list(POOLING_MODES)}"
             )
-        if isinstance(self.tau, str):
-            if self.tau != "learned":
-                raise ValueError(f"tau must be 'learned' or positive number(s), got {self.tau!r}")
+        if isinstance(self.tau, str) and self.tau != "learned":
+            raise ValueError(f"tau must be 'learned' or positive number(s), got {self.tau!r}")
         params = self.param.values() if isinstance(self.param, Mapping) else [self.param]
         for p in params:
             if p not in PARAM_CHOICES:

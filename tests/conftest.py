@@ -1,0 +1,39 @@
+"""Shared test set-up: parallel chains on CPU devices, strict JAX, seeded helpers."""
+
+from __future__ import annotations
+
+import os
+
+# must run before JAX initialises: four CPU devices so up to four chains run in parallel
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def strict_jax(request):
+    """Implicit rank promotion raises in tests of our pure JAX code (car-following physics,
+    pooling maths). NumPyro's own internals promote ranks, so model-fitting tests run with
+    JAX's default."""
+    name = request.module.__name__
+    if "carfollowing" in name or "strict" in name:
+        with jax.numpy_rank_promotion("raise"):
+            yield
+    else:
+        yield
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261125)
+
+
+@pytest.fixture
+def shared_data() -> str:
+    if not os.path.isdir(SHARED):
+        pytest.skip("../shared/data is not present")
+    return SHARED
