@@ -1,12 +1,13 @@
 """Car-following physics: pure JAX acceleration functions, a model registry and rollouts.
 
 Built-in models (registered on import): ``"idm"`` (:data:`IDM`), ``"gipps"``
-(:data:`GIPPS`), ``"ovm"`` (:data:`OVM`) and ``"fvdm"`` (:data:`FVDM`). Units throughout:
+(:data:`GIPPS`), ``"ovm"`` (:data:`OVM`), ``"fvdm"`` (:data:`FVDM`) and ``"linear_acc"``
+(:data:`LINEAR_ACC`, the constant-time-gap controller of commercial ACC systems). Units throughout:
 metres, seconds, m/s, m/s^2. This package never imports NumPyro.
 
 >>> from carpool.carfollowing import get_model, list_models
 >>> list_models()
-['fvdm', 'gipps', 'idm', 'ovm']
+['fvdm', 'gipps', 'idm', 'linear_acc', 'ovm']
 >>> idm = get_model("idm")
 >>> round(float(idm.acceleration(idm.reference_params(), speed=0.0, gap=100.0,
 ...                              leader_speed=0.0)), 3)
@@ -28,6 +29,11 @@ from carpool.carfollowing.idm import (
     idm_acceleration,
     idm_desired_gap,
     idm_equilibrium_gap,
+)
+from carpool.carfollowing.linear_acc import (
+    LINEAR_ACC,
+    LINEAR_ACC_PLAUSIBLE_RANGES,
+    linear_acc_acceleration,
 )
 from carpool.carfollowing.model import (
     AccelerationFn,
@@ -65,6 +71,8 @@ __all__ = [
     "IDM_DELTA",
     "IDM_PLAUSIBLE_RANGES",
     "IDM_ZHANG_SUN_REFERENCE",
+    "LINEAR_ACC",
+    "LINEAR_ACC_PLAUSIBLE_RANGES",
     "OVM",
     "OVM_PLAUSIBLE_RANGES",
     "Rollout",
@@ -79,6 +87,7 @@ __all__ = [
     "idm_acceleration",
     "idm_desired_gap",
     "idm_equilibrium_gap",
+    "linear_acc_acceleration",
     "list_models",
     "optimal_velocity",
     "ovm_acceleration",

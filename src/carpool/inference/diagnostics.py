@@ -118,3 +118,50 @@ def warn_if_bad(diag: dict[str, Any]) -> list[str]:
     for p in problems:
         warnings.warn(p, ConvergenceWarning, stacklevel=3)
     return problems
+
+
+class WeakIdentificationWarning(UserWarning):
+    """A parameter's posterior is barely narrower than its prior."""
+
+
+CONTRACTION_MIN = 0.5
+
+
+def prior_contraction(fit: Any) -> Any:
+    """Prior-to-posterior contraction per parameter, ``1 - var_post / var_prior``.
+
+    Measured on the latent scale of the shared value (pooled), the population mean
+    (hierarchical), or the median over groups (unpooled). Near 1: the data decide; near 0:
+    the estimate restates the prior (Schad, Betancourt & Vasishth 2021).
+
+    Returns a pandas DataFrame indexed by parameter with ``prior_sd``, ``posterior_sd`` and
+    ``contraction``.
+    """
+    import pandas as pd
+
+    params = fit.spec.parameters
+    _, prior_sd = params.latent_prior_arrays()
+    post = fit.idata.posterior
+    if fit.pooling == "hierarchical":
+        sd = post["mu"].values.reshape(-1, len(params)).std(axis=0)
+    else:
+        z = params.to_latent(post["theta"].values, axis=-1)
+        z = z.reshape((-1,) + z.shape[2:])
+        sd = z.std(axis=0) if fit.pooling == "pooled" else np.median(z.std(axis=0), axis=0)
+    return pd.DataFrame({"prior_sd": prior_sd, "posterior_sd": sd,
+                         "contraction": 1.0 - (sd / prior_sd) ** 2},
+                        index=pd.Index(params.names, name="parameter"))
+
+
+def weakly_identified(fit: Any) -> list[str]:
+    """Messages for parameters whose contraction is below :data:`CONTRACTION_MIN`."""
+    table = prior_contraction(fit)
+    where = {"hierarchical": "population mean", "pooled": "shared value",
+             "unpooled": "typical group"}[fit.pooling]
+    return [
+        f"{name} is weakly identified by these data: the posterior sd of its {where} is "
+        f"{row.posterior_sd / row.prior_sd:.0%} of the prior sd (contraction "
+        f"{row.contraction:.2f} < {CONTRACTION_MIN}), so its estimate largely restates the "
+        "prior; report it with care or give it an informative prior"
+        for name, row in table.iterrows() if row.contraction < CONTRACTION_MIN
+    ]

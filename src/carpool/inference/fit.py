@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,18 +113,9 @@ class Fit:
     # ------------------------------------------------------------------ io
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fit as netCDF, atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            self.idata.to_netcdf(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        from carpool.io import atomic_write
+
+        return atomic_write(path, self.idata.to_netcdf)
 
 
 def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringChoice,

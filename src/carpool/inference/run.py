@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from carpool.inference.diagnostics import warn_if_bad
+from carpool.inference.diagnostics import (
+    WeakIdentificationWarning,
+    warn_if_bad,
+    weakly_identified,
+)
 from carpool.inference.fit import Fit, to_inference_data
 from carpool.inference.nuts import NutsSettings, run_nuts
 from carpool.pooling.centring import choose_centring
@@ -34,7 +39,7 @@ def fit(
     *,
     pooling: str = "hierarchical",
     tau: str | float | Mapping[str, float] | tuple[float, ...] = "learned",
-    correlated: bool = True,
+    correlated: bool | str = "auto",
     hyperpriors: Hyperpriors | None = None,
     param: str | Mapping[str, str] = "auto",
     level: str | None = None,
@@ -61,7 +66,9 @@ def fit(
         A :class:`~carpool.pooling.spec.ModelSpec` or a registered name (``"idm"``,
         ``"linear"``, ``"eight_schools"``, ...); ``model_options`` go to its builder.
     pooling, tau, correlated, hyperpriors, param
-        See :class:`~carpool.pooling.spec.PoolingConfig`.
+        See :class:`~carpool.pooling.spec.PoolingConfig`. ``hyperpriors=None`` takes the
+        model's own defaults, else :meth:`~carpool.pooling.spec.Hyperpriors.default_for` the
+        number of groups.
     level
         Column naming a level above the groups (e.g. ``"class"``): learns level means.
     chains, warmup, draws, seed, target_accept, max_tree_depth
@@ -73,7 +80,8 @@ def fit(
     grouped = data if isinstance(data, GroupedData) else spec.prepare(
         data, level=level, **dict(data_options or {}))
     config = PoolingConfig(pooling=pooling, tau=tau, correlated=correlated,
-                           hyperpriors=hyperpriors or spec.default_hyperpriors or Hyperpriors(),
+                           hyperpriors=(hyperpriors or spec.default_hyperpriors
+                                        or Hyperpriors.default_for(grouped.num_groups)),
                            param=param, use_levels=level is not None)
     settings = NutsSettings(num_chains=chains, num_warmup=warmup, num_samples=draws,
                             seed=seed, target_accept=target_accept,
@@ -86,5 +94,7 @@ def fit(
     result = Fit(idata, spec, config, grouped, centring)
     if warn:
         warn_if_bad(result.diagnostics)
+        for message in weakly_identified(result):
+            warnings.warn(message, WeakIdentificationWarning, stacklevel=2)
     return result
 

@@ -10,7 +10,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
 
-__all__ = ["summarise", "stats_table"]
+__all__ = ["summarise", "stats_table", "summary_dict"]
 
 
 def stats_table(draws: np.ndarray, hdi_prob: float = 0.94) -> dict[str, np.ndarray]:
@@ -83,3 +83,42 @@ def summarise(fit: Fit, hdi_prob: float = 0.94) -> pd.DataFrame:
         st = stats_table(np.stack([post[n].values for n in noise], axis=-1), hdi_prob)
         rows += _rows("noise", None, noise, [""] * len(noise), st, lo, hi)
     return pd.DataFrame(rows)
+
+
+def summary_dict(fit: Fit, hdi_prob: float = 0.94) -> dict[str, Any]:
+    """The JSON contract of ``carpool summary --json`` (natural units).
+
+    Keys: ``model``, ``pooling``, ``population`` (per parameter: mean, sd, hdi bounds; the
+    shared values for a pooled fit, the across-group centre for an unpooled fit),
+    ``population_scale`` (hierarchical only), ``levels`` (with levels), ``groups`` (group id
+    -> parameter -> stats; empty for a pooled fit), ``noise``, ``diagnostics`` (max_rhat,
+    min_ess_bulk, min_ess_tail, divergences, ...), ``timing`` (compile_s, sampling_s,
+    total_s), ``centring``.
+    """
+    table = summarise(fit, hdi_prob)
+    stat_cols = [c for c in table.columns if c in ("mean", "sd") or c.startswith("hdi_")]
+
+    def block(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
+        return {r["parameter"]: {c: float(r[c]) for c in stat_cols}
+                for _, r in rows.iterrows()}
+
+    out: dict[str, Any] = {
+        "model": fit.spec.name,
+        "pooling": fit.pooling,
+        "units": {p.name: p.unit for p in fit.spec.parameters},
+        "population": block(table[table.kind == "population"]),
+        "groups": {str(g): block(rows) for g, rows in
+                   table[table.kind == "group"].groupby("group", sort=False)},
+        "noise": block(table[table.kind == "noise"]),
+    }
+    if fit.pooling == "hierarchical":
+        out["population_scale"] = block(table[table.kind == "population_scale"])
+    levels = table[table.kind == "level"]
+    if len(levels):
+        out["levels"] = {str(g): block(rows) for g, rows in levels.groupby("group", sort=False)}
+    diag = fit.diagnostics
+    out["diagnostics"] = {k: (v if isinstance(v, str) else float(v) if isinstance(v, float)
+                              else int(v)) for k, v in diag.items()}
+    out["timing"] = fit.timing
+    out["centring"] = fit.centring.choice
+    return out

@@ -153,7 +153,7 @@ def build_model(
 
     tau_fixed = jnp.asarray(config.fixed_tau(params)) if config.tau_is_fixed else None
     tau_priors = [config.hyperpriors.tau_prior(n) for n in params.names]
-    correlated = config.correlated and P > 1
+    correlated = config.resolve_correlated(G, P) and P > 1
     eta = config.hyperpriors.lkj_eta
 
     def group_params(natural: Any) -> dict[str, Any]:

@@ -1,0 +1,189 @@
+"""The ``carpool`` command line: thin wrappers that parse, call the library and print.
+
+Errors in the user's input exit with status 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Pooled, unpooled and hierarchical Bayesian calibration of "
+                       "car-following models (and other grouped data).")
+console = Console()
+err = Console(stderr=True)
+
+EXIT_INPUT = 2
+
+
+def _use_all_cores(num_chains: int) -> None:
+    """Give JAX one CPU device per chain (before JAX starts) so chains run in parallel."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        n = max(num_chains, os.cpu_count() or 1)
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
+class _UserError(Exception):
+    pass
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_INPUT)
+
+
+def _run(fn, *args: Any, **kwargs: Any) -> Any:
+    """Call library code, turning input errors into one clear line and exit status 2."""
+    from carpool.data import DataError
+
+    try:
+        return fn(*args, **kwargs)
+    except (DataError, ValueError, KeyError, FileNotFoundError, _UserError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise _fail(str(msg).splitlines()[0] if str(msg) else type(exc).__name__) from None
+
+
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    from carpool.inference.diagnostics import ConvergenceWarning, WeakIdentificationWarning
+
+    for w in caught:
+        if issubclass(w.category, (ConvergenceWarning, WeakIdentificationWarning)):
+            err.print(f"[bold yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+
+
+def _population_table(fit: Any) -> Table:
+    s = fit.summary()
+    hdi = [c for c in s.columns if c.startswith("hdi_")]
+    table = Table(title=f"{fit.spec.name} - {fit.pooling}")
+    for col in ["kind", "group", "parameter", "unit", "mean", "sd", *hdi, "r_hat"]:
+        table.add_column(col, justify="right" if col not in ("kind", "group", "parameter")
+                         else "left")
+    shown = s[s.kind != "group"] if len(s) > 40 else s
+    for _, r in shown.iterrows():
+        table.add_row(str(r["kind"]), "" if r["group"] is None or r["group"] != r["group"]
+                      else str(r["group"]), str(r["parameter"]), str(r["unit"]),
+                      *(f"{r[c]:.4g}" for c in ["mean", "sd", *hdi, "r_hat"]))
+    return table
+
+
+@app.command()
+def fit(
+    data: Annotated[Path, typer.Argument(help="Trajectory file (CSV / Parquet / highD / "
+                                              "NGSIM / OpenACC / USDOT)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fit (.nc)")],
+    model: Annotated[str, typer.Option(help="Car-following model: idm, gipps, ovm, fvdm, "
+                                            "linear_acc")] = "idm",
+    pooling: Annotated[str, typer.Option(help="pooled | unpooled | hierarchical")]
+    = "hierarchical",
+    level: Annotated[str | None, typer.Option(help="Column of a level above drivers "
+                                                   "(e.g. class)")] = None,
+    priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
+    = "default",
+    draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
+    tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
+    chains: Annotated[int, typer.Option(help="Chains (>= 4 recommended)")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    target_accept: Annotated[float, typer.Option(help="NUTS target acceptance")] = 0.8,
+    param: Annotated[str, typer.Option(help="centred | noncentred | auto")] = "auto",
+    data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show the sampler's progress bar")] = True,
+) -> None:
+    """Calibrate a car-following model per driver and save the posterior as netCDF."""
+    _use_all_cores(chains)
+    import carpool
+
+    if out.suffix != ".nc":
+        raise _fail(f"--out must end in .nc (netCDF), got {out}")
+    with console.status(f"reading {data}"):
+        table = _run(carpool.read_trajectories, data, format=data_format)
+    console.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {data}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _run(carpool.fit, table, model, pooling=pooling, level=level,
+                      model_options={"priors": priors}, chains=chains, warmup=tune,
+                      draws=draws, seed=seed, target_accept=target_accept, param=param,
+                      progress_bar=progress)
+    result.save(out)
+    console.print(_population_table(result))
+    t = result.timing
+    console.print(f"compile {t['compile_s']:.1f} s, sampling {t['sampling_s']:.1f} s; "
+                  f"centring {result.centring.choice}; saved {out}")
+    _print_warnings(caught)
+
+
+@app.command()
+def summary(
+    fit_path: Annotated[Path, typer.Argument(help="A fit written by `carpool fit` (.nc)")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+    = False,
+) -> None:
+    """Summarise a saved fit: population, per-driver and noise parameters, diagnostics."""
+    import carpool
+    from carpool.inference.summary import summary_dict
+
+    result = _run(carpool.load, fit_path)
+    if as_json:
+        sys.stdout.write(json.dumps(summary_dict(result), indent=2) + "\n")
+        return
+    console.print(_population_table(result))
+    d = result.diagnostics
+    console.print(f"max R-hat {d['max_rhat']:.4f}, min bulk ESS {d['min_ess_bulk']:.0f}, "
+                  f"divergences {d['divergences']}")
+
+
+@app.command()
+def models() -> None:
+    """List the car-following models and their parameters."""
+    from carpool.carfollowing import get_model, list_models
+
+    table = Table(title="car-following models")
+    for col in ("model", "parameters", "description"):
+        table.add_column(col)
+    for name in list_models():
+        m = get_model(name)
+        table.add_row(name, ", ".join(f"{p.name} [{p.unit}]" for p in m.parameters),
+                      m.description.split(".")[0][:80])
+    console.print(table)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder")]
+    = Path("demo-output"),
+    model: Annotated[str, typer.Option(help="Car-following model")] = "linear_acc",
+    duration_s: Annotated[float, typer.Option(help="Seconds of each vehicle's record")]
+    = 300.0,
+    draws: Annotated[int, typer.Option(help="Draws per chain")] = 500,
+    tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 500,
+    chains: Annotated[int, typer.Option(help="Chains")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+) -> None:
+    """Fit the three pooling modes to the bundled real ACC platoon and compare them."""
+    _use_all_cores(chains)
+    from carpool.demo import run_demo
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _run(run_demo, out, model=model, duration_s=duration_s, draws=draws,
+                      tune=tune, chains=chains, seed=seed, log=console.print)
+    console.print(result.table)
+    _print_warnings(caught)
+    console.print(f"wrote {', '.join(str(p) for p in result.files)}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

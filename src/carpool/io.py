@@ -1,0 +1,36 @@
+"""Atomic file writing: a temporary file in the target folder, then a rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_figure"]
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any]) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path``; the old file survives a failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def atomic_write_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
+    fmt = Path(path).suffix.lstrip(".")
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=150))
