@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -38,7 +39,7 @@ class _UserError(Exception):
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_INPUT)
 
 
@@ -48,7 +49,7 @@ def _run(fn, *args: Any, **kwargs: Any) -> Any:
 
     try:
         return fn(*args, **kwargs)
-    except (DataError, ValueError, KeyError, FileNotFoundError, _UserError) as exc:
+    except (DataError, ValueError, KeyError, OSError, _UserError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         raise _fail(str(msg).splitlines()[0] if str(msg) else type(exc).__name__) from None
 
@@ -58,7 +59,8 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
 
     for w in caught:
         if issubclass(w.category, (ConvergenceWarning, WeakIdentificationWarning)):
-            err.print(f"[bold yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+            err.print(f"[bold yellow]warning:[/] {escape(str(w.message))}", highlight=False,
+                      soft_wrap=True)
 
 
 def _population_table(fit: Any) -> Table:
@@ -71,7 +73,7 @@ def _population_table(fit: Any) -> Table:
     shown = s[s.kind != "group"] if len(s) > 40 else s
     for _, r in shown.iterrows():
         table.add_row(str(r["kind"]), "" if r["group"] is None or r["group"] != r["group"]
-                      else str(r["group"]), str(r["parameter"]), str(r["unit"]),
+                      else escape(str(r["group"])), str(r["parameter"]), escape(str(r["unit"])),
                       *(f"{r[c]:.4g}" for c in ["mean", "sd", *hdi, "r_hat"]))
     return table
 
@@ -104,6 +106,10 @@ def fit(
 
     if out.suffix != ".nc":
         raise _fail(f"--out must end in .nc (netCDF), got {out}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise _fail(f"--out folder {out.parent} is a file, not a folder")
+    if out.is_dir():
+        raise _fail(f"--out {out} is a folder; give a file name ending in .nc")
     with console.status(f"reading {data}"):
         table = _run(carpool.read_trajectories, data, format=data_format)
     console.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {data}")
@@ -113,11 +119,12 @@ def fit(
                       model_options={"priors": priors}, chains=chains, warmup=tune,
                       draws=draws, seed=seed, target_accept=target_accept, param=param,
                       progress_bar=progress)
-    result.save(out)
+    _run(result.save, out)
     console.print(_population_table(result))
     t = result.timing
-    console.print(f"compile {t['compile_s']:.1f} s, sampling {t['sampling_s']:.1f} s; "
-                  f"centring {result.centring.choice}; saved {out}")
+    console.print(f"centring {t.get('centring_s', 0):.1f} s, compile {t['compile_s']:.1f} s, "
+                  f"sampling {t['sampling_s']:.1f} s; "
+                  f"parameterisation {result.centring.choice}; saved {out}")
     _print_warnings(caught)
 
 
@@ -151,8 +158,8 @@ def models() -> None:
         table.add_column(col)
     for name in list_models():
         m = get_model(name)
-        table.add_row(name, ", ".join(f"{p.name} [{p.unit}]" for p in m.parameters),
-                      m.description.split(".")[0][:80])
+        table.add_row(name, escape(", ".join(f"{p.name} [{p.unit}]" for p in m.parameters)),
+                      escape(m.description.split(".")[0][:80]))
     console.print(table)
 
 

@@ -107,7 +107,8 @@ def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = 
     Warm-up and sampling run in one ``MCMC.run`` (one compilation). ``timing`` has
     ``compile_s`` (JAX tracing + compilation, from JAX's own compile events),
     ``sampling_s`` (warm-up + draws, the rest of the wall time) and ``total_s``; all read
-    after blocking on the samples.
+    after blocking on the samples. :func:`carpool.fit` adds ``centring_s`` (the automatic
+    centring choice) to ``total_s``.
     """
     from numpyro.infer import MCMC, NUTS
     from numpyro.infer.initialization import init_to_uniform

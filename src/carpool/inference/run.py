@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -86,10 +87,14 @@ def fit(
     settings = NutsSettings(num_chains=chains, num_warmup=warmup, num_samples=draws,
                             seed=seed, target_accept=target_accept,
                             max_tree_depth=max_tree_depth)
+    t0 = time.perf_counter()
     centring = choose_centring(spec, grouped, config, seed=seed)
+    centring_s = time.perf_counter() - t0
     log.info("centring: %s", centring.choice)
     built = build_model(spec, grouped, config, centring=centring.choice, layout=layout)
     out = run_nuts(built, settings, progress_bar=progress_bar)
+    out.timing["centring_s"] = centring_s
+    out.timing["total_s"] += centring_s
     idata = to_inference_data(built, out, centring, settings)
     result = Fit(idata, spec, config, grouped, centring)
     if warn:
