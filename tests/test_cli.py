@@ -151,13 +151,8 @@ def test_out_must_end_in_nc(tmp_path, out):
     assert not (tmp_path / out).exists()
 
 
-RICH_MARKUP_BUG = (
-    "cli._fail (src/carpool/cli.py:41) prints the message as Rich markup: text in square "
-    "brackets from the user's data or paths is swallowed as a style tag, and '[/...]' "
-    "raises rich.errors.MarkupError (exit 1, traceback)")
 
 
-@pytest.mark.xfail(reason=RICH_MARKUP_BUG, strict=True)
 @pytest.mark.parametrize("driver", ["[bold]", "[/x]"])
 def test_error_line_keeps_bracketed_driver_ids(tmp_path, driver):
     data = tmp_path / "data.csv"
@@ -167,7 +162,6 @@ def test_error_line_keeps_bracketed_driver_ids(tmp_path, driver):
     _assert_one_error_line(result, f"driver '{driver}'", "gap -1 m is not positive")
 
 
-@pytest.mark.xfail(reason=RICH_MARKUP_BUG, strict=True)
 def test_error_line_keeps_bracketed_file_names(tmp_path):
     result = _fit(tmp_path / "run[v2].csv", tmp_path / "fit.nc")
     _assert_one_error_line(result, "run[v2].csv")
@@ -298,10 +292,6 @@ def test_failed_write_keeps_the_existing_output(fitted, fake_fit, tmp_path, monk
     assert _leftovers(tmp_path) == []
 
 
-@pytest.mark.xfail(
-    reason="cli._print_warnings (src/carpool/cli.py:61) prints warnings as Rich markup: "
-           "'theta[d01, T]' (any lowercase driver id, e.g. simulated 'd01' or USDOT 'veh2') "
-           "is swallowed, so the warning loses where the problem is", strict=True)
 def test_warnings_are_printed_verbatim(fitted, tmp_path, monkeypatch):
     from carpool.inference.diagnostics import ConvergenceWarning
 
@@ -322,10 +312,6 @@ def test_warnings_are_printed_verbatim(fitted, tmp_path, monkeypatch):
     assert result.stderr.splitlines() == [f"warning: {message}"]
 
 
-@pytest.mark.xfail(
-    reason="cli.fit calls result.save(out) (src/carpool/cli.py:116) outside _run, so an "
-           "--out whose folder cannot be created raises FileExistsError with a traceback "
-           "(exit 1) after sampling, instead of exit 2 with one line", strict=True)
 def test_unwritable_out_folder_is_an_input_error(fake_fit, tmp_path):
     (tmp_path / "afile").write_text("not a folder")
     data = tmp_path / "data.csv"
@@ -370,10 +356,6 @@ def test_models_lists_the_car_following_models():
         assert name in result.stdout, name
 
 
-@pytest.mark.xfail(
-    reason="cli.models (src/carpool/cli.py:154) builds '<name> [<unit>]' table cells that "
-           "Rich reads as markup: '[m/s]', '[m]', '[s]', '[m/s^2]' vanish ('v0 [m/s]' shows "
-           "as 'v0 '); only units starting with a digit ('[1/s]') survive", strict=True)
 def test_models_shows_parameter_units(monkeypatch):
     monkeypatch.setattr(cli.console, "width", 250)  # one table row per model, no wrapping
     result = runner.invoke(app, ["models"], catch_exceptions=False)

@@ -59,9 +59,9 @@ QUANTILE = 0.5
 class CentringChoice:
     """Per-parameter choice with its evidence.
 
-    ``choice``: parameter -> ``"centred"`` / ``"noncentred"``; ``kappa``: parameter -> shrinkage
-    factor at the :data:`QUANTILE` over groups (NaN where the user fixed the choice); ``tau_ref``: the
-    population scale used in the rule.
+    ``choice``: parameter -> ``"centred"`` / ``"noncentred"``; ``kappa``: parameter ->
+    shrinkage factor at the :data:`QUANTILE` over groups; ``tau_ref``: the population scale
+    used in the rule.
     """
 
     choice: dict[str, str]
