@@ -192,7 +192,8 @@ def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringC
         "carpool_spec": json.dumps(spec.to_dict()),
         "carpool_config": json.dumps(config.to_dict()),
         "carpool_centring": json.dumps({"choice": centring.choice, "kappa": centring.kappa,
-                                        "tau_ref": centring.tau_ref}),
+                                        "tau_ref": centring.tau_ref,
+                                        "weights": centring.weights}),
         "carpool_settings": json.dumps({**settings.to_dict(), "chain_method": out.chain_method,
                                         "layout": built.layout}),
         "carpool_timing": json.dumps(out.timing),
@@ -225,7 +226,8 @@ def load(path: str | os.PathLike[str], spec: ModelSpec | None = None) -> Fit:
     spec = spec.with_saved(saved_spec)
     config = PoolingConfig.from_dict(json.loads(attrs["carpool_config"]))
     c = json.loads(attrs["carpool_centring"])
-    centring = CentringChoice(c["choice"], c.get("kappa", {}), c.get("tau_ref", {}))
+    centring = CentringChoice(c["choice"], c.get("kappa", {}), c.get("tau_ref", {}),
+                              c.get("weights", {}))
     cd = idata.constant_data
     gdim = spec.group_dim
     covs = {k[4:]: cd[k].values for k in cd.data_vars if k.startswith("cov_")}

@@ -49,7 +49,7 @@ def fit(
     warmup: int = 1000,
     draws: int = 1000,
     seed: int = 0,
-    target_accept: float = 0.8,
+    target_accept: float | None = None,
     max_tree_depth: int = 10,
     progress_bar: bool = False,
     model_options: Mapping[str, Any] | None = None,
@@ -73,7 +73,9 @@ def fit(
     level
         Column naming a level above the groups (e.g. ``"class"``): learns level means.
     chains, warmup, draws, seed, target_accept, max_tree_depth
-        NUTS settings (:class:`~carpool.inference.nuts.NutsSettings`).
+        NUTS settings (:class:`~carpool.inference.nuts.NutsSettings`). ``target_accept=None``
+        is 0.8 for pooled / unpooled fits and 0.9 for hierarchical ones, whose curvature
+        varies more (rstanarm defaults to 0.95 for hierarchical models for the same reason).
     warn
         Emit :class:`~carpool.inference.diagnostics.ConvergenceWarning` on bad diagnostics.
     """
@@ -85,13 +87,18 @@ def fit(
                                         or Hyperpriors.default_for(grouped.num_groups)),
                            param=param, use_levels=level is not None)
     settings = NutsSettings(num_chains=chains, num_warmup=warmup, num_samples=draws,
-                            seed=seed, target_accept=target_accept,
+                            seed=seed,
+                            target_accept=target_accept or (0.9 if pooling == "hierarchical"
+                                                            else 0.8),
                             max_tree_depth=max_tree_depth)
     t0 = time.perf_counter()
     centring = choose_centring(spec, grouped, config, seed=seed)
     centring_s = time.perf_counter() - t0
     log.info("centring: %s", centring.choice)
-    built = build_model(spec, grouped, config, centring=centring.choice, layout=layout)
+    weights = (centring.weight_matrix(spec.parameters.names, grouped.num_groups)
+               if centring.weights else None)
+    built = build_model(spec, grouped, config, centring=centring.choice, layout=layout,
+                        weights=weights)
     out = run_nuts(built, settings, progress_bar=progress_bar)
     out.timing["centring_s"] = centring_s
     out.timing["total_s"] += centring_s

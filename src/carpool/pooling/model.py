@@ -15,6 +15,7 @@ hierarchical   ``mu``           (P,) population mean (prior = each parameter's p
                ``level_eta``    when levels are used (e.g. car / truck)
                ``z_nc``         (G, |N|) standard-normal innovations (non-centred)
                ``theta_c``      (G, |C|) centred group values
+               ``z_dec``        (G, P) partially non-centred values (diagonal population)
                ``z``            (G, P) deterministic: the group latent values
 all            noise sites      e.g. ``sigma``
 all            ``obs``          observations
@@ -102,6 +103,7 @@ def build_model(
     *,
     centring: Mapping[str, str] | None = None,
     layout: str = "auto",
+    weights: Any = None,
 ) -> BuiltModel:
     """Build the NumPyro model of ``spec`` on ``data`` in ``config.pooling`` mode.
 
@@ -113,6 +115,11 @@ def build_model(
         (the automatic, data-driven choice lives in :mod:`carpool.pooling.centring`).
     layout
         ``"auto"``, ``"padded"`` or ``"flat"`` (see :mod:`carpool.pooling.grouped`).
+    weights
+        Centring weights (G, P) in [0, 1] for a *diagonal* population: the partially
+        non-centred form ``x ~ Normal(w centre, tau^w)``, ``z = centre + tau^(1-w) (x - w
+        centre)`` (1 = centred, 0 = non-centred), exact for any weight. Required where
+        ``centring`` says ``"partial"``; see :func:`carpool.pooling.centring.choose_centring`.
     """
     params = spec.parameters
     params.check_priors()
@@ -133,8 +140,15 @@ def build_model(
     if centring is None:
         centring = {n: ("noncentred" if config.param_choice(n) == "auto"
                         else config.param_choice(n)) for n in params.names}
+    correlated = config.resolve_correlated(G, P) and P > 1
+    if "partial" in centring.values() and correlated:
+        raise ValueError("partial centring needs a diagonal population (correlated=False)")
+    if weights is None:
+        weights = np.stack([np.full(G, 1.0 if centring[n] == "centred" else 0.0)
+                            for n in params.names], axis=1)
+    weights_j = jnp.asarray(np.asarray(weights, dtype=float))
     nc = [i for i, n in enumerate(params.names) if centring[n] == "noncentred"]
-    cc = [i for i, n in enumerate(params.names) if centring[n] == "centred"]
+    cc = [i for i, n in enumerate(params.names) if centring[n] in ("centred", "partial")]
     order = tuple(nc + cc)
     inverse = np.argsort(order)
 
@@ -153,7 +167,6 @@ def build_model(
 
     tau_fixed = jnp.asarray(config.fixed_tau(params)) if config.tau_is_fixed else None
     tau_priors = [config.hyperpriors.tau_prior(n) for n in params.names]
-    correlated = config.resolve_correlated(G, P) and P > 1
     eta = config.hyperpriors.lkj_eta
 
     def group_params(natural: Any) -> dict[str, Any]:
@@ -175,6 +188,11 @@ def build_model(
             centre = (mu + tau_level * level_eta)[level_index]
         else:
             centre = jnp.broadcast_to(mu, (G, P))
+        if not correlated:
+            # partially non-centred (weights 1 = centred, 0 = non-centred), exact for any w
+            w = weights_j
+            x = numpyro.sample("z_dec", dist.Normal(w * centre, tau**w).to_event(2))
+            return numpyro.deterministic("z", centre + tau ** (1.0 - w) * (x - w * centre))
         # permute to centring order
         o = jnp.asarray(order)
         centre_o, tau_o = centre[:, o], tau[o]
