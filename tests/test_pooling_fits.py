@@ -149,6 +149,13 @@ def test_predictive_and_new_group(hier_fit):
     assert new.shape == (hier_fit.idata.posterior.sizes["chain"] * 600, 3, 2)
     # a new group's intercept spreads like the population: sd ~ tau (0.8) plus uncertainty
     assert 0.4 < new[:, :, 0].std() < 2.0
+    x = np.linspace(-2, 2, 50)
+    y_new = carpool.predict_new_group(hier_fit, {"x": x}, num_draws=400, seed=1)
+    assert y_new.shape == (400, 50)
+    # a new county's predictive mean at x = 0 is the population intercept (truth 1.0), and
+    # its spread includes the between-group sd (0.8) on top of sigma (0.5)
+    at0 = y_new[:, 25]
+    assert abs(np.mean(at0) - 1.0) < 0.6 and 0.7 < np.std(at0) < 2.0
     ll = carpool.pointwise_log_likelihood(hier_fit)
     assert ll.shape == (2, 600, hier_fit.data.num_obs) and np.all(np.isfinite(ll))
 

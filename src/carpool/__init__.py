@@ -27,6 +27,7 @@ _EXPORTS = {
     "posterior_predictive": "carpool.inference.predict",
     "prior_predictive": "carpool.inference.predict",
     "new_group_params": "carpool.inference.predict",
+    "predict_new_group": "carpool.inference.predict",
     "pointwise_log_likelihood": "carpool.inference.predict",
     "ModelSpec": "carpool.pooling.spec",
     "PoolingConfig": "carpool.pooling.spec",

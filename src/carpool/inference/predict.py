@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from carpool.inference.fit import Fit
 
 __all__ = ["expected_mean", "posterior_predictive", "pointwise_log_likelihood",
-           "new_group_params", "prior_predictive", "align_groups"]
+           "new_group_params", "predict_new_group", "prior_predictive", "align_groups"]
 
 
 def align_groups(fit: Fit, data: GroupedData) -> np.ndarray:
@@ -148,3 +148,25 @@ def prior_predictive(spec, data: GroupedData, config, *, num_samples: int = 200,
     pred = Predictive(built.model, num_samples=num_samples)
     out = pred(jax.random.PRNGKey(seed), observed=False)
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def predict_new_group(fit: Fit, covariates: dict[str, np.ndarray], *,
+                      level: str | None = None, num_draws: int | None = None,
+                      seed: int = 0) -> np.ndarray:
+    """Simulated observations of a NEW group (e.g. an unseen driver), (S, n).
+
+    Each posterior draw gets its own new group's parameters from the population
+    (:func:`new_group_params`), so the spread combines population heterogeneity, posterior
+    uncertainty and observation noise. ``covariates`` maps the spec's covariate names to
+    arrays of shape (n,).
+    """
+    missing = [c for c in fit.spec.covariates if c not in covariates]
+    if missing:
+        raise ValueError(f"missing covariate(s) {missing} for model {fit.spec.name!r}")
+    covs = {k: np.asarray(v, dtype=float) for k, v in covariates.items()}
+    theta = new_group_params(fit, 1, seed=seed, level=level)[:, 0, :]  # (S, P)
+    idx = _thin(theta.shape[0], num_draws, seed)
+    n = len(next(iter(covs.values())))
+    mean = _mean_from_theta(fit, theta[idx], np.zeros(n, dtype=np.int32), covs)
+    data = GroupedData(np.zeros(n), np.zeros(n, dtype=np.int32), ("new",), covs)
+    return _sample_obs(fit, mean, _noise_at(fit, idx), data, seed)
