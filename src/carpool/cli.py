@@ -96,7 +96,7 @@ def fit(
     chains: Annotated[int, typer.Option(help="Chains (>= 4 recommended)")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     target_accept: Annotated[float | None, typer.Option(
-        help="NUTS target acceptance (default 0.9 hierarchical, 0.8 otherwise)")] = None,
+        help="NUTS target acceptance (default 0.95 hierarchical, 0.8 otherwise)")] = None,
     param: Annotated[str, typer.Option(help="centred | noncentred | auto")] = "auto",
     data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show the sampler's progress bar")] = True,

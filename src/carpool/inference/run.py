@@ -74,8 +74,10 @@ def fit(
         Column naming a level above the groups (e.g. ``"class"``): learns level means.
     chains, warmup, draws, seed, target_accept, max_tree_depth
         NUTS settings (:class:`~carpool.inference.nuts.NutsSettings`). ``target_accept=None``
-        is 0.8 for pooled / unpooled fits and 0.9 for hierarchical ones, whose curvature
-        varies more (rstanarm defaults to 0.95 for hierarchical models for the same reason).
+        is 0.8 for pooled / unpooled fits and 0.95 for hierarchical ones, whose curvature
+        varies more (rstanarm's default for hierarchical models too). On the bundled platoon
+        0.9 left 0-5 divergent transitions depending on the seed and 0.95 none, at the same
+        wall time (measured, 2 seeds each).
     warn
         Emit :class:`~carpool.inference.diagnostics.ConvergenceWarning` on bad diagnostics.
     """
@@ -88,7 +90,7 @@ def fit(
                            param=param, use_levels=level is not None)
     settings = NutsSettings(num_chains=chains, num_warmup=warmup, num_samples=draws,
                             seed=seed,
-                            target_accept=target_accept or (0.9 if pooling == "hierarchical"
+                            target_accept=target_accept or (0.95 if pooling == "hierarchical"
                                                             else 0.8),
                             max_tree_depth=max_tree_depth)
     t0 = time.perf_counter()
