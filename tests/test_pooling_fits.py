@@ -202,3 +202,16 @@ def test_bad_specs_raise_clear_errors(linear_data):
     data = carpool.get_spec("linear").prepare(df)
     with pytest.raises(ValueError, match="without a prior"):
         carpool.fit(data, spec)
+
+
+def test_partial_centring_matches_centred_diagonal(linear_data):
+    """Per-group partial centring is an exact reparameterisation of the same posterior."""
+    df = linear_data[0]
+    partial = fit(df, pooling="hierarchical", correlated=False)
+    assert partial.centring.weights, "a diagonal population gets per-group weights"
+    w = np.array(list(partial.centring.weights.values()))
+    assert np.all((w >= 0) & (w <= 1))
+    centred = fit(df, pooling="hierarchical", correlated=False, param="centred")
+    for var in ("theta", "mu", "tau"):
+        z = z_means(partial.idata.posterior[var].values, centred.idata.posterior[var].values)
+        assert np.all(np.abs(z) < Z_MAX), (var, z)
