@@ -93,6 +93,7 @@ def fit(
                             target_accept=target_accept or (0.95 if pooling == "hierarchical"
                                                             else 0.8),
                             max_tree_depth=max_tree_depth)
+    spec.parameters.check_priors()
     t0 = time.perf_counter()
     centring = choose_centring(spec, grouped, config, seed=seed)
     centring_s = time.perf_counter() - t0
