@@ -22,6 +22,7 @@ import pandas as pd
 
 from carpool.data._segments import (
     downsample_factor,
+    drop_nonpositive_gaps,
     keep_long_segments,
     label_segments,
     logger,
@@ -110,14 +111,7 @@ def read_highd(
             "leader_speed": np.abs(rows["leader_xVelocity"].to_numpy(dtype=float)),
         }
     )
-    bad = ~(out["gap"].to_numpy() > 0)
-    if bad.any():
-        logger.warning(
-            "%s: dropped %d sample(s) whose gap (dhw - leader length) is not positive",
-            path.name,
-            int(bad.sum()),
-        )
-        out = out.loc[~bad]
+    out = drop_nonpositive_gaps(out, path.name, "dhw - leader length")
     out = out.sort_values(["id", "frame"], kind="stable").reset_index(drop=True)
     segment = label_segments(out, follower="id", tick="frame", keys=("precedingId", "laneId"))
     out["driver"] = segment_driver_ids(recording + "-" + out["id"].astype(str), segment)

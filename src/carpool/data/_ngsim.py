@@ -20,6 +20,7 @@ import pandas as pd
 
 from carpool.data._segments import (
     downsample_factor,
+    drop_nonpositive_gaps,
     keep_long_segments,
     label_segments,
     logger,
@@ -138,14 +139,7 @@ def read_ngsim(
         codes = rows["class_code"].to_numpy()
         out["class"] = [CLASS_NAMES.get(int(c), str(c)) for c in codes]
         keep.append("class")
-    bad = ~(out["gap"].to_numpy() > 0)
-    if bad.any():
-        logger.warning(
-            "%s: dropped %d sample(s) whose gap (Space_Headway - leader v_Length) is not positive",
-            path.name,
-            int(bad.sum()),
-        )
-        out = out.loc[~bad]
+    out = drop_nonpositive_gaps(out, path.name, "Space_Headway - leader v_Length")
     out = out.sort_values(["location", "id", "frame"], kind="stable").reset_index(drop=True)
     base = out["id"].astype(str)
     if location is not None:

@@ -16,6 +16,16 @@ import pandas as pd
 logger = logging.getLogger("carpool.data")
 
 
+def drop_nonpositive_gaps(out: pd.DataFrame, source: str, gap_formula: str) -> pd.DataFrame:
+    """Rows of ``out`` whose ``gap`` is positive; logs how many were dropped and why."""
+    bad = ~(out["gap"].to_numpy() > 0)
+    if bad.any():
+        logger.warning("%s: dropped %d sample(s) whose gap (%s) is not positive", source,
+                       int(bad.sum()), gap_formula)
+        out = out.loc[~bad]
+    return out
+
+
 def label_segments(
     df: pd.DataFrame, *, follower: str, tick: str, keys: Sequence[str] = ()
 ) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,11 @@ class Fit:
     def settings(self) -> dict[str, Any]:
         return json.loads(self.idata.posterior.attrs.get("carpool_settings", "{}"))
 
-    @property
+    @cached_property
     def diagnostics(self) -> dict[str, Any]:
-        """max_rhat, min_ess_bulk, min_ess_tail, divergences, and the variables behind them."""
+        """max_rhat, min_ess_bulk, min_ess_tail, divergences, and the variables behind them.
+
+        Computed once per fit (ArviZ R-hat and ESS over every variable are not free)."""
         return compute_diagnostics(self.idata)
 
     def theta_draws(self) -> np.ndarray:
