@@ -1,0 +1,149 @@
+"""Result containers of the comparison features (plain pandas tables, JSON-ready).
+
+These are the contracts between :mod:`carpool.compare` (which computes them),
+:mod:`carpool.plots` and :mod:`carpool.report` (which draw them) and the CLI (which prints
+them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Comparison", "SweepResult", "PriorSensitivity", "MODE_COLUMNS"]
+
+#: Columns of :attr:`Comparison.table` (one row per pooling mode, index = mode).
+MODE_COLUMNS = (
+    "elpd_loo",        # PSIS-LOO expected log predictive density (sum over observations)
+    "se",              # its standard error
+    "p_loo",           # effective number of parameters
+    "elpd_diff",       # elpd_loo of the best mode minus this one's (>= 0)
+    "dse",             # standard error of that difference
+    "max_pareto_k",    # worst Pareto k of the PSIS fit
+    "num_high_k",      # observations with Pareto k > 0.7 (LOO unreliable there)
+    "lfo_elpd",        # leave-future-out: log predictive density of the held-out last 20%
+    "lfo_rmse_speed",  # ... and RMSE of the posterior-predictive mean (of y: next speed, m/s)
+    "ldo_elpd",        # leave-drivers-out: log density of held-out groups, NaN for unpooled
+    "ldo_rmse_speed",  # ... and RMSE, NaN for unpooled (it cannot predict a new group)
+    "rank",            # 1 = recommended, then by the scores
+)
+
+
+def _num(x: Any) -> float | None:
+    """JSON-safe float: NaN / inf / None -> None."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if not math.isfinite(x) else x
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The three pooling modes side by side, scored, with a recommendation.
+
+    Attributes
+    ----------
+    table
+        One row per pooling mode (index: ``pooled``, ``unpooled``, ``hierarchical``), columns
+        :data:`MODE_COLUMNS`; NaN where a score was not computed or does not exist.
+    recommendation
+        ``{"mode": ..., "reason": ...}``: the mode the data support and why, in words.
+    pooling_factors
+        One row per group and parameter of the hierarchical fit: ``group``, ``parameter``,
+        ``unit``, ``num_obs``, ``pooling_factor`` (0 = the group stands alone, 1 = fully
+        pooled), ``moved`` (the empirical fraction of the way the posterior mean moved from the
+        unpooled estimate to the population mean).
+    population
+        The population scales (tau, latent scale) with intervals: ``parameter``, ``mean``,
+        ``lo``, ``hi`` (94% HDI).
+    warnings
+        Messages the user should read (high Pareto k, unconverged fits).
+    """
+
+    table: pd.DataFrame
+    recommendation: dict[str, str]
+    pooling_factors: pd.DataFrame = field(default_factory=pd.DataFrame)
+    population: pd.DataFrame = field(default_factory=pd.DataFrame)
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``carpool compare --json`` contract.
+
+        ``{"modes": {mode: {"elpd_loo", "se", "lfo_rmse_speed", "ldo_rmse_speed", ...}},
+        "recommendation": {"mode", "reason"}}``; scores that do not exist are ``null``.
+        """
+        modes = {
+            mode: {col: (_num(row[col]) if col != "rank" else int(row[col]))
+                   for col in MODE_COLUMNS if col in row.index}
+            for mode, row in self.table.iterrows()
+        }
+        return {"modes": modes, "recommendation": dict(self.recommendation),
+                "warnings": list(self.warnings)}
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """The pooling dial: hierarchical fits with tau fixed on a grid.
+
+    Attributes
+    ----------
+    grid
+        The fixed population scales (latent scale: for a log parameter, sd of log theta), (K,).
+    estimates
+        One row per grid point, group and parameter: ``tau``, ``group``, ``parameter``,
+        ``unit``, ``mean``, ``lo``, ``hi`` (posterior mean and 94% HDI, natural units).
+    scores
+        One row per grid point: ``tau``, ``elpd_loo``, ``se`` (PSIS-LOO, an estimate of the
+        held-out log predictive density) and ``max_pareto_k``.
+    learned_tau
+        The learned tau's posterior from a hierarchical fit of the same data, one row per
+        parameter: ``parameter``, ``mean``, ``lo``, ``hi`` (latent scale); empty if not given.
+    ends
+        The pooled and unpooled estimates, one row per group and parameter: ``group``,
+        ``parameter``, ``unit``, ``pooled``, ``unpooled`` (natural units); empty if not given.
+    """
+
+    grid: np.ndarray
+    estimates: pd.DataFrame
+    scores: pd.DataFrame
+    learned_tau: pd.DataFrame = field(default_factory=pd.DataFrame)
+    ends: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def shrinkage_at(self, k: int) -> pd.DataFrame:
+        """A :func:`~carpool.compare.shrinkage_table`-shaped table for grid point ``k``.
+
+        Columns ``group``, ``parameter``, ``unit``, ``pooled``, ``unpooled``,
+        ``hierarchical`` (the estimate at ``grid[k]``), ready for
+        :func:`carpool.plots.shrinkage.plot_shrinkage`. Needs :attr:`ends`.
+        """
+        if self.ends.empty:
+            raise ValueError("the sweep has no pooled / unpooled end points")
+        at = self.estimates[np.isclose(self.estimates["tau"], self.grid[k])]
+        t = self.ends.merge(at[["group", "parameter", "mean"]], on=["group", "parameter"])
+        return t.rename(columns={"mean": "hierarchical"})
+
+
+@dataclass(frozen=True)
+class PriorSensitivity:
+    """How far each group's estimate moves between weak and informative hyperpriors.
+
+    Attributes
+    ----------
+    table
+        One row per group and parameter: ``group``, ``parameter``, ``unit``, ``num_obs``,
+        ``weak``, ``informative`` (posterior means, natural units), ``shift`` (difference of
+        the latent posterior means in units of the weak fit's posterior sd).
+    prior_predictive
+        Draws of the observation (``y``, e.g. next speed in m/s) from the prior, shape
+        (num_samples, n), under each hyperprior setting: ``{"weak": ..., "informative": ...}``.
+    observed
+        The observed ``y`` (n,), for comparison with the prior predictive draws.
+    """
+
+    table: pd.DataFrame
+    prior_predictive: dict[str, np.ndarray] = field(default_factory=dict)
+    observed: np.ndarray | None = None
