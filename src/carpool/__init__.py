@@ -45,6 +45,11 @@ _EXPORTS = {
     "Exponential": "carpool.pooling.priors",
     "Gaussian": "carpool.pooling.likelihoods",
     "StudentT": "carpool.pooling.likelihoods",
+    "compare": "carpool.compare",
+    "sweep": "carpool.compare.sweep",
+    "prior_sensitivity": "carpool.compare.sensitivity",
+    "pooling_factors": "carpool.compare.pooling_factors",
+    "refit": "carpool.inference.run",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -52,7 +57,9 @@ __all__ = ["__version__", *_EXPORTS]
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        module = importlib.import_module(_EXPORTS[name])
+        # carpool.compare is a callable package (see carpool/compare/__init__.py)
+        value = module if _EXPORTS[name] == f"carpool.{name}" else getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'carpool' has no attribute {name!r}")

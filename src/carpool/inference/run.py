@@ -20,7 +20,7 @@ from carpool.pooling.grouped import GroupedData
 from carpool.pooling.model import build_model
 from carpool.pooling.spec import Hyperpriors, ModelSpec, PoolingConfig, get_spec
 
-__all__ = ["fit", "resolve_spec"]
+__all__ = ["fit", "fit_grouped", "refit", "resolve_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,17 @@ def fit(
                             target_accept=target_accept or (0.95 if pooling == "hierarchical"
                                                             else 0.8),
                             max_tree_depth=max_tree_depth)
+    return fit_grouped(spec, grouped, config, settings, layout=layout,
+                       progress_bar=progress_bar, warn=warn)
+
+
+def fit_grouped(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig,
+                settings: NutsSettings, *, layout: str = "auto", progress_bar: bool = False,
+                warn: bool = True) -> Fit:
+    """The core of :func:`fit` on prepared data with explicit configuration objects."""
     spec.parameters.check_priors()
     t0 = time.perf_counter()
-    centring = choose_centring(spec, grouped, config, seed=seed)
+    centring = choose_centring(spec, grouped, config, seed=settings.seed)
     centring_s = time.perf_counter() - t0
     log.info("centring: %s", centring.choice)
     weights = (centring.weight_matrix(spec.parameters.names, grouped.num_groups)
@@ -110,6 +118,32 @@ def fit(
     if warn:
         warn_if_bad(result.diagnostics)
         for message in weakly_identified(result):
-            warnings.warn(message, WeakIdentificationWarning, stacklevel=2)
+            warnings.warn(message, WeakIdentificationWarning, stacklevel=3)
     return result
 
+
+def refit(fit_: Fit, data: GroupedData | None = None, *, warn: bool = False,
+          **changes: Any) -> Fit:
+    """Fit ``fit_``'s model again with the same spec, pooling and NUTS settings.
+
+    ``data`` replaces the data (held-out folds); ``changes`` override fields of the
+    :class:`~carpool.pooling.spec.PoolingConfig` (``pooling``, ``tau``, ``hyperpriors``, ...)
+    or of the :class:`~carpool.inference.nuts.NutsSettings` (``num_warmup``, ``seed``, ...).
+    """
+    from dataclasses import fields, replace
+
+    config_fields = {f.name for f in fields(PoolingConfig)}
+    settings_fields = {f.name for f in fields(NutsSettings)}
+    unknown = set(changes) - config_fields - settings_fields
+    if unknown:
+        raise ValueError(f"refit: unknown option(s) {sorted(unknown)}")
+    config = replace(fit_.config, **{k: v for k, v in changes.items() if k in config_fields})
+    saved = {k: v for k, v in fit_.settings.items() if k in settings_fields}
+    settings = NutsSettings(**{**saved, **{k: v for k, v in changes.items()
+                                           if k in settings_fields}})
+    if "target_accept" not in changes and "pooling" in changes:
+        settings = replace(settings, target_accept=(0.95 if config.pooling == "hierarchical"
+                                                    else 0.8))
+    layout = fit_.settings.get("layout", "auto")
+    return fit_grouped(fit_.spec, fit_.data if data is None else data, config, settings,
+                       layout=layout, warn=warn)

@@ -1,0 +1,177 @@
+"""``carpool.compare``: the three pooling modes side by side, scored, with a recommendation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from carpool.compare.pooling_factors import pooling_factors
+from carpool.compare.recommend import recommend
+from carpool.compare.results import MODE_COLUMNS, Comparison
+from carpool.compare.scores import (
+    PARETO_K_LIMIT,
+    PointwiseScore,
+    group_folds,
+    heldout_score,
+    lfo_split,
+    loo_score,
+    new_group_score,
+    paired_difference,
+    select_groups,
+)
+from carpool.pooling.spec import POOLING_MODES
+
+if TYPE_CHECKING:
+    from carpool.inference.fit import Fit
+
+__all__ = ["compare", "population_scales", "as_mode_dict"]
+
+log = logging.getLogger(__name__)
+
+SCORES = ("loo", "lfo")
+
+
+def as_mode_dict(fits: Mapping[str, Fit] | Sequence[Fit]) -> dict[str, Fit]:
+    """``{pooling mode: fit}`` from a mapping or a sequence of fits of distinct modes."""
+    items = list(fits.values()) if isinstance(fits, Mapping) else list(fits)
+    out: dict[str, Fit] = {}
+    for f in items:
+        if f.pooling in out:
+            raise ValueError(f"two {f.pooling} fits given; compare one fit per pooling mode")
+        out[f.pooling] = f
+    if len(out) < 2:
+        raise ValueError("compare needs fits in at least two pooling modes")
+    first = next(iter(out.values()))
+    for f in out.values():
+        if list(f.group_ids) != list(first.group_ids) or f.data.num_obs != first.data.num_obs:
+            raise ValueError("the fits must be of the same data (same groups and observations)")
+        if f.spec.name != first.spec.name:
+            raise ValueError(f"the fits are of different models: {first.spec.name!r} and "
+                             f"{f.spec.name!r}")
+    return {m: out[m] for m in POOLING_MODES if m in out}
+
+
+def population_scales(fit: Fit, hdi_prob: float = 0.94) -> pd.DataFrame:
+    """tau per parameter of a hierarchical fit: ``parameter``, ``mean``, ``lo``, ``hi``."""
+    from carpool.inference.summary import stats_table
+
+    if fit.pooling != "hierarchical":
+        return pd.DataFrame(columns=["parameter", "mean", "lo", "hi"])
+    st = stats_table(fit.idata.posterior["tau"].values, hdi_prob)
+    return pd.DataFrame({"parameter": fit.parameter_names, "mean": st["mean"],
+                         "lo": st["lo"], "hi": st["hi"]})
+
+
+def compare(
+    fits: Mapping[str, Fit] | Sequence[Fit],
+    *,
+    lfo: bool = True,
+    ldo: bool = True,
+    lfo_fraction: float = 0.2,
+    ldo_folds: int = 5,
+    score: str = "loo",
+    refit_options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    log_fn: Callable[[str], Any] = lambda _: None,
+) -> Comparison:
+    """Compare fits of the same data in different pooling modes.
+
+    Parameters
+    ----------
+    fits
+        Fits of one model to the same data, one per pooling mode (a mapping or a sequence).
+    lfo
+        Leave-future-out: refit each mode on the first ``1 - lfo_fraction`` of every group's
+        series and score the rest (log predictive density and RMSE of ``y``).
+    ldo
+        Leave-groups-out (leave-drivers-out): refit the pooled and hierarchical modes without
+        each of ``ldo_folds`` folds of groups and predict the held-out groups as new groups
+        from the population. Unpooled fits cannot predict new groups: their score is NaN.
+    score
+        The score that decides the recommendation: ``"loo"`` (PSIS-LOO on the full fits) or
+        ``"lfo"`` (needs ``lfo=True``).
+    refit_options
+        Overrides for the held-out refits (e.g. ``{"num_warmup": 300, "num_samples": 300}``
+        to make them cheaper), see :func:`carpool.inference.run.refit`.
+    log_fn
+        Called with a line of progress text before each refit.
+    """
+    from carpool.inference.run import refit
+
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {list(SCORES)}")
+    if score == "lfo" and not lfo:
+        raise ValueError("score='lfo' needs lfo=True")
+    by_mode = as_mode_dict(fits)
+    opts = dict(refit_options or {})
+    any_fit = next(iter(by_mode.values()))
+    group_word = f"{any_fit.spec.group_dim}s"
+    warn: list[str] = []
+
+    loo = {m: loo_score(f) for m, f in by_mode.items()}
+    for m, s in loo.items():
+        if s.num_high_k:
+            warn.append(f"{m}: PSIS-LOO unreliable at {s.num_high_k} observation(s) (Pareto k "
+                        f"> {PARETO_K_LIMIT}, max {s.max_pareto_k:.2f}); trust the held-out "
+                        "scores more")
+        d = by_mode[m].diagnostics
+        if d["max_rhat"] > 1.01 or d["divergences"] > 0:
+            warn.append(f"{m}: the fit has not converged (max R-hat {d['max_rhat']:.3f}, "
+                        f"{d['divergences']} divergences); its scores are suspect")
+
+    lfo_scores: dict[str, PointwiseScore] = {}
+    if lfo:
+        train, test = lfo_split(any_fit.data, lfo_fraction)
+        for m, f in by_mode.items():
+            log_fn(f"leave-future-out: refitting {m} on the first {1 - lfo_fraction:.0%} "
+                   f"of each {any_fit.spec.group_dim}'s series")
+            lfo_scores[m] = heldout_score(refit(f, train, **opts), test, seed=seed)
+
+    ldo_scores: dict[str, PointwiseScore] = {}
+    if ldo and any_fit.data.num_groups >= 3:
+        folds = group_folds(any_fit.data.num_groups, ldo_folds, seed=seed)
+        for m, f in by_mode.items():
+            if m == "unpooled":
+                continue
+            parts = []
+            for k, fold in enumerate(folds):
+                keep = np.setdiff1d(np.arange(any_fit.data.num_groups), fold)
+                log_fn(f"leave-{group_word}-out: {m}, fold {k + 1} of {len(folds)}")
+                f_train = refit(f, select_groups(f.data, keep), **opts)
+                parts.append(new_group_score(f_train, select_groups(f.data, fold),
+                                             seed=seed + k))
+            ldo_scores[m] = PointwiseScore(np.concatenate([p.lpd for p in parts]),
+                                           np.concatenate([p.sq_err for p in parts]))
+    elif ldo:
+        warn.append(f"leave-{group_word}-out skipped: it needs at least 3 {group_word}")
+
+    pf = (pooling_factors(by_mode["hierarchical"], unpooled=by_mode.get("unpooled"))
+          if "hierarchical" in by_mode else pd.DataFrame())
+    population = (population_scales(by_mode["hierarchical"]) if "hierarchical" in by_mode
+                  else pd.DataFrame())
+    decisive = lfo_scores if score == "lfo" else loo
+    name = "held-out (leave-future-out) elpd" if score == "lfo" else "elpd_loo"
+    rec, ranking = recommend(decisive, score_name=name, pooling_factors=pf,
+                             population=population, group_word=group_word)
+
+    best = max(loo, key=lambda m: loo[m].elpd)
+    rows = {}
+    for m in by_mode:
+        diff, dse = paired_difference(loo[best], loo[m]) if m != best else (0.0, 0.0)
+        lf, ld = lfo_scores.get(m), ldo_scores.get(m)
+        rows[m] = {
+            "elpd_loo": loo[m].elpd, "se": loo[m].se, "p_loo": loo[m].p_loo,
+            "elpd_diff": diff, "dse": dse, "max_pareto_k": loo[m].max_pareto_k,
+            "num_high_k": loo[m].num_high_k,
+            "lfo_elpd": lf.elpd if lf else np.nan, "lfo_rmse_speed": lf.rmse if lf else np.nan,
+            "ldo_elpd": ld.elpd if ld else np.nan, "ldo_rmse_speed": ld.rmse if ld else np.nan,
+            "rank": ranking.index(m) + 1,
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")[list(MODE_COLUMNS)]
+    table.index.name = "mode"
+    return Comparison(table=table, recommendation=rec, pooling_factors=pf,
+                      population=population, warnings=tuple(warn))

@@ -1,0 +1,105 @@
+"""Which pooling mode do the data support? A rule a user can read, with its reason in words.
+
+The rule, in the spirit of the seed's "when to use each model":
+
+1. Score each mode by its expected log predictive density (PSIS-LOO by default, or held-out
+   leave-future-out) and find the best. Modes whose score is within
+   :data:`TIE_SE` standard errors of the paired difference of the best are *tied*:
+   the data cannot tell them apart.
+2. Among tied modes prefer the simplest story:
+   - **pooled** if it is tied: the groups do not differ detectably;
+   - **unpooled** if it is tied and the hierarchical fit barely pools
+     (median pooling factor below :data:`STANDS_ALONE`): every group has enough data to stand
+     alone, and the population adds nothing to the estimates;
+   - otherwise the best-scoring mode, which is usually **hierarchical**: groups differ, and
+     some have too little data to stand alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from carpool.compare.scores import PointwiseScore, paired_difference
+
+__all__ = ["recommend", "TIE_SE", "STANDS_ALONE", "NEEDS_POOLING"]
+
+#: Score differences within this many standard errors of the paired difference are ties.
+TIE_SE = 2.0
+#: Median pooling factor below which groups are said to stand alone.
+STANDS_ALONE = 0.1
+#: Pooling factor above which a group is said to have too little data to stand alone.
+NEEDS_POOLING = 0.5
+
+
+def _tau_text(population: pd.DataFrame) -> str:
+    if population.empty:
+        return ""
+    lo = population["lo"].min()
+    parts = ", ".join(f"{r.parameter} {r.mean:.2g} [{r.lo:.2g}, {r.hi:.2g}]"
+                      for r in population.itertuples())
+    clearly = "clearly above 0" if lo > 0.05 else "possibly near 0"
+    return f"population scales tau {clearly} ({parts})"
+
+
+def recommend(scores: Mapping[str, PointwiseScore], *, score_name: str,
+              pooling_factors: pd.DataFrame | None = None,
+              population: pd.DataFrame | None = None, group_word: str = "groups"
+              ) -> tuple[dict[str, str], list[str]]:
+    """Apply the rule; returns ``({"mode", "reason"}, ranking)``.
+
+    ``scores`` maps each mode to its pointwise score on the same observations;
+    ``pooling_factors`` (of the hierarchical fit) and ``population`` (tau rows) make the
+    reason specific.
+    """
+    if not scores:
+        raise ValueError("nothing to compare")
+    pf = pooling_factors if pooling_factors is not None else pd.DataFrame()
+    population = population if population is not None else pd.DataFrame()
+    best = max(scores, key=lambda m: scores[m].elpd)
+    diffs = {m: paired_difference(scores[best], s) if m != best else (0.0, 0.0)
+             for m, s in scores.items()}
+    tied = [m for m, (d, se) in diffs.items() if m == best or d <= TIE_SE * se]
+
+    def delta(m: str) -> str:
+        d, se = diffs[m]
+        return f"{score_name} {d:+.1f} +/- {se:.1f} behind {best}" if m != best else \
+            f"best {score_name}"
+
+    median_pf = float(np.median(pf["pooling_factor"])) if not pf.empty else float("nan")
+    if not pf.empty:
+        per_group = pf.groupby("group", sort=False)["pooling_factor"].max()
+        needy = int((per_group > NEEDS_POOLING).sum())
+        num_groups = len(per_group)
+    else:
+        needy, num_groups = 0, 0
+    tau_text = _tau_text(population)
+
+    if "pooled" in tied:
+        mode = "pooled"
+        reason = (f"pooled: scores as well as the other modes ({delta('pooled')}); the "
+                  f"{group_word} do not differ detectably"
+                  + (f" ({tau_text})" if tau_text else "")
+                  + ", so one shared parameter set is the simplest adequate model")
+    elif "unpooled" in tied and not pf.empty and median_pf < STANDS_ALONE:
+        mode = "unpooled"
+        reason = (f"unpooled: scores as well as hierarchical ({delta('unpooled')}); the "
+                  f"{group_word} differ strongly and each has enough data to stand alone "
+                  f"(median pooling factor {median_pf:.2f}), so the population adds nothing "
+                  "to the per-group estimates")
+    else:
+        mode = "hierarchical" if "hierarchical" in tied else best
+        if mode == "hierarchical":
+            parts = [delta("hierarchical")]
+            if tau_text:
+                parts.append(f"{group_word} differ ({tau_text})")
+            if num_groups:
+                parts.append(f"but {needy} of {num_groups} {group_word} have too little data "
+                             f"to stand alone (pooling factor > {NEEDS_POOLING})")
+            reason = "hierarchical: " + "; ".join(parts)
+        else:
+            reason = f"{mode}: {delta(mode)}, ahead of the others beyond Monte Carlo noise"
+    others = sorted((m for m in scores if m != mode), key=lambda m: -scores[m].elpd)
+    return {"mode": mode, "reason": reason}, [mode, *others]
