@@ -149,6 +149,205 @@ def summary(
                   f"divergences {d['divergences']}")
 
 
+def _fit_options(model: str, priors: str, level: str | None, chains: int, tune: int,
+                 draws: int, seed: int) -> Any:
+    from carpool.pipeline import FitOptions
+
+    return FitOptions(model=model, chains=chains, warmup=tune, draws=draws, seed=seed,
+                      level=level, model_options={"priors": priors})
+
+
+def _read(path: Path, data_format: str) -> Any:
+    import carpool
+
+    with err.status(f"reading {path}"):
+        table = _run(carpool.read_trajectories, path, format=data_format)
+    err.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {escape(str(path))}")
+    return table
+
+
+def _comparison_table(comparison: Any) -> Table:
+    from carpool.pipeline import comparison_frame
+
+    frame = comparison_frame(comparison)
+    table = Table(title="pooling modes compared (elpd: higher is better; RMSE of the next "
+                        "speed, m/s)")
+    table.add_column("mode")
+    for col in frame.columns:
+        table.add_column(col, justify="right")
+    for mode, r in frame.iterrows():
+        cells = [("-" if v != v else f"{int(v)}" if c in ("rank",) else f"{v:.3g}")
+                 for c, v in r.items()]
+        style = "bold green" if mode == comparison.recommendation["mode"] else None
+        table.add_row(str(mode), *cells, style=style)
+    table.caption = ("ldo (leave-drivers-out) is '-' for unpooled: it has no population to "
+                     "predict a new driver from")
+    return table
+
+
+def _parse_grid(grid: str | None) -> tuple[float, ...] | None:
+    if grid is None:
+        return None
+    try:
+        values = tuple(float(v) for v in grid.split(",") if v.strip())
+    except ValueError:
+        raise _fail(f"--grid must be comma-separated numbers, got {grid!r}") from None
+    if not values or min(values) <= 0:
+        raise _fail(f"--grid values must be positive, got {grid!r}")
+    return values
+
+
+@app.command()
+def compare(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="One trajectory file (the three modes are fitted), or saved fits (.nc)")],
+    model: Annotated[str, typer.Option(help="Car-following model")] = "idm",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+    = False,
+    lfo: Annotated[bool, typer.Option(help="Leave-future-out: refit on the first 80% of "
+                                           "each series, score the rest")] = True,
+    ldo: Annotated[bool, typer.Option(help="Leave-drivers-out: refit without folds of "
+                                           "drivers, predict them as new drivers")] = True,
+    folds: Annotated[int, typer.Option(help="Driver folds for leave-drivers-out")] = 5,
+    score: Annotated[str, typer.Option(help="Score that decides: loo | lfo")] = "loo",
+    level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
+    priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
+    = "default",
+    draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
+    tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
+    chains: Annotated[int, typer.Option(help="Chains")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
+) -> None:
+    """Compare pooled, unpooled and hierarchical fits: PSIS-LOO, held-out scores, advice."""
+    _use_all_cores(chains)
+    import carpool
+    from carpool.pipeline import fit_modes
+
+    log = err.print
+    saved = [p for p in inputs if p.suffix == ".nc"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if saved:
+            if len(saved) != len(inputs):
+                raise _fail("give either one data file or saved fits (.nc), not both")
+            fits = [_run(carpool.load, p) for p in saved]
+        else:
+            if len(inputs) != 1:
+                raise _fail(f"give one data file to fit, got {len(inputs)}")
+            table = _read(inputs[0], data_format)
+            options = _fit_options(model, priors, level, chains, tune, draws, seed)
+            fits = list(_run(fit_modes, table, options, log=log).values())
+        result = _run(carpool.compare, fits, lfo=lfo, ldo=ldo, ldo_folds=folds, score=score,
+                      seed=seed, log_fn=log)
+    _print_warnings(caught)
+    for w in result.warnings:
+        err.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        return
+    console.print(_comparison_table(result))
+    console.print(f"[bold]recommendation:[/] {escape(result.recommendation['reason'])}",
+                  soft_wrap=True)
+
+
+@app.command()
+def sweep(
+    data: Annotated[Path, typer.Argument(help="Trajectory file")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder")],
+    model: Annotated[str, typer.Option(help="Car-following model")] = "idm",
+    grid: Annotated[str | None, typer.Option(
+        help="Comma-separated fixed tau values (latent scale); default "
+             "0.01,0.03,0.1,0.3,1,3")] = None,
+    level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
+    priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
+    = "default",
+    draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
+    tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
+    chains: Annotated[int, typer.Option(help="Chains")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
+) -> None:
+    """The pooling dial: fit with tau fixed on a grid, from pooled to unpooled.
+
+    Writes sweep.csv (estimates per tau, driver and parameter), sweep_scores.csv (PSIS-LOO
+    per tau) and sweep.png / sweep.svg.
+    """
+    _use_all_cores(chains)
+    from carpool.compare.sweep import DEFAULT_GRID
+    from carpool.compare.sweep import sweep as run_sweep
+    from carpool.io import atomic_write_text
+    from carpool.pipeline import fit_modes
+    from carpool.plots.sweep import plot_sweep
+
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out} is a file; give a folder")
+    values = _parse_grid(grid) or DEFAULT_GRID
+    table = _read(data, data_format)
+    options = _fit_options(model, priors, level, chains, tune, draws, seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fits = _run(fit_modes, table, options, log=err.print)
+        result = _run(run_sweep, fits["hierarchical"].data, fits["hierarchical"].spec, values,
+                      fits=fits, fit_options={**options.kwargs(), "warn": False},
+                      log_fn=err.print)
+    _print_warnings(caught)
+    files = [atomic_write_text(out / "sweep.csv", result.estimates.to_csv(index=False)),
+             atomic_write_text(out / "sweep_scores.csv", result.scores.to_csv(index=False))]
+    plot_sweep(result, out / "sweep")
+    files += [out / "sweep.png", out / "sweep.svg"]
+    t = Table(title="pooling dial: PSIS-LOO along the tau grid")
+    for col in ("tau", "elpd_loo", "se", "max_pareto_k"):
+        t.add_column(col, justify="right")
+    for _, r in result.scores.iterrows():
+        t.add_row(f"{r['tau']:g}", f"{r['elpd_loo']:.1f}", f"{r['se']:.1f}",
+                  f"{r['max_pareto_k']:.2f}")
+    console.print(t)
+    console.print(f"wrote {', '.join(str(p) for p in files)}")
+
+
+@app.command()
+def report(
+    data: Annotated[Path, typer.Argument(help="Trajectory file")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML report to write")]
+    = Path("report.html"),
+    model: Annotated[str, typer.Option(help="Car-following model")] = "idm",
+    grid: Annotated[str | None, typer.Option(help="Comma-separated tau grid of the sweep")]
+    = None,
+    sweep_fits: Annotated[bool, typer.Option("--sweep/--no-sweep",
+                                             help="Include the pooling-dial sweep")] = True,
+    lfo: Annotated[bool, typer.Option(help="Leave-future-out scores")] = True,
+    ldo: Annotated[bool, typer.Option(help="Leave-drivers-out scores")] = True,
+    folds: Annotated[int, typer.Option(help="Driver folds for leave-drivers-out")] = 5,
+    level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
+    priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
+    = "default",
+    draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
+    tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
+    chains: Annotated[int, typer.Option(help="Chains")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
+) -> None:
+    """Fit the three modes, compare them, sweep the dial: one self-contained HTML page."""
+    _use_all_cores(chains)
+    from carpool.pipeline import build_report
+
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise _fail(f"--out must end in .html, got {out}")
+    values = _parse_grid(grid) if sweep_fits else ()
+    table = _read(data, data_format)
+    options = _fit_options(model, priors, level, chains, tune, draws, seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _run(build_report, table, out, options, grid=values, lfo=lfo, ldo=ldo,
+                      ldo_folds=folds, log=err.print)
+    _print_warnings(caught)
+    console.print(_comparison_table(result.comparison))
+    console.print(f"[bold]recommendation:[/] "
+                  f"{escape(result.comparison.recommendation['reason'])}", soft_wrap=True)
+    console.print(f"wrote {out}")
+
+
 @app.command()
 def models() -> None:
     """List the car-following models and their parameters."""
@@ -185,8 +384,11 @@ def demo(
         result = _run(run_demo, out, model=model, duration_s=duration_s, draws=draws,
                       tune=tune, chains=chains, seed=seed, log=console.print)
     console.print(result.table)
+    console.print(_comparison_table(result.comparison))
+    console.print(f"[bold]recommendation:[/] "
+                  f"{escape(result.comparison.recommendation['reason'])}", soft_wrap=True)
     _print_warnings(caught)
-    console.print(f"wrote {', '.join(str(p) for p in result.files)}")
+    console.print(f"wrote {len(result.files)} files to {out}; open {out / 'report.html'}")
 
 
 def main() -> None:

@@ -201,6 +201,7 @@ def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringC
                                         "layout": built.layout}),
         "carpool_timing": json.dumps(out.timing),
         "carpool_levels": json.dumps(list(data.level_ids)),
+        "carpool_groups": json.dumps(list(data.group_ids)),
     }
     idata.posterior.attrs.update(attrs)
     return idata
@@ -239,7 +240,8 @@ def load(path: str | os.PathLike[str], spec: ModelSpec | None = None) -> Fit:
     data = GroupedData(
         y=idata.observed_data["y"].values,
         group_index=cd["group_index"].values,
-        group_ids=tuple(str(g) for g in idata.posterior.coords[gdim].values.tolist()),
+        group_ids=tuple(json.loads(attrs["carpool_groups"]) if "carpool_groups" in attrs
+                        else (str(g) for g in idata.posterior.coords[gdim].values.tolist())),
         covariates=covs,
         level_index=level_index,
         level_ids=level_ids,

@@ -33,7 +33,7 @@ def plot_shrinkage(table: pd.DataFrame, path: str | Path | None = None) -> Any:
                         arrowprops={"arrowstyle": "->", "color": "tab:blue", "lw": 1})
         unit = t["unit"].iloc[0]
         ax.set_title(f"{name} ({unit})" if unit else name)
-        ax.set_xticks(list(x), t["group"], rotation=60, fontsize=7)
+        ax.set_xticks(list(x), t["group"], rotation=60, ha="right", fontsize=7)
         if (t[["pooled", "unpooled", "hierarchical"]] > 0).all().all():
             lo = t[["pooled", "unpooled", "hierarchical"]].min().min()
             hi = t[["pooled", "unpooled", "hierarchical"]].max().max()

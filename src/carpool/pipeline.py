@@ -1,0 +1,202 @@
+"""End-to-end jobs behind ``carpool compare``, ``carpool sweep``, ``carpool report`` and the demo.
+
+Each job is a plain function of data and options returning results (and writing files only
+where asked), so the CLI stays thin and the jobs are usable from Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from carpool.pooling.spec import POOLING_MODES
+
+__all__ = ["FitOptions", "fit_modes", "data_summary", "ReportResult", "build_report"]
+
+Log = Callable[[str], Any]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Options shared by every fit of a job (see :func:`carpool.fit`)."""
+
+    model: str = "idm"
+    chains: int = 4
+    warmup: int = 1000
+    draws: int = 1000
+    seed: int = 0
+    level: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"chains": self.chains, "warmup": self.warmup, "draws": self.draws,
+                "seed": self.seed, "level": self.level,
+                "model_options": dict(self.model_options)}
+
+
+def fit_modes(table: Any, options: FitOptions, *, modes: tuple[str, ...] = POOLING_MODES,
+              log: Log = _quiet) -> dict[str, Any]:
+    """Fit ``options.model`` to ``table`` in each pooling mode: ``{mode: Fit}``."""
+    import carpool
+
+    fits = {}
+    for mode in modes:
+        log(f"fitting {mode} {options.model} ...")
+        fits[mode] = carpool.fit(table, options.model, pooling=mode, **options.kwargs())
+        t = fits[mode].timing
+        log(f"  {mode}: {t['total_s']:.1f} s (compile {t['compile_s']:.1f} s), max R-hat "
+            f"{fits[mode].diagnostics['max_rhat']:.3f}, "
+            f"{fits[mode].diagnostics['divergences']} divergences")
+    return fits
+
+
+def data_summary(fit: Any) -> dict[str, Any]:
+    """Key facts of the data behind ``fit`` for the report (units in the keys)."""
+    d = fit.data
+    sizes = d.group_sizes
+    out: dict[str, Any] = {
+        "model": fit.spec.name,
+        f"{fit.spec.group_dim}s": d.num_groups,
+        "observations": d.num_obs,
+        "observations per group (min, max)": (int(sizes.min()), int(sizes.max())),
+    }
+    covs = d.covariates
+    if {"speed", "gap", "dt"} <= set(covs):
+        dt = covs["dt"]
+        out["time step (s)"] = float(np.median(dt))
+        out["duration per group (s, min, max)"] = tuple(
+            float(np.sum(dt[d.group_index == g])) for g in (int(np.argmin(sizes)),
+                                                            int(np.argmax(sizes))))
+        out["speed range (m/s)"] = (float(covs["speed"].min()), float(covs["speed"].max()))
+        out["gap range (m)"] = (float(covs["gap"].min()), float(covs["gap"].max()))
+    else:
+        out["y range"] = (float(d.y.min()), float(d.y.max()))
+    if d.level_ids:
+        out["levels"] = ", ".join(d.level_ids)
+    return out
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    fits: dict[str, Any]
+    comparison: Any
+    sweep: Any
+    path: Path
+    files: list[Path]
+
+
+def _example_group(fit: Any) -> str:
+    """The group with the median number of observations (a typical one)."""
+    sizes = fit.data.group_sizes
+    return fit.group_ids[int(np.argsort(sizes)[len(sizes) // 2])]
+
+
+def build_report(
+    table: Any,
+    out: str | Path,
+    options: FitOptions,
+    *,
+    fits: Mapping[str, Any] | None = None,
+    grid: tuple[float, ...] | None = None,
+    lfo: bool = True,
+    ldo: bool = True,
+    ldo_folds: int = 5,
+    refit_options: Mapping[str, Any] | None = None,
+    sweep_options: Mapping[str, Any] | None = None,
+    figures_dir: str | Path | None = None,
+    title: str | None = None,
+    log: Log = _quiet,
+) -> ReportResult:
+    """Fit the three modes (unless ``fits`` are given), compare, sweep and write the report.
+
+    Parameters
+    ----------
+    table
+        Trajectories (or another table the model understands), or grouped data.
+    out
+        The HTML file to write.
+    grid
+        The tau grid of the pooling-dial sweep (``None``: the default grid; ``()``: no sweep).
+    refit_options, sweep_options
+        Overrides for the held-out refits (:func:`carpool.inference.run.refit`) and for the
+        sweep fits (:func:`carpool.fit` keywords), e.g. fewer draws.
+    figures_dir
+        Also write every figure there as PNG and SVG.
+    """
+    from carpool.compare import compare, shrinkage_table
+    from carpool.compare.sweep import DEFAULT_GRID, sweep
+    from carpool.plots.corner import plot_corner
+    from carpool.plots.correlation import plot_population_correlation
+    from carpool.plots.forest import plot_forest
+    from carpool.plots.predictive import plot_predictive
+    from carpool.plots.shrinkage import plot_shrinkage
+    from carpool.plots.sweep import plot_sweep
+    from carpool.report import write_report
+
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"the report file must end in .html, got {out}")
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; give a file name ending in .html")
+    fits = dict(fits) if fits is not None else fit_modes(table, options, log=log)
+    hier = fits["hierarchical"]
+    log("comparing the modes (PSIS-LOO and held-out refits) ...")
+    comparison = compare(fits, lfo=lfo, ldo=ldo, ldo_folds=ldo_folds,
+                         refit_options=refit_options, seed=options.seed, log_fn=log)
+    sweep_result = None
+    grid = DEFAULT_GRID if grid is None else tuple(grid)
+    if grid:
+        sweep_kwargs = {**options.kwargs(), "warn": False, **dict(sweep_options or {})}
+        sweep_result = sweep(hier.data, hier.spec, grid, fits=fits, fit_options=sweep_kwargs,
+                             log_fn=log)
+
+    log("drawing figures ...")
+    group = _example_group(hier)
+    fdir = Path(figures_dir) if figures_dir is not None else None
+    figures: dict[str, Any] = {}
+    files: list[Path] = []
+
+    def add(caption: str, name: str, draw: Callable[[Path | None], Any]) -> None:
+        path = fdir / name if fdir is not None else None
+        figures[caption] = draw(path)
+        if path is not None:
+            files.extend([path.with_suffix(".png"), path.with_suffix(".svg")])
+
+    add("Shrinkage: pooled line, unpooled points, hierarchical points (arrows: how far each "
+        "estimate moved)", "shrinkage",
+        lambda p: plot_shrinkage(shrinkage_table(fits["pooled"], fits["unpooled"], hier), p))
+    add(f"Per-{hier.spec.group_dim} parameters in the three modes (mean and 94% HDI)",
+        "forest", lambda p: plot_forest(fits, p))
+    add("Population correlation of the parameters (LKJ posterior)", "correlation",
+        lambda p: plot_population_correlation(hier, p))
+    add(f"Posterior of {hier.spec.group_dim} {group}'s parameters (hierarchical fit)",
+        "corner", lambda p: plot_corner(hier, group, p))
+    add(f"Posterior predictive against the record, {hier.spec.group_dim} {group} "
+        "(hierarchical fit)", "predictive", lambda p: plot_predictive(hier, group, p))
+    if sweep_result is not None:
+        add("The pooling dial: estimates against a fixed tau, learned tau shaded, held-out "
+            "score below", "sweep", lambda p: plot_sweep(sweep_result, p))
+    path = write_report(out, title=title or f"carpool: {hier.spec.name}, three pooling modes",
+                        data_summary=data_summary(hier), fits=fits, comparison=comparison,
+                        sweep=sweep_result, figures=figures)
+    import matplotlib.pyplot as plt
+
+    for fig in figures.values():
+        plt.close(fig)
+    return ReportResult(fits, comparison, sweep_result, path, [path, *files])
+
+
+def comparison_frame(comparison: Any) -> pd.DataFrame:
+    """The comparison table with the columns a person reads first."""
+    cols = ["rank", "elpd_loo", "se", "elpd_diff", "dse", "p_loo", "max_pareto_k",
+            "lfo_elpd", "lfo_rmse_speed", "ldo_elpd", "ldo_rmse_speed"]
+    return comparison.table[cols].sort_values("rank")
