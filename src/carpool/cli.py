@@ -167,21 +167,23 @@ def _read(path: Path, data_format: str) -> Any:
 
 
 def _comparison_table(comparison: Any) -> Table:
-    from carpool.pipeline import comparison_frame
-
-    frame = comparison_frame(comparison)
-    table = Table(title="pooling modes compared (elpd: higher is better; RMSE of the next "
-                        "speed, m/s)")
+    frame = comparison.table.sort_values("rank")
+    cols = {"rank": "rank", "elpd_loo": "elpd_loo", "se": "se", "elpd_diff": "diff",
+            "dse": "dse", "max_pareto_k": "max k", "lfo_elpd": "lfo elpd",
+            "lfo_rmse_speed": "lfo rmse", "ldo_elpd": "ldo elpd", "ldo_rmse_speed": "ldo rmse"}
+    table = Table(title="pooling modes compared (elpd: higher is better; rmse of y, for "
+                        "car-following the next speed in m/s)")
     table.add_column("mode")
-    for col in frame.columns:
-        table.add_column(col, justify="right")
+    for head in cols.values():
+        table.add_column(head, justify="right")
     for mode, r in frame.iterrows():
-        cells = [("-" if v != v else f"{int(v)}" if c in ("rank",) else f"{v:.3g}")
-                 for c, v in r.items()]
+        cells = [("-" if r[c] != r[c] else f"{int(r[c])}" if c == "rank"
+                  else f"{r[c]:.3f}" if "rmse" in c or c == "max_pareto_k" else f"{r[c]:.1f}")
+                 for c in cols]
         style = "bold green" if mode == comparison.recommendation["mode"] else None
         table.add_row(str(mode), *cells, style=style)
-    table.caption = ("ldo (leave-drivers-out) is '-' for unpooled: it has no population to "
-                     "predict a new driver from")
+    table.caption = ("lfo: last 20% of each series held out; ldo: drivers held out ('-' for "
+                     "unpooled: no population to predict a new driver from)")
     return table
 
 

@@ -35,13 +35,21 @@ NEEDS_POOLING = 0.5
 
 
 def _tau_text(population: pd.DataFrame) -> str:
+    """Which population scales are clearly above 0 (94% HDI lower end above 0.05)."""
     if population.empty:
         return ""
-    lo = population["lo"].min()
-    parts = ", ".join(f"{r.parameter} {r.mean:.2g} [{r.lo:.2g}, {r.hi:.2g}]"
-                      for r in population.itertuples())
-    clearly = "clearly above 0" if lo > 0.05 else "possibly near 0"
-    return f"population scales tau {clearly} ({parts})"
+    clear = [r for r in population.itertuples() if r.lo > 0.05]
+    vague = [r for r in population.itertuples() if r.lo <= 0.05]
+
+    def fmt(rows: list) -> str:
+        return ", ".join(f"{r.parameter} {r.mean:.2g} [{r.lo:.2g}, {r.hi:.2g}]" for r in rows)
+
+    parts = []
+    if clear:
+        parts.append(f"tau clearly above 0 for {fmt(clear)}")
+    if vague:
+        parts.append(f"possibly near 0 for {fmt(vague)}")
+    return "; ".join(parts)
 
 
 def recommend(scores: Mapping[str, PointwiseScore], *, score_name: str,
@@ -96,8 +104,10 @@ def recommend(scores: Mapping[str, PointwiseScore], *, score_name: str,
             if tau_text:
                 parts.append(f"{group_word} differ ({tau_text})")
             if num_groups:
-                parts.append(f"but {needy} of {num_groups} {group_word} have too little data "
-                             f"to stand alone (pooling factor > {NEEDS_POOLING})")
+                verb = "has" if needy == 1 else "have"
+                parts.append(f"but {needy} of {num_groups} {group_word} {verb} too little "
+                             f"data to stand alone in at least one parameter (pooling factor "
+                             f"> {NEEDS_POOLING})")
             reason = "hierarchical: " + "; ".join(parts)
         else:
             reason = f"{mode}: {delta(mode)}, ahead of the others beyond Monte Carlo noise"
