@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -279,7 +280,7 @@ def sweep(
     from carpool.compare.sweep import DEFAULT_GRID
     from carpool.compare.sweep import sweep as run_sweep
     from carpool.io import atomic_write_text
-    from carpool.pipeline import fit_modes
+    from carpool.pipeline import fit_modes, same_settings
     from carpool.plots.sweep import plot_sweep
 
     if out.exists() and not out.is_dir():
@@ -291,7 +292,7 @@ def sweep(
         warnings.simplefilter("always")
         fits = _run(fit_modes, table, options, log=err.print)
         result = _run(run_sweep, fits["hierarchical"].data, fits["hierarchical"].spec, values,
-                      fits=fits, fit_options={**options.kwargs(), "warn": False},
+                      fits=fits, fit_options=same_settings(fits["hierarchical"]),
                       log_fn=err.print)
     _print_warnings(caught)
     files = [atomic_write_text(out / "sweep.csv", result.estimates.to_csv(index=False)),
@@ -310,7 +311,9 @@ def sweep(
 
 @app.command()
 def report(
-    data: Annotated[Path, typer.Argument(help="Trajectory file")],
+    inputs: Annotated[list[Path], typer.Argument(
+        help="One trajectory file (the three modes are fitted), or saved fits (.nc) of the "
+             "three modes")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML report to write")]
     = Path("report.html"),
     model: Annotated[str, typer.Option(help="Car-following model")] = "idm",
@@ -332,17 +335,32 @@ def report(
 ) -> None:
     """Fit the three modes, compare them, sweep the dial: one self-contained HTML page."""
     _use_all_cores(chains)
+    import carpool
+    from carpool.compare.comparison import as_mode_dict
     from carpool.pipeline import build_report
 
     if out.suffix.lower() not in (".html", ".htm"):
         raise _fail(f"--out must end in .html, got {out}")
     values = _parse_grid(grid) if sweep_fits else ()
-    table = _read(data, data_format)
     options = _fit_options(model, priors, level, chains, tune, draws, seed)
+    fits, table = None, None
+    if any(p.suffix == ".nc" for p in inputs):
+        if not all(p.suffix == ".nc" for p in inputs):
+            raise _fail("give either one data file or saved fits (.nc), not both")
+        fits = _run(as_mode_dict, [_run(carpool.load, p) for p in inputs])
+        missing = [m for m in ("pooled", "unpooled", "hierarchical") if m not in fits]
+        if missing:
+            raise _fail(f"the report needs fits in all three pooling modes; missing "
+                        f"{', '.join(missing)}")
+        options = replace(options, seed=int(fits["hierarchical"].settings.get("seed", seed)))
+    elif len(inputs) != 1:
+        raise _fail(f"give one data file to fit, got {len(inputs)}")
+    else:
+        table = _read(inputs[0], data_format)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = _run(build_report, table, out, options, grid=values, lfo=lfo, ldo=ldo,
-                      ldo_folds=folds, log=err.print)
+        result = _run(build_report, table, out, options, fits=fits, grid=values, lfo=lfo,
+                      ldo=ldo, ldo_folds=folds, log=err.print)
     _print_warnings(caught)
     console.print(_comparison_table(result.comparison))
     console.print(f"[bold]recommendation:[/] "

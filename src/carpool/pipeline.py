@@ -16,7 +16,8 @@ import pandas as pd
 
 from carpool.pooling.spec import POOLING_MODES
 
-__all__ = ["FitOptions", "fit_modes", "data_summary", "ReportResult", "build_report"]
+__all__ = ["FitOptions", "fit_modes", "data_summary", "same_settings", "ReportResult",
+           "build_report"]
 
 Log = Callable[[str], Any]
 
@@ -83,6 +84,17 @@ def data_summary(fit: Any) -> dict[str, Any]:
     if d.level_ids:
         out["levels"] = ", ".join(d.level_ids)
     return out
+
+
+def same_settings(fit: Any) -> dict[str, Any]:
+    """:func:`carpool.fit` keywords repeating ``fit``'s sampler settings and levels.
+
+    For refitting the same grouped data with ``fit.spec`` (whose options are already set).
+    """
+    s = fit.settings
+    return {"chains": int(s.get("num_chains", 4)), "warmup": int(s.get("num_warmup", 1000)),
+            "draws": int(s.get("num_samples", 1000)), "seed": int(s.get("seed", 0)),
+            "level": "level" if fit.config.use_levels else None, "warn": False}
 
 
 @dataclass(frozen=True)
@@ -155,8 +167,8 @@ def build_report(
     sweep_result = None
     grid = DEFAULT_GRID if grid is None else tuple(grid)
     if grid:
-        sweep_kwargs = {**options.kwargs(), "warn": False, **dict(sweep_options or {})}
-        sweep_result = sweep(hier.data, hier.spec, grid, fits=fits, fit_options=sweep_kwargs,
+        sweep_result = sweep(hier.data, hier.spec, grid, fits=fits,
+                             fit_options={**same_settings(hier), **dict(sweep_options or {})},
                              log_fn=log)
 
     log("drawing figures ...")
