@@ -177,7 +177,7 @@ def test_lfo_split_holds_out_the_end_of_each_series():
     rows = np.flatnonzero(data.group_index == 2)
     np.testing.assert_array_equal(test.y[test.group_index == 1], data.y[rows[-5:]])
     with pytest.raises(ValueError, match="too short"):
-        lfo_split(data.subset(data.group_index == 0), 0.2)
+        lfo_split(select_groups(data, [0]), 0.2)
 
 
 def test_group_folds_partition_the_groups():

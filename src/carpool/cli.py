@@ -394,6 +394,8 @@ def demo(
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 500,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    report: Annotated[bool, typer.Option(help="Compare, sweep and write report.html")]
+    = True,
 ) -> None:
     """Fit the three pooling modes to the bundled real ACC platoon and compare them."""
     _use_all_cores(chains)
@@ -402,13 +404,16 @@ def demo(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _run(run_demo, out, model=model, duration_s=duration_s, draws=draws,
-                      tune=tune, chains=chains, seed=seed, log=console.print)
+                      tune=tune, chains=chains, seed=seed, report=report,
+                      log=console.print)
     console.print(result.table)
-    console.print(_comparison_table(result.comparison))
-    console.print(f"[bold]recommendation:[/] "
-                  f"{escape(result.comparison.recommendation['reason'])}", soft_wrap=True)
+    if result.comparison is not None:
+        console.print(_comparison_table(result.comparison))
+        console.print(f"[bold]recommendation:[/] "
+                      f"{escape(result.comparison.recommendation['reason'])}", soft_wrap=True)
     _print_warnings(caught)
-    console.print(f"wrote {len(result.files)} files to {out}; open {out / 'report.html'}")
+    console.print(f"wrote {len(result.files)} files to {out}"
+                  + (f"; open {out / 'report.html'}" if report else ""))
 
 
 def main() -> None:

@@ -26,13 +26,14 @@ class DemoResult:
 
 def run_demo(out: str | Path, *, model: str = "linear_acc", duration_s: float = 300.0,
              draws: int = 500, tune: int = 500, chains: int = 4, seed: int = 0,
-             log: Callable[[str], Any] = lambda _: None) -> DemoResult:
+             report: bool = True, log: Callable[[str], Any] = lambda _: None) -> DemoResult:
     """Fit pooled, unpooled and hierarchical ``model`` to the bundled USDOT platoon.
 
     Writes to ``out``: ``fit_<pooling>.nc``, ``summary_<pooling>.json``, ``shrinkage.csv``,
     ``shrinkage.png`` / ``.svg``, ``timing.json``, ``comparison.json`` (the
     ``carpool compare --json`` contract), ``figures/`` and ``report.html`` (the self-contained
-    report: comparison, recommendation, pooling dial).
+    report: comparison, recommendation, pooling dial); ``report=False`` stops after the fits
+    and the shrinkage table.
     """
     from rich.markup import escape
     from rich.table import Table
@@ -64,20 +65,23 @@ def run_demo(out: str | Path, *, model: str = "linear_acc", duration_s: float = 
     timing = {p: f.timing | {"diagnostics": f.diagnostics} for p, f in fits.items()}
     files.append(atomic_write_text(out / "timing.json", json.dumps(timing, indent=2)))
 
-    # The comparison's held-out refits and the sweep use half the draws of the main fits:
-    # they feed scores and point estimates, not the reported posteriors.
-    light = {"num_warmup": max(tune // 2, 100), "num_samples": max(draws // 2, 100)}
-    options = FitOptions(model=model, chains=chains, warmup=tune, draws=draws, seed=seed)
-    rep = build_report(data, out / "report.html", options, fits=fits, ldo_folds=2,
-                       refit_options=light,
-                       sweep_options={"warmup": light["num_warmup"],
-                                      "draws": light["num_samples"]},
-                       figures_dir=out / "figures",
-                       title=f"carpool demo: {model} on the bundled USDOT ACC platoon",
-                       log=log)
-    files += rep.files
-    files.append(atomic_write_text(out / "comparison.json",
-                                   json.dumps(rep.comparison.to_dict(), indent=2)))
+    comparison = None
+    if report:
+        # The comparison's held-out refits and the sweep use half the draws of the main
+        # fits: they feed scores and point estimates, not the reported posteriors.
+        light = {"num_warmup": max(tune // 2, 100), "num_samples": max(draws // 2, 100)}
+        options = FitOptions(model=model, chains=chains, warmup=tune, draws=draws, seed=seed)
+        rep = build_report(data, out / "report.html", options, fits=fits, ldo_folds=2,
+                           refit_options=light,
+                           sweep_options={"warmup": light["num_warmup"],
+                                          "draws": light["num_samples"]},
+                           figures_dir=out / "figures",
+                           title=f"carpool demo: {model} on the bundled USDOT ACC platoon",
+                           log=log)
+        comparison = rep.comparison
+        files += rep.files
+        files.append(atomic_write_text(out / "comparison.json",
+                                       json.dumps(comparison.to_dict(), indent=2)))
 
     table = Table(title=f"{model}: per-vehicle estimates (posterior means) in three modes")
     for col in ("vehicle", "parameter", "pooled", "unpooled", "hierarchical", "shrinkage"):
@@ -90,4 +94,4 @@ def run_demo(out: str | Path, *, model: str = "linear_acc", duration_s: float = 
         f"hierarchical between pooled and unpooled for {int(shrink['between'].sum())} of "
         f"{len(shrink)}; wall time (compile + sampling): "
         + ", ".join(f"{p} {f.timing['total_s']:.0f} s" for p, f in fits.items()))
-    return DemoResult(fits, shrink, rep.comparison, table, files)
+    return DemoResult(fits, shrink, comparison, table, files)
