@@ -11,22 +11,26 @@ from typing import Any
 
 __all__ = [
     "plot_corner",
+    "plot_follow_bands",
     "plot_forest",
     "plot_population_correlation",
     "plot_predictive",
     "plot_prior_sensitivity",
     "plot_shrinkage",
     "plot_sweep",
+    "plot_time_space",
 ]
 
 _MODULE_OF = {
     "plot_corner": "corner",
+    "plot_follow_bands": "simulation",
     "plot_forest": "forest",
     "plot_population_correlation": "correlation",
     "plot_predictive": "predictive",
     "plot_prior_sensitivity": "sensitivity",
     "plot_shrinkage": "shrinkage",
     "plot_sweep": "sweep",
+    "plot_time_space": "simulation",
 }
 
 
