@@ -113,10 +113,11 @@ def test_report_needs_html(trajectories, tmp_path):
 def test_report_over_saved_fits(saved_fits, tmp_path):
     out = tmp_path / "report.html"
     r = runner.invoke(app, ["report", *map(str, saved_fits), "--out", str(out), "--no-sweep",
-                            "--no-ldo", "--no-lfo"], catch_exceptions=False)
+                            "--no-ldo", "--no-lfo", "--sensitivity"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     html = out.read_text()
-    assert "Recommended" in html and html.count("<img") >= 5
+    assert "Recommended" in html and html.count("<img") >= 6
+    assert "Prior sensitivity" in html
     assert "http://" not in html.replace("http://www.w3.org", "")
 
 

@@ -324,6 +324,8 @@ def report(
     lfo: Annotated[bool, typer.Option(help="Leave-future-out scores")] = True,
     ldo: Annotated[bool, typer.Option(help="Leave-drivers-out scores")] = True,
     folds: Annotated[int, typer.Option(help="Driver folds for leave-drivers-out")] = 5,
+    sensitivity: Annotated[bool, typer.Option(
+        help="Refit with weak and informative hyperpriors (prior sensitivity)")] = False,
     level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
     priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
     = "default",
@@ -360,7 +362,7 @@ def report(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _run(build_report, table, out, options, fits=fits, grid=values, lfo=lfo,
-                      ldo=ldo, ldo_folds=folds, log=err.print)
+                      ldo=ldo, ldo_folds=folds, sensitivity=sensitivity, log=err.print)
     _print_warnings(caught)
     console.print(_comparison_table(result.comparison))
     console.print(f"[bold]recommendation:[/] "

@@ -126,6 +126,7 @@ def build_report(
     sweep_options: Mapping[str, Any] | None = None,
     figures_dir: str | Path | None = None,
     title: str | None = None,
+    sensitivity: bool = False,
     log: Log = _quiet,
 ) -> ReportResult:
     """Fit the three modes (unless ``fits`` are given), compare, sweep and write the report.
@@ -143,6 +144,10 @@ def build_report(
         sweep fits (:func:`carpool.fit` keywords), e.g. fewer draws.
     figures_dir
         Also write every figure there as PNG and SVG.
+    sensitivity
+        Also refit the hierarchical model with weak and with informative hyperpriors
+        (:func:`carpool.prior_sensitivity`, two more fits) and report how far each driver's
+        estimates move, with prior predictive draws.
     """
     from carpool.compare import compare, shrinkage_table
     from carpool.compare.sweep import DEFAULT_GRID, sweep
@@ -171,6 +176,13 @@ def build_report(
                              fit_options={**same_settings(hier), **dict(sweep_options or {})},
                              log_fn=log)
 
+    sens = None
+    if sensitivity:
+        from carpool.compare.sensitivity import prior_sensitivity
+
+        sens = prior_sensitivity(hier.data, hier.spec, fit_options=same_settings(hier),
+                                 seed=options.seed, log_fn=log)
+
     log("drawing figures ...")
     group = _example_group(hier)
     fdir = Path(figures_dir) if figures_dir is not None else None
@@ -197,9 +209,15 @@ def build_report(
     if sweep_result is not None:
         add("The pooling dial: estimates against a fixed tau, learned tau shaded, held-out "
             "score below", "sweep", lambda p: plot_sweep(sweep_result, p))
+    if sens is not None:
+        from carpool.plots.sensitivity import plot_prior_sensitivity
+
+        add("Prior sensitivity: how far each driver's estimates move between weak and "
+            "informative hyperpriors, against its amount of data; prior predictive draws",
+            "sensitivity", lambda p: plot_prior_sensitivity(sens, p))
     path = write_report(out, title=title or f"carpool: {hier.spec.name}, three pooling modes",
                         data_summary=data_summary(hier), fits=fits, comparison=comparison,
-                        sweep=sweep_result, figures=figures)
+                        sweep=sweep_result, sensitivity=sens, figures=figures)
     import matplotlib.pyplot as plt
 
     for fig in figures.values():
