@@ -15,6 +15,7 @@ from carpool.simulate.noise import NoiseFn, iid_noise, white_noise, zero_noise
 from carpool.simulate.ring import (
     RingResult,
     RingTrajectory,
+    collision_events,
     ring,
     ring_statistics,
     simulate_ring,
@@ -29,6 +30,7 @@ __all__ = [
     "NoiseFn",
     "RingResult",
     "RingTrajectory",
+    "collision_events",
     "coverage",
     "crps_ensemble",
     "follow",

@@ -16,11 +16,15 @@ a vehicle that stops within the step does not reverse, and each gap changes by t
 travel minus the follower's. Gaps are carried as state (not recomputed from positions), so
 they keep full precision however far the vehicles drive.
 
-Collision rule (as in :func:`~carpool.carfollowing.follow_leader`): a gap that would fall
-below ``min_gap`` (0.01 m) is floored there and the step is flagged; the colliding vehicle is
-held back by the overlap so that positions and gaps stay consistent (only a chain collision
-of three vehicles within one step leaves the second gap slightly short), and the simulation
-carries on. Speeds are never negative.
+Collision rule (that of :func:`~carpool.carfollowing.follow_leader`, made consistent for a
+ring): a gap that would fall below ``min_gap`` (0.01 m) is floored there and the step is
+flagged; the colliding vehicle is held back by the overlap and leaves the step no faster
+than the leader it ran into (a perfectly inelastic collision), and the simulation carries
+on. Behind a recorded leader the follower's speed only matters to itself, but on a ring it
+is the next vehicle's leader speed: a crashed vehicle that kept its speed while held back
+would feed a fictitious speed to its follower, and collisions then drive the ring to ever
+higher speeds. Only a chain collision of three vehicles within one step leaves the middle
+gap slightly short. Speeds are never negative.
 
 Statistics (:func:`ring_statistics`) are computed after a warm-up (default the first half of
 the simulated time): the standard deviation of speed over vehicles and time, the share of
@@ -61,10 +65,13 @@ from carpool.simulate.waves import wave_speed
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
 
-__all__ = ["RingResult", "RingTrajectory", "ring", "ring_statistics", "simulate_ring"]
+__all__ = ["RingResult", "RingTrajectory", "collision_events", "ring", "ring_statistics",
+           "simulate_ring"]
 
 #: Default vehicle length, m (a passenger car; Sugiyama et al. used cars of about 4-5 m).
 VEHICLE_LENGTH_M = 5.0
+#: Collision events closing at this speed or faster (m/s) count as hard collisions.
+HARD_COLLISION_M_S = 1.0
 #: Speeds below this count as stopped, m/s.
 STOP_SPEED_M_S = 0.1
 DRIVERS = ("population", "observed")
@@ -225,7 +232,10 @@ def _ring_core(model: CarFollowingModel, dt: jax.Array, length_m: jax.Array,
                               0.5 * (speed + next_speed) * dt)
         raw_gap = gap + jnp.roll(travelled, -1) - travelled
         is_collision = raw_gap < min_gap
+        # held back by the overlap, and no faster than the leader it ran into
         travelled = travelled - jnp.where(is_collision, min_gap - raw_gap, 0.0)
+        next_speed = jnp.where(is_collision,
+                               jnp.minimum(next_speed, jnp.roll(next_speed, -1)), next_speed)
         next_gap = jnp.maximum(gap + jnp.roll(travelled, -1) - travelled, min_gap)
         next_position = jnp.mod(position + travelled, length_m)
         out = (next_position.astype(dtype), next_speed.astype(dtype), next_gap.astype(dtype))
@@ -318,6 +328,35 @@ def ring_statistics(
     }
 
 
+def collision_events(speed: ArrayLike, is_collision: ArrayLike
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Collision events of a ring simulation and their closing speeds.
+
+    An *event* is a step whose gap was floored when the step before was not (a vehicle
+    standing against its leader is one event however long it stands there). The *closing
+    speed* (m/s) is the follower's speed minus its leader's at the start of that step.
+
+    Parameters
+    ----------
+    speed, is_collision
+        ``(T, N)`` arrays, time on axis 0, as in :class:`RingTrajectory`.
+
+    Returns
+    -------
+    onset : numpy.ndarray
+        ``(T, N)`` bool, ``True`` at each event's step end.
+    closing_speed : numpy.ndarray
+        ``(T, N)``, the closing speed at events, 0 elsewhere.
+    """
+    v = np.asarray(speed, dtype=float)
+    hit = np.asarray(is_collision, dtype=bool)
+    onset = np.zeros_like(hit)
+    onset[1:] = hit[1:] & ~hit[:-1]
+    closing = np.zeros_like(v)
+    closing[1:] = np.where(onset[1:], v[:-1] - np.roll(v[:-1], -1, axis=1), 0.0)
+    return onset, closing
+
+
 # -- from a fit ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RingResult:
@@ -327,10 +366,14 @@ class RingResult:
     ----------
     table
         Tidy table, one row per draw, vehicle and time: ``draw``, ``vehicle``, ``time`` (s),
-        ``position`` (m along the ring, in ``[0, L)``), ``speed`` (m/s), ``gap`` (m).
+        ``position`` (m along the ring, in ``[0, L)``), ``speed`` (m/s), ``gap`` (m),
+        ``collision`` (bool: the gap was floored in the step that ended here).
     summary
         One row per draw (index ``draw``): the statistics of :func:`ring_statistics`, plus
-        ``collisions`` (vehicle-steps with a floored gap), ``init_speed_m_s``,
+        ``collisions`` (events, see :func:`collision_events`), ``hard_collisions`` (events
+        with a closing speed of at least 1 m/s; the others are touches, typically a
+        standing vehicle crept forward by the acceleration noise), ``max_closing_speed_m_s``,
+        ``collision_steps`` (vehicle-steps with a floored gap), ``init_speed_m_s``,
         ``median_is_string_stable`` and ``median_ring_growth_rate_per_s`` (linear criteria
         for the median driver at the ring's even gap, see
         :func:`~carpool.simulate.stability.linear_stability`).
@@ -486,6 +529,7 @@ def ring(
         "position": position.reshape(-1).astype(np.float64),
         "speed": speed.reshape(-1).astype(np.float64),
         "gap": gap.reshape(-1).astype(np.float64),
+        "collision": collision.reshape(-1),
     })
     even_gap = float(length_m) / num_vehicles - float(vehicle_length_m)
     rows = []
@@ -494,7 +538,11 @@ def ring(
                                 warmup_s=warmup_s)
         median = {n: float(np.median(values[d, :, j])) for j, n in enumerate(names)}
         lin = linear_stability(model, median, even_gap, num_vehicles=num_vehicles)
-        rows.append({**stats, "collisions": int(collision[d].sum()),
+        onset, closing = collision_events(speed[d], collision[d])
+        rows.append({**stats, "collisions": int(onset.sum()),
+                     "hard_collisions": int((closing >= HARD_COLLISION_M_S).sum()),
+                     "max_closing_speed_m_s": float(closing.max()),
+                     "collision_steps": int(collision[d].sum()),
                      "init_speed_m_s": float(speed[d, 0, 0]),
                      "median_is_string_stable": bool(lin.is_string_stable),
                      "median_ring_growth_rate_per_s": lin.ring_growth_rate})
