@@ -32,8 +32,10 @@ def plot_time_space(result: RingResult, path: str | Path | None = None, *, draw:
     Top: each vehicle's position on the ring (m, in ``[0, L)``; a line leaves at the top
     and re-enters at the bottom each lap) against time (s), coloured from red (stopped) to
     green (the fastest speed reached); stop-and-go waves show as red bands drifting
-    downwards (upstream) over time. Bottom: the spread of speed across vehicles (standard
-    deviation, growing when the ring is string unstable) and the mean speed.
+    downwards (upstream) over time; crosses mark collisions (floored gaps) closing at 1 m/s
+    or faster, grey dots slower touches. Bottom:
+    the spread of speed across vehicles (standard deviation, growing when the ring is string
+    unstable) and the mean speed.
 
     Parameters
     ----------
@@ -85,6 +87,22 @@ def plot_time_space(result: RingResult, path: str | Path | None = None, *, draw:
                            linewidths=1.1 if num_vehicles <= 60 else 0.6)
     lines.set_array(colour)
     ax.add_collection(lines)
+    if "collision" in one:
+        from carpool.simulate.ring import HARD_COLLISION_M_S, collision_events
+
+        hit = one.pivot(index="time", columns="vehicle", values="collision").to_numpy(bool)
+        onset, closing = collision_events(speed.to_numpy(float), hit)
+        for is_hard, style in ((False, {"s": 3, "marker": "o", "color": "0.35", "lw": 0}),
+                               (True, {"s": 14, "marker": "x", "color": "black", "lw": 0.9})):
+            mask = onset & ((closing >= HARD_COLLISION_M_S) == is_hard)
+            if mask.any():
+                k, i = np.nonzero(mask)
+                what = (f"collision at >= {HARD_COLLISION_M_S:g} m/s closing speed"
+                        if is_hard else "touch (collision closing slower)")
+                ax.scatter(time[k], x[k, i], rasterized=True, zorder=3,
+                           label=f"{what}: {mask.sum()}", **style)
+        if onset.any():
+            ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
     ax.set_xlim(time[0], time[-1])
     ax.set_ylim(0.0, length)
     ax.set_ylabel("position on the ring (m)")
@@ -100,7 +118,7 @@ def plot_time_space(result: RingResult, path: str | Path | None = None, *, draw:
         f"{', noise' if s.get('noise') else ', no noise'})\n"
         f"after {s.get('warmup_s', 0):g} s: mean speed {3.6 * stats['mean_speed_m_s']:.1f} "
         f"km/h, {100 * stats['share_stopped']:.0f}% of vehicle-time stopped, {wave_txt}, "
-        f"{int(stats['collisions'])} collision steps", fontsize=10, loc="left")
+        f"{int(stats['collisions'])} collisions", fontsize=10, loc="left")
 
     spread = v.std(axis=1)
     ax_std.plot(time, spread, color="tab:purple", lw=1.2)
@@ -160,6 +178,10 @@ def plot_follow_bands(result: FollowResult, path: str | Path | None = None, *,
     ax_v.plot(t, bands["leader_speed"], color="0.55", lw=0.9, ls="--",
               label="leader speed (recorded, input)")
     ax_s.set_xlabel("time (s)")
+    if horizon is not None and t[-1] - t[0] <= 60 * horizon:  # mark the restarts
+        for ax in (ax_v, ax_s):
+            for start in np.arange(t[0] + horizon, t[-1], horizon):
+                ax.axvline(start, color="0.75", lw=0.6, ls=":", zorder=0)
     for ax in (ax_v, ax_s):
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     how = ("closed loop over the whole record" if horizon is None
