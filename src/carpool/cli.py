@@ -480,17 +480,18 @@ def simulate_ring_command(
     table = Table(title=f"ring: {num_vehicles} vehicles on {length_m:g} m, {drivers} drivers "
                         f"(statistics after {result.settings['warmup_s']:g} s)")
     columns = {"mean_speed_m_s": "mean v", "speed_std_m_s": "std v",
-               "share_stopped": "stopped", "wave_speed_km_h": "wave km/h",
+               "share_stopped": "stop", "wave_speed_km_h": "wave km/h",
                "spread_growth": "growth", "median_is_string_stable": "stable",
-               "collisions": "crashes"}
+               "collisions": "coll", "hard_collisions": "hard"}
     table.add_column("draw", justify="right")
     for head in columns.values():
         table.add_column(head, justify="right")
     for draw, row in result.summary.iterrows():
         table.add_row(str(draw), *(_sim_cell(row[c]) for c in columns))
-    table.caption = ("v: speed (m/s); stopped: share of vehicle-time below 0.1 m/s; growth: "
+    table.caption = ("v: speed (m/s); stop: share of vehicle-time below 0.1 m/s; growth: "
                      "speed spread across vehicles, last / first tenth of the time; stable: "
-                     "linear string stability of the median driver; crashes: floored gaps")
+                     "linear string stability of the median driver; coll: collision events "
+                     "(floored gaps); hard: those closing at 1 m/s or faster")
     console.print(table)
     console.print(f"wrote {out}, {out.with_suffix('.png')}, {out.with_suffix('.svg')}")
 
