@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import carpool
 from carpool.cli import app
 from carpool.simulate import (
+    collision_events,
     crps_ensemble,
     follow,
     linear_stability,
@@ -147,6 +148,25 @@ def test_ring_geometry_errors():
         simulate_ring("idm", _homogeneous(STABLE_IDM), length_m=0.0, num_steps=10)
 
 
+def test_collision_events_and_inelastic_rule():
+    # three cars at 8 m/s, 5 m apart on a 30 m ring: cars 1 and 2 brake hard, car 0 (whose
+    # leader is car 1) barely reacts and runs into car 1
+    params = {"k_gap": jnp.array([1e-3, 1.0, 1.0]), "k_speed": jnp.array([1e-3, 1.0, 1.0]),
+              "s0": jnp.full(3, 2.0), "T": jnp.full(3, 1.0)}
+    out = simulate_ring("linear_acc", params, length_m=30.0, num_steps=40, init_speed=8.0)
+    speed, hit = np.asarray(out.speed), np.asarray(out.is_collision)
+    onset, closing = collision_events(speed, hit)
+    assert hit[:, 0].any() and onset[:, 0].sum() >= 1
+    k = int(np.argmax(onset[:, 0]))
+    assert closing[k, 0] > 1.0 and closing[k, 0] == pytest.approx(speed[k - 1, 0]
+                                                                  - speed[k - 1, 1])
+    assert (speed[hit[:, 0], 0] <= speed[hit[:, 0], 1] + 1e-6).all()  # inelastic
+    # positions and gaps stay consistent after the floored gaps
+    x = np.asarray(out.position)
+    gap = np.mod(np.roll(x, -1, axis=1) - x, 30.0) - 5.0
+    np.testing.assert_allclose(gap, np.asarray(out.gap), atol=1e-4)
+
+
 def test_crps_matches_its_definition(rng):
     draws, y = rng.normal(size=(50, 7)), rng.normal(size=7)
     brute = (np.abs(draws - y).mean(axis=0)
@@ -240,7 +260,8 @@ def test_follow_errors(fits, simulated):
 def test_ring_from_fits(fits):
     fit = fits["hierarchical"]
     r = ring(fit, num_vehicles=10, length_m=150.0, duration_s=20.0, num_draws=2, seed=3)
-    assert list(r.table.columns) == ["draw", "vehicle", "time", "position", "speed", "gap"]
+    assert list(r.table.columns) == ["draw", "vehicle", "time", "position", "speed", "gap",
+                                     "collision"]
     assert len(r.table) == 2 * 201 * 10
     assert (r.table["speed"] >= 0).all() and r.table["position"].between(0, 150).all()
     assert list(r.summary.index) == [0, 1] and "wave_speed_km_h" in r.summary
