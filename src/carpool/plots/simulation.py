@@ -86,6 +86,7 @@ def plot_time_space(result: RingResult, path: str | Path | None = None, *, draw:
     lines = LineCollection(segments, cmap="RdYlGn", norm=plt.Normalize(0.0, top),
                            linewidths=1.1 if num_vehicles <= 60 else 0.6)
     lines.set_array(colour)
+    lines.set_rasterized(True)  # tens of thousands of segments: keep the SVG small
     ax.add_collection(lines)
     if "collision" in one:
         from carpool.simulate.ring import HARD_COLLISION_M_S, collision_events
