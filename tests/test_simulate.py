@@ -174,6 +174,16 @@ def test_crps_matches_its_definition(rng):
     np.testing.assert_allclose(crps_ensemble(draws, y), brute, rtol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["noise", "ring", "scores", "stability"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"carpool.simulate.{name}")
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
+
+
 # -- from fits ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def simulated():

@@ -58,8 +58,8 @@ def iid_noise(white: jax.Array, sigma: ArrayLike) -> jax.Array:
     Examples
     --------
     >>> import numpy as np
-    >>> iid_noise(np.ones((3, 2)), np.array([0.1, 0.2])).tolist()
-    [[0.1, 0.2], [0.1, 0.2], [0.1, 0.2]]
+    >>> iid_noise(np.ones((3, 2)), np.array([0.5, 2.0])).tolist()
+    [[0.5, 2.0], [0.5, 2.0], [0.5, 2.0]]
     """
     white = jnp.asarray(white)
     return jnp.asarray(sigma, white.dtype) * white
