@@ -50,6 +50,7 @@ _EXPORTS = {
     "prior_sensitivity": "carpool.compare.sensitivity",
     "pooling_factors": "carpool.compare.pooling_factors",
     "refit": "carpool.inference.run",
+    "simulate": "carpool.simulate",
 }
 
 __all__ = ["__version__", *_EXPORTS]
