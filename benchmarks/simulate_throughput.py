@@ -18,6 +18,8 @@ dispatches asynchronously, so every timing ends with ``jax.block_until_ready``. 
 Usage::
 
     python benchmarks/simulate_throughput.py [--smoke] [--repeats 5] [--json out.json]
+
+writes ``benchmarks/results/simulate_throughput.json`` by default (ignored by git).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -40,6 +43,7 @@ from carpool.simulate.follow import _windows
 from carpool.simulate.noise import iid_noise
 from carpool.simulate.ring import _rings
 
+RESULTS = Path(__file__).resolve().parent / "results"
 IDM = get_model("idm")
 MEDIAN = {"v0": 30.0, "s0": 2.0, "T": 1.5, "a": 1.5, "b": 1.67}
 
@@ -92,8 +96,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", default="simulate_throughput.json",
-                        help="where to write the results")
+    parser.add_argument("--json", type=Path, default=RESULTS / "simulate_throughput.json",
+                        help="where to write the results (default: benchmarks/results/, "
+                             "not tracked by git)")
     args = parser.parse_args()
     if args.smoke:
         cases = {"ring 1 x 50 vehicles": (1, 50, 50, 50 * 25.0),
@@ -127,8 +132,9 @@ def main() -> None:
     info = {"jax": jax.__version__, "device": str(jax.devices()[0]),
             "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "smoke": args.smoke, "repeats": args.repeats}
-    with open(args.json, "w", encoding="utf-8") as fh:
-        json.dump({"machine": info, "results": rows}, fh, indent=2)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"machine": info, "results": rows}, indent=2) + "\n",
+                         encoding="utf-8")
     print(f"wrote {args.json}")
 
 
