@@ -127,6 +127,7 @@ def build_report(
     figures_dir: str | Path | None = None,
     title: str | None = None,
     sensitivity: bool = False,
+    extra_figures: Mapping[str, Any] | None = None,
     log: Log = _quiet,
 ) -> ReportResult:
     """Fit the three modes (unless ``fits`` are given), compare, sweep and write the report.
@@ -148,6 +149,8 @@ def build_report(
         Also refit the hierarchical model with weak and with informative hyperpriors
         (:func:`carpool.prior_sensitivity`, two more fits) and report how far each driver's
         estimates move, with prior predictive draws.
+    extra_figures
+        Further ``{caption: matplotlib figure}`` to show after the others.
     """
     from carpool.compare import compare, shrinkage_table
     from carpool.compare.sweep import DEFAULT_GRID, sweep
@@ -215,6 +218,7 @@ def build_report(
         add("Prior sensitivity: how far each driver's estimates move between weak and "
             "informative hyperpriors, against its amount of data; prior predictive draws",
             "sensitivity", lambda p: plot_prior_sensitivity(sens, p))
+    figures.update(extra_figures or {})
     path = write_report(out, title=title or f"carpool: {hier.spec.name}, three pooling modes",
                         data_summary=data_summary(hier), fits=fits, comparison=comparison,
                         sweep=sweep_result, sensitivity=sens, figures=figures)
