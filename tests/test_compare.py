@@ -244,3 +244,20 @@ def test_every_mode_round_trips_through_netcdf(scenario_fits, tmp_path):
         back = carpool.load(f.save(tmp_path / f"{mode}.nc"))
         assert back.group_ids == f.group_ids and back.pooling == mode
         np.testing.assert_allclose(back.theta_draws(), f.theta_draws())
+
+
+def test_new_group_params_for_chosen_posterior_draws(scenario_fits):
+    from carpool.inference.predict import new_group_params
+
+    fits = scenario_fits["hierarchical"]
+    pooled, hier = fits["pooled"], fits["hierarchical"]
+    np.testing.assert_array_equal(new_group_params(pooled, 2, draws=[4])[0, 1],
+                                  pooled.theta_draws()[4])
+    out = new_group_params(hier, 4000, draws=np.array([3]), seed=1)
+    assert out.shape == (1, 4000, 2)
+    # 4,000 new groups of posterior draw 3 scatter around that draw's population mean with
+    # that draw's tau: their mean is within 4 standard errors of it
+    mu = hier.idata.posterior["mu"].values.reshape(-1, 2)[3]
+    tau = hier.idata.posterior["tau"].values.reshape(-1, 2)[3]
+    assert (np.abs(out[0].mean(0) - mu) < 4 * tau / np.sqrt(4000)).all()
+    np.testing.assert_allclose(out[0].std(0), tau, rtol=0.1)

@@ -103,17 +103,19 @@ def pointwise_log_likelihood(fit: Fit, data: GroupedData | None = None) -> np.nd
 
 
 def new_group_params(fit: Fit, num_groups: int = 1, *, seed: int = 0,
-                     level: str | None = None) -> np.ndarray:
+                     level: str | None = None, draws: np.ndarray | None = None) -> np.ndarray:
     """Natural parameters of ``num_groups`` NEW groups drawn from the population, (S, num, P).
 
     Hierarchical: ``z = mu + tau * chol(corr) eps`` per draw (around the level mean when
     ``level`` is given); pooled: the shared parameters; unpooled fits have no population and
-    raise.
+    raise. ``draws`` (indices into the S posterior draws, chains stacked) draws new groups
+    for those posterior draws only, so many new groups from a few draws stay cheap in memory.
     """
     post = fit.idata.posterior
     params = fit.spec.parameters
+    pick = slice(None) if draws is None else np.asarray(draws, dtype=int)
     if fit.pooling == "pooled":
-        th = fit.theta_draws()
+        th = fit.theta_draws()[pick]
         return np.repeat(th[:, None, :], num_groups, axis=1)
     if fit.pooling == "unpooled":
         raise ValueError("an unpooled fit has no population distribution, so it cannot "
@@ -129,8 +131,9 @@ def new_group_params(fit: Fit, num_groups: int = 1, *, seed: int = 0,
             raise ValueError(f"unknown level {level!r}; have {levels}")
         lp = post["level_population"].values.reshape(-1, len(levels), P)
         centre = params.to_latent(lp[:, levels.index(level)], axis=-1)
-    tau = post["tau"].values.reshape(-1, P)
-    corr = post["corr"].values.reshape(-1, P, P)
+    centre = centre[pick]
+    tau = post["tau"].values.reshape(-1, P)[pick]
+    corr = post["corr"].values.reshape(-1, P, P)[pick]
     L = np.linalg.cholesky(corr + 1e-9 * np.eye(P))
     eps = np.random.default_rng(seed).standard_normal((tau.shape[0], num_groups, P))
     z = centre[:, None, :] + tau[:, None, :] * np.einsum("sij,sgj->sgi", L, eps)

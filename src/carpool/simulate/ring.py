@@ -502,7 +502,7 @@ def ring(
     elif drivers == "population":
         from carpool.inference.predict import new_group_params
 
-        values = new_group_params(fit, num_vehicles, seed=seed)[draw_idx]
+        values = new_group_params(fit, num_vehicles, seed=seed, draws=draw_idx)
         source = np.full((num_draws, num_vehicles), "new", dtype=object)
     else:
         pick = rng.integers(theta.shape[1], size=(num_draws, num_vehicles))
