@@ -261,3 +261,14 @@ def test_new_group_params_for_chosen_posterior_draws(scenario_fits):
     tau = hier.idata.posterior["tau"].values.reshape(-1, 2)[3]
     assert (np.abs(out[0].mean(0) - mu) < 4 * tau / np.sqrt(4000)).all()
     np.testing.assert_allclose(out[0].std(0), tau, rtol=0.1)
+
+
+def test_one_step_gap_is_the_ballistic_update():
+    from carpool.compare.sensitivity import one_step_gap
+
+    covs = {"gap": np.array([20.0, 5.0]), "dt": np.array([0.2, 0.1]),
+            "speed": np.array([10.0, 4.0]), "leader_speed": np.array([12.0, 0.0])}
+    # leader 12 m/s, follower 10 -> 11 m/s over 0.2 s: the gap opens by 0.2 * (12 - 10.5)
+    np.testing.assert_allclose(one_step_gap(covs, np.array([11.0, 2.0])),
+                               [20.0 + 0.2 * 1.5, 5.0 - 0.1 * 3.0])
+    assert one_step_gap(covs, np.zeros((7, 2))).shape == (7, 2)

@@ -284,3 +284,14 @@ def test_importing_plots_does_not_import_matplotlib():
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported eagerly'; "
             "assert callable(carpool.plots.plot_forest)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_prior_sensitivity_gap_panel():
+    from dataclasses import replace
+
+    sens = make_sensitivity(with_prior_predictive=True, speeds=True)
+    gaps = {k: 20.0 + np.asarray(v) for k, v in sens.prior_predictive.items()}
+    sens = replace(sens, prior_predictive_gap=gaps, observed_gap=20.0 + sens.observed)
+    axes = visible_axes(plot_prior_sensitivity(sens))
+    assert len(axes) == 4
+    assert axes[-1].get_xlabel().startswith("next gap") and "(m)" in axes[-1].get_xlabel()

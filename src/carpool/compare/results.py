@@ -142,8 +142,14 @@ class PriorSensitivity:
         (num_samples, n), under each hyperprior setting: ``{"weak": ..., "informative": ...}``.
     observed
         The observed ``y`` (n,), for comparison with the prior predictive draws.
+    prior_predictive_gap, observed_gap
+        Car-following only: the next gap (m) one step from each observed state implied by
+        each prior predictive speed draw, ``gap + dt (leader_speed - (speed + y) / 2)``,
+        (num_samples, n) per setting, and the same from the observed next speed (n,).
     """
 
     table: pd.DataFrame
     prior_predictive: dict[str, np.ndarray] = field(default_factory=dict)
     observed: np.ndarray | None = None
+    prior_predictive_gap: dict[str, np.ndarray] = field(default_factory=dict)
+    observed_gap: np.ndarray | None = None

@@ -18,13 +18,24 @@ from carpool.compare.results import PriorSensitivity
 from carpool.pooling.priors import HalfCauchy, HalfNormal
 from carpool.pooling.spec import Hyperpriors, PoolingConfig
 
-__all__ = ["prior_sensitivity", "WEAK", "INFORMATIVE"]
+__all__ = ["prior_sensitivity", "one_step_gap", "WEAK", "INFORMATIVE"]
 
 #: Weak hyperpriors: tau ~ HalfCauchy(1) (Gelman 2006), uniform LKJ(1) correlation.
 WEAK = Hyperpriors(tau=HalfCauchy(1.0), lkj_eta=1.0, tau_level=HalfCauchy(1.0))
 #: Informative hyperpriors: tau ~ HalfNormal(0.1) (groups within ~20% of each other for log
 #: parameters), LKJ(4) shrinking correlations towards 0.
 INFORMATIVE = Hyperpriors(tau=HalfNormal(0.1), lkj_eta=4.0, tau_level=HalfNormal(0.1))
+
+
+def one_step_gap(covariates: Mapping[str, np.ndarray], next_speed: np.ndarray) -> np.ndarray:
+    """Gap (m) after one step of ``dt`` s from each observed state, given the next speed.
+
+    Ballistic update (as in :func:`carpool.carfollowing.follow_leader`, with the leader's
+    speed held over the step): ``gap + dt * (leader_speed - (speed + next_speed) / 2)``.
+    ``next_speed`` has shape (..., n); the covariates (n,).
+    """
+    c = covariates
+    return c["gap"] + c["dt"] * (c["leader_speed"] - (c["speed"] + next_speed) / 2.0)
 
 
 def prior_sensitivity(
@@ -79,5 +90,10 @@ def prior_sensitivity(
                                use_levels=level is not None)
         draws[name] = prior_predictive(spec, grouped, config, num_samples=num_prior_samples,
                                        seed=seed)["obs"]
+    gaps, observed_gap = {}, None
+    if {"gap", "dt", "leader_speed", "speed"} <= set(grouped.covariates):
+        gaps = {k: one_step_gap(grouped.covariates, v) for k, v in draws.items()}
+        observed_gap = one_step_gap(grouped.covariates, np.asarray(grouped.y))
     return PriorSensitivity(table=pd.DataFrame(rows), prior_predictive=draws,
-                            observed=np.asarray(grouped.y))
+                            observed=np.asarray(grouped.y), prior_predictive_gap=gaps,
+                            observed_gap=observed_gap)

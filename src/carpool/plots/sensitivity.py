@@ -49,7 +49,8 @@ def plot_prior_sensitivity(sens: PriorSensitivity, path: str | Path | None = Non
     names = list(dict.fromkeys(table["parameter"]))
     groups = list(dict.fromkeys(table["group"]))
     has_pp = bool(sens.prior_predictive)
-    num_panels = len(names) + has_pp
+    has_gap = has_pp and bool(sens.prior_predictive_gap)
+    num_panels = len(names) + has_pp + has_gap
     ncols = min(num_panels, 3)
     nrows = -(-num_panels // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.5 * nrows + 0.6),
@@ -78,37 +79,18 @@ def plot_prior_sensitivity(sens: PriorSensitivity, path: str | Path | None = Non
         ax.grid(alpha=0.3)
     flat[0].legend(fontsize=8, loc="best")
     if has_pp:
-        ax = flat[len(names)]
         observed = None if sens.observed is None else np.asarray(sens.observed, dtype=float)
-        draws = {k: np.asarray(v, dtype=float).ravel() for k, v in
-                 sens.prior_predictive.items()}
-        draws = {k: v[np.isfinite(v)] for k, v in draws.items()}
-        # the axis shows the observations and each setting's central 95%: a weak prior's
-        # predictive can have tails so long that the observed histogram would be one bar
-        ends = [np.quantile(v, [0.025, 0.975]) for v in draws.values() if v.size]
-        if observed is not None:
-            ends.append(np.array([observed.min(), observed.max()]))
-        lo = min(float(e[0]) for e in ends)
-        hi = max(float(e[1]) for e in ends)
-        bins = np.linspace(lo, hi, 60)
-        if observed is not None:
-            ax.hist(observed, bins=bins, density=True, color="0.6", alpha=0.6,
-                    label="observed")
-        for k, (setting, v) in enumerate(draws.items()):
-            inside = np.mean((v >= lo) & (v <= hi))
-            ax.hist(v, bins=bins, density=True, histtype="step", lw=1.6, color=f"C{k}",
-                    label=f"prior predictive, {setting}"
-                          + (f" ({100 * (1 - inside):.0f}% beyond the axis)" if inside < 0.995
-                             else ""))
         if y_label is None:
-            ref = observed if observed is not None else np.concatenate(list(draws.values()))
+            ref = (observed if observed is not None else
+                   np.concatenate([np.ravel(v) for v in sens.prior_predictive.values()]))
             is_speed = ref.min() >= 0 and ref.max() <= 70.0
             y_label = "next speed (m/s)" if is_speed else "y"
-        ax.set_xlabel(y_label, fontsize=9)
-        ax.set_ylabel("density", fontsize=9)
-        ax.set_title("prior predictive vs observed", fontsize=11)
-        ax.tick_params(labelsize=8)
-        ax.legend(fontsize=7, loc="best")
+        _prior_predictive_panel(flat[len(names)], sens.prior_predictive, observed, y_label)
+    if has_gap:
+        _prior_predictive_panel(flat[len(names) + 1], sens.prior_predictive_gap,
+                                None if sens.observed_gap is None
+                                else np.asarray(sens.observed_gap, dtype=float),
+                                "next gap, one step from the observed state (m)")
     for ax in flat[num_panels:]:
         ax.set_visible(False)
     fig.suptitle("Prior sensitivity: weak vs informative hyperpriors", fontsize=12)
@@ -119,3 +101,31 @@ def plot_prior_sensitivity(sens: PriorSensitivity, path: str | Path | None = Non
         for suffix in (".png", ".svg"):
             atomic_write_figure(fig, Path(path).with_suffix(suffix))
     return fig
+
+
+def _prior_predictive_panel(ax: Any, draws_by_setting: dict[str, np.ndarray],
+                            observed: np.ndarray | None, label: str) -> None:
+    """Histograms of prior predictive draws per setting against the observed values."""
+    draws = {k: np.asarray(v, dtype=float).ravel() for k, v in draws_by_setting.items()}
+    draws = {k: v[np.isfinite(v)] for k, v in draws.items()}
+    # the axis shows the observations and each setting's central 95%: a weak prior's
+    # predictive can have tails so long that the observed histogram would be one bar
+    ends = [np.quantile(v, [0.025, 0.975]) for v in draws.values() if v.size]
+    if observed is not None:
+        ends.append(np.array([observed.min(), observed.max()]))
+    lo = min(float(e[0]) for e in ends)
+    hi = max(float(e[1]) for e in ends)
+    bins = np.linspace(lo, hi, 60)
+    if observed is not None:
+        ax.hist(observed, bins=bins, density=True, color="0.6", alpha=0.6, label="observed")
+    for k, (setting, v) in enumerate(draws.items()):
+        inside = np.mean((v >= lo) & (v <= hi))
+        ax.hist(v, bins=bins, density=True, histtype="step", lw=1.6, color=f"C{k}",
+                label=f"prior predictive, {setting}"
+                      + (f" ({100 * (1 - inside):.0f}% beyond the axis)" if inside < 0.995
+                         else ""))
+    ax.set_xlabel(label, fontsize=9)
+    ax.set_ylabel("density", fontsize=9)
+    ax.set_title("prior predictive vs observed", fontsize=11)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7, loc="best")
