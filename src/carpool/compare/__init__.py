@@ -1,5 +1,8 @@
 """Comparing pooling modes: scores, pooling factors, shrinkage, the pooling dial, priors."""
 
+import sys
+import types
+
 from carpool.compare.comparison import compare, population_scales
 from carpool.compare.pooling_factors import pooling_factors
 from carpool.compare.results import Comparison, PriorSensitivity, SweepResult
@@ -11,7 +14,7 @@ __all__ = ["compare", "population_scales", "pooling_factors", "shrinkage_table",
            "sweep_fits", "prior_sensitivity", "Comparison", "SweepResult", "PriorSensitivity"]
 
 
-class _CallableModule(__import__("types").ModuleType):
+class _CallableModule(types.ModuleType):
     """``carpool.compare`` is both this package and the function :func:`compare`.
 
     Importing any submodule sets the package as the attribute ``carpool.compare`` (the import
@@ -23,4 +26,4 @@ class _CallableModule(__import__("types").ModuleType):
         return compare(*args, **kwargs)
 
 
-__import__("sys").modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__class__ = _CallableModule

@@ -56,14 +56,10 @@ def plot_corner(fit: Fit, group: str | None = None, path: str | Path | None = No
     if fit.pooling == "pooled":
         label = f"the parameters shared by all {fit.spec.group_dim}s"
     else:
-        ids = list(fit.group_ids)
-        if group is None and len(ids) == 1:
-            group = ids[0]
-        if group is None or str(group) not in ids:
-            shown = ", ".join(repr(g) for g in ids[:10]) + (", ..." if len(ids) > 10 else "")
-            raise ValueError(f"unknown {fit.spec.group_dim} {group!r}; this fit has "
-                             f"{len(ids)}: {shown}")
-        theta = theta[:, ids.index(str(group)), :]
+        from carpool.plots._groups import group_position
+
+        group, position = group_position(fit, group)
+        theta = theta[:, position, :]
         label = f"{fit.spec.group_dim} {group}"
     latent = np.asarray(params.to_latent(theta, axis=-1))
     P = len(params)

@@ -61,18 +61,12 @@ def plot_predictive(fit: Fit, group: str | None = None, path: str | Path | None 
     import matplotlib.pyplot as plt
 
     from carpool.inference.predict import posterior_predictive
+    from carpool.plots._groups import group_position
     from carpool.pooling.grouped import GroupedData
 
     data = fit.data
-    ids = list(data.group_ids)
-    if group is None and len(ids) == 1:
-        group = ids[0]
-    if group is None or str(group) not in ids:
-        shown = ", ".join(repr(g) for g in ids[:10]) + (", ..." if len(ids) > 10 else "")
-        raise ValueError(f"unknown {fit.spec.group_dim} {group!r}; the fitted data have "
-                         f"{len(ids)}: {shown}")
-    group = str(group)
-    rows = np.flatnonzero(data.group_index == ids.index(group))
+    group, position = group_position(fit, group)
+    rows = np.flatnonzero(data.group_index == position)
     n = rows.size
     covs = {k: v[rows] for k, v in data.covariates.items()}
     sub = GroupedData(data.y[rows], np.zeros(n, dtype=np.int32), (group,), covs)
