@@ -91,6 +91,32 @@ class Fit:
         th = self.idata.posterior["theta"].values
         return th.reshape((-1,) + th.shape[2:])
 
+    def residual_draws(self) -> dict[str, np.ndarray]:
+        """Residual-process parameters per posterior draw (chains stacked, S draws).
+
+        AR: ``kappa`` (partial autocorrelations) and ``phi`` (coefficients), each (S, G, p)
+        for the fitted groups whatever their pooling; GP: ``lengthscale`` (s) and ``scale``
+        (m/s^2), each (S,). Empty for i.i.d. residuals.
+        """
+        post = self.idata.posterior
+        residual = self.spec.residual
+        S = self.theta_draws().shape[0]
+        G = self.data.num_groups
+        if residual.kind == "ar":
+            p = residual.order
+            out = {}
+            for key, var in (("kappa", "ar_pacf"), ("phi", "ar_phi")):
+                v = post[var].values
+                v = v.reshape((S,) + v.shape[2:])
+                if residual.pooling == "class":
+                    v = v[:, self.data.level_index, :]
+                out[key] = np.broadcast_to(v.reshape(S, -1, p), (S, G, p)).copy()
+            return out
+        if residual.kind == "gp":
+            return {"lengthscale": post["gp_lengthscale"].values.reshape(-1),
+                    "scale": post["gp_scale"].values.reshape(-1)}
+        return {}
+
     def noise_draws(self) -> dict[str, np.ndarray]:
         """Learned noise parameters as (S,) arrays, fixed ones as scalars."""
         lik = self.spec.likelihood
@@ -159,6 +185,14 @@ def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringC
             dims["tau_level"] = ["parameter"]
     for name in spec.likelihood.noise_priors():
         posterior[name] = s[name]
+    residual = spec.residual
+    for name in residual.posterior_variables():
+        posterior[name] = s[name]
+        if name.startswith("ar_"):
+            per = getattr(residual, "pooling", "shared")
+            lead = ([] if name in ("ar_mu", "ar_tau") or per == "shared"
+                    else ["level"] if per == "class" else [gdim])
+            dims[name] = [*lead, "lag"]
     st = out.stats
     sample_stats = {
         "diverging": st["diverging"].astype(bool),
@@ -176,6 +210,8 @@ def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringC
     }
     if data.level_ids:
         coords["level"] = list(data.level_ids)
+    if residual.kind == "ar":
+        coords["lag"] = list(range(1, residual.order + 1))
     constant = {"group_index": data.group_index, **{f"cov_{k}": v
                                                      for k, v in data.covariates.items()}}
     cdims = {k: ["obs"] for k in constant}

@@ -20,7 +20,7 @@ from carpool.pooling.grouped import GroupedData
 from carpool.pooling.model import build_model
 from carpool.pooling.spec import Hyperpriors, ModelSpec, PoolingConfig, get_spec
 
-__all__ = ["fit", "fit_grouped", "refit", "resolve_spec"]
+__all__ = ["fit", "fit_grouped", "refit", "resolve_spec", "with_residual"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ def fit(
     progress_bar: bool = False,
     model_options: Mapping[str, Any] | None = None,
     data_options: Mapping[str, Any] | None = None,
+    residual: Any = None,
     warn: bool = True,
 ) -> Fit:
     """Fit ``model`` to ``data`` with NUTS in one of the three pooling modes.
@@ -78,10 +79,16 @@ def fit(
         varies more (rstanarm's default for hierarchical models too). On the bundled platoon
         0.9 left 0-5 divergent transitions depending on the seed and 0.95 none, at the same
         wall time (measured, 2 seeds each).
+    residual
+        The residual process within each group's series: ``"iid"`` (default), ``"ar1"`` ..
+        ``"ar8"``, ``"gp"``, or a :mod:`carpool.residuals` process object (e.g.
+        ``AR(2, pooling="driver")``); ``None`` keeps the model's own.
     warn
         Emit :class:`~carpool.inference.diagnostics.ConvergenceWarning` on bad diagnostics.
     """
     spec = resolve_spec(model, **dict(model_options or {}))
+    if residual is not None:
+        spec = with_residual(spec, residual)
     grouped = data if isinstance(data, GroupedData) else spec.prepare(
         data, level=level, **dict(data_options or {}))
     config = PoolingConfig(pooling=pooling, tau=tau, correlated=correlated,
@@ -95,6 +102,24 @@ def fit(
                             max_tree_depth=max_tree_depth)
     return fit_grouped(spec, grouped, config, settings, layout=layout,
                        progress_bar=progress_bar, warn=warn)
+
+
+def with_residual(spec: ModelSpec, residual: Any) -> ModelSpec:
+    """``spec`` with another residual process (a name such as ``"ar2"`` or a process)."""
+    from dataclasses import replace
+
+    from carpool.residuals import parse_residual
+
+    opts = dict(spec.options)
+    process = parse_residual(residual, ar_pooling=opts.get("ar_pooling", "shared"),
+                             gp_window_s=opts.get("gp_window_s", 20.0))
+    if "residual" in opts:  # keep a registered spec rebuildable by name when loaded
+        opts["residual"] = process.name
+        if process.kind == "ar":
+            opts["ar_pooling"] = process.pooling
+        if process.kind == "gp":
+            opts["gp_window_s"] = process.window_s
+    return replace(spec, residual=process, options=opts)
 
 
 def fit_grouped(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig,

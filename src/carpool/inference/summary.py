@@ -82,7 +82,39 @@ def summarise(fit: Fit, hdi_prob: float = 0.94) -> pd.DataFrame:
     if noise:
         st = stats_table(np.stack([post[n].values for n in noise], axis=-1), hdi_prob)
         rows += _rows("noise", None, noise, [""] * len(noise), st, lo, hi)
+    rows += _residual_rows(fit, hdi_prob, lo, hi)
     return pd.DataFrame(rows)
+
+
+def _residual_rows(fit: Fit, hdi_prob: float, lo: str, hi: str) -> list[dict[str, Any]]:
+    """Rows of kind ``residual``: AR coefficients ``phi[k]`` and partial autocorrelations
+    ``pacf[k]`` (per level or group where not shared; ``ar_population`` rows give the
+    population's pacf tanh(ar_mu)), or the GP's length scale (s) and signal scale."""
+    post = fit.idata.posterior
+    residual = fit.spec.residual
+    rows: list[dict[str, Any]] = []
+    if residual.kind == "gp":
+        st = stats_table(np.stack([post["gp_lengthscale"].values, post["gp_scale"].values],
+                                  axis=-1), hdi_prob)
+        rows += _rows("residual", None, ["gp_lengthscale", "gp_scale"], ["s", "m/s^2"], st,
+                      lo, hi)
+    elif residual.kind == "ar":
+        p = residual.order
+        names = [f"phi[{k}]" for k in range(1, p + 1)] + [f"pacf[{k}]" for k in range(1, p + 1)]
+        both = np.concatenate([post["ar_phi"].values, post["ar_pacf"].values], axis=-1)
+        st = stats_table(both, hdi_prob)
+        if residual.pooling == "shared":
+            rows += _rows("residual", None, names, [""] * 2 * p, st, lo, hi)
+        else:
+            labels = (fit.data.level_ids if residual.pooling == "class" else fit.group_ids)
+            for g, label in enumerate(labels):
+                rows += _rows("residual", label, names, [""] * 2 * p,
+                              {k: v[g] for k, v in st.items()}, lo, hi)
+            if "ar_mu" in post:
+                st = stats_table(np.tanh(post["ar_mu"].values), hdi_prob)
+                rows += _rows("residual_population", None,
+                              [f"pacf[{k}]" for k in range(1, p + 1)], [""] * p, st, lo, hi)
+    return rows
 
 
 def summary_dict(fit: Fit, hdi_prob: float = 0.94) -> dict[str, Any]:
@@ -110,7 +142,13 @@ def summary_dict(fit: Fit, hdi_prob: float = 0.94) -> dict[str, Any]:
         "groups": {str(g): block(rows) for g, rows in
                    table[table.kind == "group"].groupby("group", sort=False)},
         "noise": block(table[table.kind == "noise"]),
+        "residual": fit.spec.residual.to_dict(),
     }
+    res = table[table.kind == "residual"]
+    if len(res):
+        out["residual_parameters"] = (
+            block(res) if res["group"].isna().all()
+            else {str(g): block(rows) for g, rows in res.groupby("group", sort=False)})
     if fit.pooling == "hierarchical":
         out["population_scale"] = block(table[table.kind == "population_scale"])
     levels = table[table.kind == "level"]

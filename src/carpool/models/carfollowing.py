@@ -88,7 +88,9 @@ def _one_step_mean(model: Any, params: Mapping[str, Any], covs: Mapping[str, Any
     return covs["speed"] + acc * covs["dt"]
 
 
-def carfollowing_spec(model: str = "idm", priors: str = "default") -> ModelSpec:
+def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str = "iid",
+                      ar_pooling: str = "shared", gp_window_s: float | None = 20.0
+                      ) -> ModelSpec:
     """The pooling spec of a registered car-following model.
 
     Parameters
@@ -98,7 +100,17 @@ def carfollowing_spec(model: str = "idm", priors: str = "default") -> ModelSpec:
         ``"ovm"``, ``"fvdm"``, or one the user registered).
     priors
         A preset from :data:`PRIOR_PRESETS` (see the module docstring).
+    residual
+        The acceleration error within each driver's series: ``"iid"``, ``"ar1"`` ..
+        ``"ar8"`` or ``"gp"`` (see :mod:`carpool.residuals`).
+    ar_pooling
+        Who shares the AR coefficients: ``"shared"``, ``"class"`` or ``"driver"``.
+    gp_window_s
+        Window of the GP residual's likelihood, s (``None``: each whole series).
     """
+    from carpool.residuals import parse_residual
+
+    process = parse_residual(residual, ar_pooling=ar_pooling, gp_window_s=gp_window_s)
     cf = as_model(model)
     if priors not in PRIOR_PRESETS:
         raise ValueError(f"unknown priors {priors!r}; choose one of {list(PRIOR_PRESETS)}")
@@ -122,10 +134,12 @@ def carfollowing_spec(model: str = "idm", priors: str = "default") -> ModelSpec:
         mean_fn=partial(_one_step_mean, cf),
         covariates=COVARIATES,
         likelihood=Gaussian(sigma, scale_covariate="dt", lower=0.0),
-        options={"priors": priors},
+        options={"priors": priors, "residual": process.name, "ar_pooling": ar_pooling,
+                 "gp_window_s": gp_window_s},
         group_dim="driver",
         prepare_fn=trajectories_to_grouped,
         default_hyperpriors=hyper,
+        residual=process,
     )
 
 

@@ -174,6 +174,16 @@ class GroupedData:
         """Number of observations per group, shape (G,)."""
         return np.bincount(self.group_index, minlength=self.num_groups)
 
+    def positions(self) -> np.ndarray:
+        """Position of each observation within its group's series (0-based), shape (n,):
+        its column in the :meth:`padded` layout (observations keep their stored order)."""
+        order = np.argsort(self.group_index, kind="stable")
+        sizes = self.group_sizes
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        pos = np.empty(self.num_obs, dtype=np.int64)
+        pos[order] = np.arange(self.num_obs) - starts[self.group_index[order]]
+        return pos
+
     def padded(self) -> Padded:
         """The padded (G, T_max) layout; padding cells repeat the group's last observation."""
         G, sizes = self.num_groups, self.group_sizes

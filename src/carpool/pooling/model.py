@@ -18,6 +18,7 @@ hierarchical   ``mu``           (P,) population mean (prior = each parameter's p
                ``z_dec``        (G, P) partially non-centred values (diagonal population)
                ``z``            (G, P) deterministic: the group latent values
 all            noise sites      e.g. ``sigma``
+all            residual sites   AR / GP parameters (see :mod:`carpool.residuals.process`)
 all            ``obs``          observations
 ============== ================ =====================================================
 
@@ -135,7 +136,17 @@ def build_model(
     noise_priors = lik.noise_priors()
     fixed_noise = {k: jnp.asarray(v) for k, v in lik.fixed_noise().items()}
 
-    layout = "flat" if config.pooling == "pooled" else choose_layout(data, layout)
+    residual = spec.residual
+    dynamic = residual.is_dynamic
+    if dynamic:
+        # a residual process runs along each group's series: the padded (G, T) layout holds
+        # every series as a row in time order, so lags never cross a group boundary
+        residual.check(config.pooling, data.level_index is not None)
+        if layout == "flat":
+            raise ValueError(f"{residual.name} residuals need the padded layout")
+        layout = "padded"
+    else:
+        layout = "flat" if config.pooling == "pooled" else choose_layout(data, layout)
 
     if centring is None:
         centring = {n: ("noncentred" if config.param_choice(n) == "auto"
@@ -164,6 +175,11 @@ def build_model(
         mask = None
     group_index = jnp.asarray(data.group_index)
     level_index = None if data.level_index is None else jnp.asarray(data.level_index)
+    if dynamic:
+        scale_name = lik.scale_covariate
+        step = residual_step(residual, data, pad.covariates) if residual.kind == "gp" else None
+        positions = data.positions()
+        flat_index = (jnp.asarray(data.group_index), jnp.asarray(positions))
 
     tau_fixed = jnp.asarray(config.fixed_tau(params)) if config.tau_is_fixed else None
     tau_priors = [config.hyperpriors.tau_prior(n) for n in params.names]
@@ -234,6 +250,21 @@ def build_model(
         for name, prior in noise_priors.items():
             noise[name] = numpyro.sample(name, prior.to_numpyro())
         mean = spec.mean_fn(group_params(natural), covs)
+        if dynamic:
+            rp = residual.sample_params(num_groups=G, level_index=level_index,
+                                        num_levels=data.num_levels, pooling=config.pooling)
+            c = covs[scale_name] if scale_name is not None else 1.0
+            if not observed:  # simulate whole residual series (prior / posterior predictive)
+                white = numpyro.sample("residual_white",
+                                       dist.Normal(0.0, 1.0).expand(mean.shape).to_event(2))
+                y = mean + residual.simulate(white, rp, noise["sigma"], step) * c
+                if lik.lower is not None:
+                    y = jnp.maximum(y, lik.lower)
+                numpyro.deterministic("obs", y[flat_index])
+                return
+            m, s_cond = residual.conditional((y_obs - mean) / c, rp, noise["sigma"], step)
+            mean = mean + m * c
+            noise = {**noise, "sigma": s_cond}
         d = lik.distribution(mean, noise, covs)
         if mask is not None:
             d = d.mask(mask)
@@ -241,3 +272,17 @@ def build_model(
                        obs=y_obs if observed else None)
 
     return BuiltModel(model, spec, config, data, layout, dict(centring), order)
+
+
+def residual_step(residual: Any, data: GroupedData, padded_covariates: Mapping[str, Any]
+                  ) -> tuple[Any, int]:
+    """``(dt, window)`` of a GP residual: the time step (s; a float when every group shares
+    it, else (G,)) from the ``dt`` covariate, and the window in steps."""
+    if "dt" not in padded_covariates:
+        raise ValueError("GP residuals need a 'dt' covariate (the time step, s)")
+    dt = np.asarray(padded_covariates["dt"])[:, 0]
+    if not np.all(dt > 0):
+        raise ValueError("GP residuals need positive time steps")
+    window = residual.window_steps(float(dt.min()), int(data.group_sizes.max()))
+    shared = bool(np.allclose(dt, dt[0], rtol=1e-6, atol=0.0))
+    return (float(dt[0]) if shared else jnp.asarray(dt)), window

@@ -65,6 +65,11 @@ class ModelSpec:
         trajectories) becomes grouped observations for this model.
     default_hyperpriors
         Population priors used when the user gives none (else :class:`Hyperpriors()`).
+    residual
+        The residual process within each group's series
+        (:class:`carpool.residuals.IID` by default; :class:`~carpool.residuals.AR` or
+        :class:`~carpool.residuals.GP` for dynamic residuals, which need a Gaussian
+        likelihood and observations in time order within each group).
     """
 
     name: str
@@ -76,6 +81,7 @@ class ModelSpec:
     group_dim: str = "group"
     prepare_fn: Callable[..., GroupedData] | None = None
     default_hyperpriors: Hyperpriors | None = None
+    residual: Any = field(default_factory=lambda: _iid())
 
     def prepare(self, table: Any, *, level: str | None = None, **kwargs: Any) -> GroupedData:
         """Turn a user's table into :class:`GroupedData` with this model's ``prepare_fn``."""
@@ -91,6 +97,14 @@ class ModelSpec:
         object.__setattr__(self, "covariates", tuple(self.covariates))
         if not callable(self.mean_fn):
             raise TypeError("mean_fn must be callable")
+        from carpool.residuals.process import ResidualProcess
+
+        if not isinstance(self.residual, ResidualProcess):
+            raise TypeError(f"residual must be a carpool.residuals process, got "
+                            f"{type(self.residual).__name__}")
+        if self.residual.is_dynamic and type(self.likelihood) is not Gaussian:
+            raise ValueError(f"{self.residual.name} residuals need a Gaussian likelihood, "
+                             f"got {type(self.likelihood).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,16 +114,26 @@ class ModelSpec:
             "likelihood": self.likelihood.to_dict(),
             "options": dict(self.options),
             "group_dim": self.group_dim,
+            "residual": self.residual.to_dict(),
         }
 
     def with_saved(self, d: Mapping[str, Any]) -> ModelSpec:
-        """This spec with the saved parameter table and likelihood of ``d`` restored."""
+        """This spec with the saved parameter table, likelihood and residual of ``d``."""
+        from carpool.residuals.process import residual_from_dict
+
         return replace(
             self,
             parameters=ParameterTable.from_list(d["parameters"]),
             likelihood=likelihood_from_dict(d["likelihood"]),
             group_dim=d.get("group_dim", self.group_dim),
+            residual=residual_from_dict(d.get("residual")),
         )
+
+
+def _iid() -> Any:
+    from carpool.residuals.process import IID
+
+    return IID()
 
 
 #: Below this many groups the default population-scale prior avoids zero.

@@ -1,0 +1,131 @@
+"""Gaussian-process residuals: squared-exponential kernel over time, plus white noise.
+
+Model, per driver: ``r(t) = f(t) + e(t)`` with ``f ~ GP(0, k)``,
+``k(t, t') = scale^2 exp(-(t - t')^2 / (2 lengthscale^2))`` (lengthscale in s, scale in
+m/s^2) and white noise ``e(t) ~ Normal(0, sigma^2)``. The latent ``f`` is marginalised: a
+series is multivariate normal with covariance ``K + sigma^2 I``.
+
+Windows. As in the reference (Zhang, Wang & Sun 2024) the likelihood is evaluated on windows
+of ``W`` consecutive steps of each driver's series (windows ``[0, W), [W, 2W), ...`` from the
+driver's first observation; the last one may be shorter), independent of each other. On a
+uniform time grid every full window has the same covariance matrix, and the covariance of
+the first ``n < W`` points of a window is its leading ``n x n`` block, whose Cholesky factor
+is the leading block of the full factor. So ONE ``W x W`` Cholesky factor serves every
+window of every driver, complete or not, and the whole likelihood is one batched triangular
+solve: cost ``W^3 / 3 + n W`` per evaluation for ``n`` observations. With ``W`` at least
+the whole series the likelihood is the exact whole-series GP.
+
+Prediction-error form. With ``r = L z`` (``L`` the Cholesky factor), ``r_t`` given the
+earlier points of its window is Normal with mean ``r_t - L_tt z_t`` and standard deviation
+``L_tt``: the same (mean, sd) interface as the AR residual, so censoring and pointwise
+log-likelihoods work unchanged.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
+from jax.typing import ArrayLike
+
+__all__ = ["se_covariance", "gp_conditional", "gp_forward", "JITTER"]
+
+#: Added to the diagonal (relative to the marginal variance) before each Cholesky factor.
+JITTER = 1e-6
+
+
+def se_covariance(num: int, dt: ArrayLike, lengthscale: ArrayLike, scale: ArrayLike,
+                  sigma: ArrayLike) -> jax.Array:
+    """Covariance of ``num`` residuals ``dt`` seconds apart, shape ``(*batch, num, num)``.
+
+    ``dt`` (s), ``lengthscale`` (s), ``scale`` and ``sigma`` (m/s^2) broadcast to ``batch``.
+    """
+    values = [jnp.asarray(x) for x in (dt, lengthscale, scale, sigma)]
+    batch = jnp.broadcast_shapes(*(v.shape for v in values))
+    dt, lengthscale, scale, sigma = (jnp.broadcast_to(v, batch)[..., None, None]
+                                     for v in values)
+    lag = jnp.arange(num, dtype=dt.dtype)
+    d = jnp.reshape(lag[:, None] - lag[None, :], (1,) * len(batch) + (num, num)) * dt
+    k = jnp.square(scale) * jnp.exp(-0.5 * jnp.square(d / lengthscale))
+    diag = jnp.square(sigma) + JITTER * (jnp.square(scale) + jnp.square(sigma))
+    eye = jnp.reshape(jnp.eye(num, dtype=k.dtype), (1,) * len(batch) + (num, num))
+    return k + diag * eye
+
+
+def gp_conditional(r: jax.Array, dt: ArrayLike, lengthscale: ArrayLike, scale: ArrayLike,
+                   sigma: ArrayLike, window: int) -> tuple[jax.Array, jax.Array]:
+    """Conditional mean and sd of each ``r_t`` given the earlier points of its window.
+
+    Parameters
+    ----------
+    r
+        Residual series ``(G, T)``, each row one driver from its first observation.
+    dt
+        Time step (s): a scalar shared by all drivers (one Cholesky factor), or ``(G,)``
+        (one factor per driver).
+    lengthscale, scale, sigma
+        Scalars (shared by all drivers).
+    window
+        Window length ``W`` in steps.
+
+    Returns
+    -------
+    mean, sd
+        ``(G, T)`` each.
+    """
+    G, T = r.shape
+    W = int(window)
+    num_windows = -(-T // W)
+    padded = jnp.concatenate([r, jnp.zeros((G, num_windows * W - T), r.dtype)], axis=1)
+    blocks = padded.reshape(G, num_windows, W)
+    K = se_covariance(W, dt, lengthscale, scale, sigma).astype(r.dtype)
+    L = jnp.linalg.cholesky(K)
+    if L.ndim == 2:  # shared: one factor, every window of every driver a right-hand side
+        z = solve_triangular(L, blocks.reshape(-1, W).T, lower=True).T.reshape(blocks.shape)
+        diag = jnp.diagonal(L)[None, None, :]
+    else:  # per driver
+        z = jnp.swapaxes(solve_triangular(L, jnp.swapaxes(blocks, 1, 2), lower=True), 1, 2)
+        diag = jnp.diagonal(L, axis1=-2, axis2=-1)[:, None, :]
+    mean = blocks - diag * z
+    sd = jnp.broadcast_to(diag, blocks.shape)
+    return mean.reshape(G, -1)[:, :T], sd.reshape(G, -1)[:, :T]
+
+
+def gp_forward(white: jax.Array, dt: float, lengthscale: jax.Array, scale: jax.Array,
+               sigma: jax.Array, history: jax.Array, num_known: ArrayLike) -> jax.Array:
+    """Draw future residuals from the GP given the last known ones.
+
+    Parameters
+    ----------
+    white
+        Standard normals ``(num_steps, D, B)``: time, posterior draws, series per draw.
+    dt
+        Time step, s.
+    lengthscale, scale, sigma
+        ``(D,)``: one kernel per draw.
+    history
+        The ``H`` residuals before the first step, ``(D, B, H)``, most recent last.
+    num_known
+        How many of the last history entries are real (``0 .. H``; scalar, shared by the
+        batch): the others are ignored (the joint covariance decouples them exactly).
+
+    Returns
+    -------
+    ``(num_steps, D, B)``: a draw from the exact conditional distribution of the next
+    ``num_steps`` residuals given the known history.
+    """
+    num_steps, D, B = white.shape
+    H = history.shape[-1]
+    N = H + num_steps
+    K = se_covariance(N, dt, lengthscale, scale, sigma).astype(white.dtype)  # (D, N, N)
+    known = jnp.arange(N) >= (H - jnp.asarray(num_known))  # future entries count as known
+    m = known.astype(white.dtype)
+    K = K * (m[:, None] * m[None, :])[None] + jnp.diag(1.0 - m)[None]
+    L = jnp.linalg.cholesky(K)
+    w = jnp.moveaxis(white, 0, 1)  # (D, steps, B)
+    future = L[:, H:, H:] @ w
+    if H:
+        hist = (history * m[:H][None, None, :]).astype(white.dtype)
+        z_hist = solve_triangular(L[:, :H, :H], jnp.swapaxes(hist, 1, 2), lower=True)
+        future = future + L[:, H:, :H] @ z_hist  # (D, steps, B)
+    return jnp.moveaxis(future, 1, 0)
