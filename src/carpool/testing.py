@@ -24,7 +24,8 @@ import pandas as pd
 from carpool.carfollowing.model import CarFollowingModel, as_model
 from carpool.carfollowing.rollout import Rollout, equilibrium_gap, follow_leader
 
-__all__ = ["simulate_drivers", "simulate_linear_groups", "synthetic_leader_speed"]
+__all__ = ["residual_noise", "simulate_drivers", "simulate_linear_groups",
+           "synthetic_leader_speed"]
 
 #: Leader speeds are clipped to [0, LEADER_MAX_SPEED] m/s (congested, stop-and-go traffic).
 LEADER_MAX_SPEED = 16.0
@@ -104,6 +105,8 @@ def simulate_drivers(
     noise_sd: float = 0.1,
     rng_seed: int = 0,
     classes: Mapping[str, Mapping[str, float]] | Sequence[str] | None = None,
+    ar: Sequence[float] | None = None,
+    gp: tuple[float, float] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Simulate heterogeneous drivers, each following its own synthetic leader.
 
@@ -153,6 +156,14 @@ def simulate_drivers(
         population mean}}`` overriding ``population_mean`` per class (e.g. ``{"car": {},
         "truck": {"v0": 25.0, "T": 2.0, "a": 0.8}}``). Driver ``i`` belongs to class
         ``i mod num_classes``.
+    ar
+        AR coefficients ``(phi_1, .., phi_p)`` of an autocorrelated acceleration error:
+        ``r_k = sum_j phi_j r_{k-j} + noise_sd N(0, 1)`` within each driver's series (started
+        in its stationary distribution by a 2,000-step burn-in); must be stationary.
+    gp
+        ``(lengthscale_s, scale)``: the acceleration error is a squared-exponential Gaussian
+        process over time (length scale in s, signal scale in m/s^2) plus white noise of sd
+        ``noise_sd`` (the residual model of :class:`carpool.residuals.GP`).
 
     Returns
     -------
@@ -209,7 +220,7 @@ def simulate_drivers(
           for j, n in enumerate(names)] for i in range(num_drivers)]
     )
     leader = np.stack([synthetic_leader_speed(rng, num_times, dt) for _ in range(num_drivers)])
-    noise = noise_sd * rng.standard_normal((num_drivers, num_times - 1))
+    noise = residual_noise(rng, num_drivers, num_times - 1, dt, noise_sd, ar=ar, gp=gp)
 
     params = {n: jnp.asarray(truth_values[:, j]) for j, n in enumerate(names)}
     leader_j = jnp.asarray(leader)
@@ -239,6 +250,40 @@ def simulate_drivers(
     if classes is not None:
         trajectories["class"] = trajectories["class"].astype(str)
     return trajectories, truth
+
+
+def residual_noise(rng: np.random.Generator, num_series: int, num_steps: int, dt: float,
+                   noise_sd: float, *, ar: Sequence[float] | None = None,
+                   gp: tuple[float, float] | None = None) -> np.ndarray:
+    """Acceleration errors (m/s^2), shape ``(num_series, num_steps)``: i.i.d. Normal(0,
+    noise_sd^2), or an AR(p) with innovation sd ``noise_sd`` (``ar`` = coefficients), or a
+    squared-exponential GP (``gp`` = (lengthscale s, scale m/s^2)) plus that white noise."""
+    if ar is not None and gp is not None:
+        raise ValueError("give ar or gp, not both")
+    white = rng.standard_normal((num_series, num_steps))
+    if ar is not None:
+        phi = np.asarray(ar, dtype=float)
+        if phi.ndim != 1 or phi.size == 0:
+            raise ValueError(f"ar must be a non-empty sequence of coefficients, got {ar!r}")
+        roots = np.roots(np.r_[-phi[::-1], 1.0])
+        if not np.all(np.abs(roots) > 1.0):
+            raise ValueError(f"AR coefficients {phi.tolist()} are not stationary")
+        burn, p = 2000, phi.size
+        innov = noise_sd * np.concatenate([rng.standard_normal((num_series, burn)), white], 1)
+        r = np.zeros((num_series, burn + num_steps + p))
+        for k in range(burn + num_steps):
+            r[:, k + p] = r[:, k : k + p][:, ::-1] @ phi + innov[:, k]
+        return r[:, p + burn:]
+    if gp is not None:
+        lengthscale, scale = (float(x) for x in gp)
+        if not (lengthscale > 0 and scale >= 0):
+            raise ValueError(f"gp needs a positive length scale and scale >= 0, got {gp}")
+        t = np.arange(num_steps) * dt
+        K = scale**2 * np.exp(-0.5 * ((t[:, None] - t[None, :]) / lengthscale) ** 2)
+        L = np.linalg.cholesky(K + 1e-8 * max(scale**2, 1e-12) * np.eye(num_steps))
+        f = rng.standard_normal((num_series, num_steps)) @ L.T
+        return f + noise_sd * white
+    return noise_sd * white
 
 
 @partial(jax.jit, static_argnums=(0, 1))

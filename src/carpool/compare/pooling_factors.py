@@ -43,7 +43,12 @@ def group_information_of(fit: Fit) -> np.ndarray:
     z = params.to_latent(fit.idata.posterior["theta"].values, axis=-1).mean(axis=(0, 1))
     noise = {k: float(np.mean(v)) for k, v in fit.noise_draws().items()}
     lik_noise = {k: v for k, v in noise.items() if k in fit.spec.likelihood.noise_priors()}
-    return group_information(fit.spec, fit.data, z, lik_noise)
+    residual_params = None
+    if fit.spec.residual.is_dynamic:
+        rp = fit.residual_draws()
+        residual_params = {k: np.mean(v, axis=0) for k, v in rp.items() if k != "phi"}
+    return group_information(fit.spec, fit.data, z, lik_noise,
+                             residual_params=residual_params)
 
 
 def pooling_factor_draws(info: np.ndarray, tau: np.ndarray, corr: np.ndarray) -> np.ndarray:

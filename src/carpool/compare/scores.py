@@ -157,20 +157,37 @@ def group_folds(num_groups: int, num_folds: int = 5, *, seed: int = 0) -> list[n
 
 # --------------------------------------------------------------------------- scoring
 def _score_draws(fit: Fit, theta: np.ndarray, group_index: np.ndarray, data: GroupedData,
-                 *, seed: int = 0) -> PointwiseScore:
+                 *, seed: int = 0, residual_params: dict[str, np.ndarray] | None = None,
+                 history: GroupedData | None = None) -> PointwiseScore:
     """Pointwise log predictive density and squared error given parameter draws.
 
     ``theta``: natural parameters, (S, G, P) indexed by ``group_index`` or (S, P) shared.
+    With AR / GP residuals each held-out observation is predicted one step ahead given its
+    group's earlier observations: those of ``data`` before it and, when ``history`` is given
+    (the training part of the same series), all of ``history``'s observations of its group.
+    ``residual_params`` are the residual parameters of ``data``'s groups per draw.
     """
+    if fit.spec.residual.is_dynamic and history is not None:
+        from carpool.inference.dynamic import with_history
+
+        combined, is_test = with_history(history, data)
+        gi = np.concatenate([np.full(int((~is_test).sum()), -1), group_index])
+        # the history rows of a group take the same parameter rows as its test rows
+        table = {int(g): int(i) for g, i in zip(data.group_index, group_index, strict=True)}
+        gi[~is_test] = [table[int(g)] for g in combined.group_index[~is_test]]
+        full = _score_draws(fit, theta, gi, combined, seed=seed,
+                            residual_params=residual_params)
+        return PointwiseScore(lpd=full.lpd[is_test], sq_err=full.sq_err[is_test])
     import jax
     import jax.numpy as jnp
     from jax.scipy.special import logsumexp
 
-    from carpool.inference.predict import _mean_from_theta, _noise_at
+    from carpool.inference.predict import _mean_from_theta, conditional_predictive
 
     S = theta.shape[0]
     mean = _mean_from_theta(fit, theta, group_index, data.covariates)
-    noise = {k: jnp.asarray(v) for k, v in _noise_at(fit, np.arange(S)).items()}
+    mean, noise = conditional_predictive(fit, data, mean, np.arange(S), residual_params)
+    noise = {k: jnp.asarray(v) for k, v in noise.items()}
     covs = {k: jnp.asarray(v)[None, :] for k, v in data.covariates.items()}
     lik = fit.spec.likelihood
     lp = lik.log_prob(jnp.asarray(data.y)[None, :], jnp.asarray(mean), noise, covs)
@@ -181,10 +198,15 @@ def _score_draws(fit: Fit, theta: np.ndarray, group_index: np.ndarray, data: Gro
 
 
 def heldout_score(fit: Fit, test: GroupedData, *, seed: int = 0) -> PointwiseScore:
-    """Score ``fit`` (fitted on the training part) on held-out observations of its groups."""
+    """Score ``fit`` (fitted on the training part) on held-out observations of its groups.
+
+    With AR / GP residuals the held-out block of each group is predicted one step at a time
+    behind the group's training observations (``fit.data``), which must come first in time.
+    """
     from carpool.inference.predict import align_groups
 
-    return _score_draws(fit, fit.theta_draws(), align_groups(fit, test), test, seed=seed)
+    return _score_draws(fit, fit.theta_draws(), align_groups(fit, test), test, seed=seed,
+                        history=fit.data)
 
 
 def new_group_score(fit: Fit, test: GroupedData, *, seed: int = 0) -> PointwiseScore:
@@ -199,12 +221,20 @@ def new_group_score(fit: Fit, test: GroupedData, *, seed: int = 0) -> PointwiseS
 
     fit_levels = (set(fit.data.level_ids) if "level_population" in fit.idata.posterior
                   else set())
-    thetas = []
+    thetas, levels = [], []
     for g in range(test.num_groups):
         level = None
         if test.level_index is not None and fit_levels:
             name = test.level_ids[test.level_index[g]]
             level = name if name in fit_levels else None
         thetas.append(new_group_params(fit, 1, seed=seed + g, level=level)[:, 0, :])
+        levels.append(None if test.level_index is None
+                      else test.level_ids[test.level_index[g]])
     theta = np.stack(thetas, axis=1)  # (S, G_test, P)
-    return _score_draws(fit, theta, test.group_index, test, seed=seed)
+    residual_params = None
+    if fit.spec.residual.is_dynamic:
+        from carpool.inference.dynamic import new_residual_params
+
+        residual_params = new_residual_params(fit, test.num_groups, levels=levels, seed=seed)
+    return _score_draws(fit, theta, test.group_index, test, seed=seed,
+                        residual_params=residual_params)

@@ -70,14 +70,46 @@ def _noise_at(fit: Fit, idx: np.ndarray) -> dict[str, np.ndarray]:
     return {k: (v[idx][:, None] if np.ndim(v) else v) for k, v in fit.noise_draws().items()}
 
 
+def conditional_predictive(fit: Fit, data: GroupedData, mean: np.ndarray, idx: np.ndarray,
+                           residual_params: dict[str, np.ndarray] | None = None,
+                           ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Mean and noise of the one-step predictive distribution at draws ``idx``.
+
+    i.i.d. residuals: the mean function ``mean`` (S, n) and the fitted noise. Dynamic (AR /
+    GP) residuals: each observation's distribution given its group's earlier observations in
+    ``data`` (:mod:`carpool.inference.dynamic`); ``residual_params`` are the residual
+    parameters of ``data``'s groups per draw (default: the fitted groups, aligned by id).
+    """
+    noise = _noise_at(fit, idx)
+    if not fit.spec.residual.is_dynamic:
+        return mean, noise
+    from carpool.inference.dynamic import fitted_residual_params, residual_moments
+
+    if residual_params is None:
+        pos = {g: i for i, g in enumerate(fit.group_ids)}
+        residual_params = fitted_residual_params(fit, np.array([pos[g]
+                                                                for g in data.group_ids]))
+    residual_params = {k: v[idx] for k, v in residual_params.items()}
+    sigma = np.asarray(noise["sigma"]).reshape(-1)
+    m, sd = residual_moments(fit, data, mean, residual_params,
+                             np.broadcast_to(sigma, (len(idx),)))
+    name = fit.spec.likelihood.scale_covariate
+    c = data.covariates[name][None, :] if name is not None else 1.0
+    return np.asarray(mean) + m * c, {**noise, "sigma": sd}
+
+
 def posterior_predictive(fit: Fit, data: GroupedData | None = None, *,
                          num_draws: int | None = None, seed: int = 0) -> np.ndarray:
-    """Simulated observations for ``data``'s covariates, (S, n)."""
+    """Simulated observations for ``data``'s covariates, (S, n).
+
+    One step ahead: each draw of ``y_t`` uses the recorded state at ``t`` and, with AR / GP
+    residuals, the residuals of the group's earlier observations in ``data``."""
     data = fit.data if data is None else data
     theta = fit.theta_draws()
     idx = _thin(theta.shape[0], num_draws, seed)
     mean = _mean_from_theta(fit, theta[idx], align_groups(fit, data), data.covariates)
-    return _sample_obs(fit, mean, _noise_at(fit, idx), data, seed)
+    mean, noise = conditional_predictive(fit, data, mean, idx)
+    return _sample_obs(fit, mean, noise, data, seed)
 
 
 def _sample_obs(fit: Fit, mean: np.ndarray, noise: dict[str, np.ndarray], data: GroupedData,
@@ -89,13 +121,17 @@ def _sample_obs(fit: Fit, mean: np.ndarray, noise: dict[str, np.ndarray], data: 
 
 
 def pointwise_log_likelihood(fit: Fit, data: GroupedData | None = None) -> np.ndarray:
-    """Log density of each observation at each draw, (chain, draw, n) (for LOO / scores)."""
+    """Log density of each observation at each draw, (chain, draw, n) (for LOO / scores).
+
+    With AR / GP residuals, each term is the density given the group's earlier observations
+    in ``data`` (the prediction-error decomposition), so the terms sum to the joint
+    log-likelihood."""
     data = fit.data if data is None else data
     th = fit.idata.posterior["theta"].values
     C, D = th.shape[:2]
     mean = _mean_from_theta(fit, th.reshape((C * D,) + th.shape[2:]),
                             align_groups(fit, data), data.covariates)
-    noise = _noise_at(fit, np.arange(C * D))
+    mean, noise = conditional_predictive(fit, data, mean, np.arange(C * D))
     covs = {k: jnp.asarray(v)[None, :] for k, v in data.covariates.items()}
     lp = fit.spec.likelihood.log_prob(jnp.asarray(data.y)[None, :], jnp.asarray(mean),
                                       {k: jnp.asarray(v) for k, v in noise.items()}, covs)
@@ -172,4 +208,34 @@ def predict_new_group(fit: Fit, covariates: dict[str, np.ndarray], *,
     n = len(next(iter(covs.values())))
     mean = _mean_from_theta(fit, theta[idx], np.zeros(n, dtype=np.int32), covs)
     data = GroupedData(np.zeros(n), np.zeros(n, dtype=np.int32), ("new",), covs)
-    return _sample_obs(fit, mean, _noise_at(fit, idx), data, seed)
+    noise = _noise_at(fit, idx)
+    if fit.spec.residual.is_dynamic:
+        # a new group's series has no observed past: residuals drawn from the process itself
+        return _simulate_new_series(fit, mean, noise, data, idx, level, seed)
+    return _sample_obs(fit, mean, noise, data, seed)
+
+
+def _simulate_new_series(fit: Fit, mean: np.ndarray, noise: dict[str, np.ndarray],
+                         data: GroupedData, idx: np.ndarray, level: str | None,
+                         seed: int) -> np.ndarray:
+    """Whole residual series of one new group per draw, from the fitted process, (S, n)."""
+    from carpool.inference.dynamic import new_residual_params
+    from carpool.pooling.model import residual_step
+
+    residual, lik = fit.spec.residual, fit.spec.likelihood
+    rp = {k: v[idx] for k, v in new_residual_params(fit, 1, levels=[level], seed=seed).items()}
+    step = (residual_step(residual, data, data.padded().covariates)
+            if residual.kind == "gp" else None)
+    sigma = np.broadcast_to(np.asarray(noise["sigma"]).reshape(-1), (len(idx),))
+    white = np.random.default_rng(seed).standard_normal((len(idx), 1, data.num_obs))
+
+    def one(args):
+        w, s_, p_ = args
+        return residual.simulate(w, p_, s_, step)[0]
+
+    r = np.asarray(jax.lax.map(one, (jnp.asarray(white), jnp.asarray(sigma),
+                                     {k: jnp.asarray(v) for k, v in rp.items()})))
+    c = (data.covariates[lik.scale_covariate][None, :] if lik.scale_covariate is not None
+         else 1.0)
+    y = np.asarray(mean) + r * c
+    return np.maximum(y, lik.lower) if getattr(lik, "lower", None) is not None else y

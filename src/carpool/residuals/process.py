@@ -83,6 +83,15 @@ class ResidualProcess(ABC):
         standard normals ``white`` (G, T): the prior / posterior predictive draw."""
 
     @abstractmethod
+    def map_x0(self) -> np.ndarray:
+        """Start (prior centre) of the unconstrained shared parameters for a MAP search."""
+
+    @abstractmethod
+    def map_params(self, x: Any) -> tuple[dict[str, Any], Any]:
+        """Shared parameters from unconstrained ``x`` and their log prior (with Jacobian):
+        the pooled MAP behind the automatic centring (:mod:`carpool.pooling.centring`)."""
+
+    @abstractmethod
     def posterior_variables(self) -> list[str]:
         """Names of the sampled or deterministic sites that go into the posterior."""
 
@@ -115,6 +124,12 @@ class IID(ResidualProcess):
 
     def simulate(self, white, params, sigma, dt):
         return sigma * white
+
+    def map_x0(self) -> np.ndarray:
+        return np.zeros(0)
+
+    def map_params(self, x):
+        return {}, 0.0
 
     def posterior_variables(self) -> list[str]:
         return []
@@ -218,6 +233,12 @@ class AR(ResidualProcess):
         history = jnp.zeros((G, self.order), white.dtype)
         return ar_forward(white.T, kappa, sigma, history, 0).T
 
+    def map_x0(self) -> np.ndarray:
+        return np.zeros(self.order)
+
+    def map_params(self, x):
+        return {"kappa": jnp.tanh(x)}, jnp.sum(self._prior().log_prob(x))
+
     def posterior_variables(self) -> list[str]:
         extra = ["ar_mu", "ar_tau"] if self.pooling == "driver" else []
         return ["ar_pacf", "ar_phi", *extra]
@@ -289,6 +310,15 @@ class GP(ResidualProcess):
         r = (jnp.einsum("ij,gnj->gni", L, blocks) if L.ndim == 2
              else jnp.einsum("gij,gnj->gni", L, blocks))
         return r.reshape(G, -1)[:, :T]
+
+    def map_x0(self) -> np.ndarray:
+        return np.log([self.lengthscale.median(), self.scale.median()])
+
+    def map_params(self, x):
+        ell, scale = jnp.exp(x[0]), jnp.exp(x[1])
+        lp = (self.lengthscale.to_numpyro().log_prob(ell) + x[0]
+              + self.scale.to_numpyro().log_prob(scale) + x[1])
+        return {"lengthscale": ell, "scale": scale}, lp
 
     def posterior_variables(self) -> list[str]:
         return ["gp_lengthscale", "gp_scale"]
