@@ -108,6 +108,13 @@ BAD_OPTIONS = {
     "target_accept": (["--target-accept", "1.5"], ["target_accept", "1.5"]),
     "priors_for_model": (["--model", "ovm", "--priors", "zhang-sun-2023"],
                          ["zhang-sun-2023", "IDM"]),
+    "residual": (["--residual", "ma3"], ["unknown residual 'ma3'", "ar1", "gp"]),
+    "residual_ar_order": (["--residual", "ar9"], ["AR order", "9"]),
+    "ar_pooling": (["--residual", "ar1", "--ar-pooling", "nope"],
+                   ["unknown ar_pooling 'nope'", "driver"]),
+    "ar_pooling_class_needs_level": (["--residual", "ar1", "--ar-pooling", "class"],
+                                     ["ar_pooling='class'", "level"]),
+    "gp_window_s": (["--residual", "gp", "--gp-window-s", "0"], ["gp_window_s", "positive"]),
 }
 
 
@@ -248,6 +255,28 @@ def test_summary_table(fitted):
     assert result.exit_code == 0, result.output
     assert "idm" in result.stdout and "max R-hat" in result.stdout
     assert "Traceback" not in result.output
+
+
+def test_fit_with_an_ar1_residual(tmp_path, monkeypatch):
+    """``--residual ar1`` reaches the saved fit; the summary shows the AR coefficient."""
+    from carpool.testing import simulate_drivers
+
+    df, _ = simulate_drivers(3, duration_s=10.0, rng_seed=1)
+    data, out = tmp_path / "data.csv", tmp_path / "fit.nc"
+    df.to_csv(data, index=False)
+    result = _fit(data, out, "--pooling", "pooled", "--residual", "ar1", catch=False)
+    assert result.exit_code == 0, result.output
+    assert carpool.load(out).spec.residual.name == "ar1"
+
+    monkeypatch.setattr(cli.console, "width", 250)  # no wrapping of the table
+    table = runner.invoke(app, ["summary", str(out)], catch_exceptions=False)
+    assert table.exit_code == 0, table.output
+    assert "residual ar1" in table.stdout and "phi[1]" in table.stdout
+    assert "pacf[1]" in table.stdout
+    d = _strict_json(runner.invoke(app, ["summary", str(out), "--json"],
+                                   catch_exceptions=False).stdout)
+    assert d["residual"]["kind"] == "ar" and d["residual"]["order"] == 1
+    _check_stats(d["residual_parameters"], ("phi[1]", "pacf[1]"))
 
 
 @pytest.mark.parametrize("bad", ["data", "pooling"])

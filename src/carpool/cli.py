@@ -26,6 +26,13 @@ err = Console(stderr=True)
 
 EXIT_INPUT = 2
 
+ResidualOption = Annotated[str, typer.Option(
+    help="Residual process within each driver's series: iid | ar1 .. ar8 | gp")]
+ArPoolingOption = Annotated[str, typer.Option(
+    help="Who shares the AR coefficients: shared | class (needs --level) | driver")]
+GpWindowOption = Annotated[float, typer.Option(
+    help="Window of the GP residual's likelihood (s)")]
+
 
 def _use_all_cores(num_chains: int) -> None:
     """Give JAX one CPU device per chain (before JAX starts) so chains run in parallel."""
@@ -55,6 +62,20 @@ def _run(fn, *args: Any, **kwargs: Any) -> Any:
         raise _fail(str(msg).splitlines()[0] if str(msg) else type(exc).__name__) from None
 
 
+def _model_options(priors: str, residual: str, ar_pooling: str,
+                   gp_window_s: float) -> dict[str, Any]:
+    """The car-following spec options, residual choices checked before any data is read."""
+    from carpool.residuals import AR_POOLING, parse_residual
+
+    if ar_pooling not in AR_POOLING:
+        raise _fail(f"unknown ar_pooling {ar_pooling!r}; choose one of {list(AR_POOLING)}")
+    if not gp_window_s > 0:  # also NaN
+        raise _fail(f"gp_window_s must be positive seconds, got {gp_window_s:g}")
+    process = _run(parse_residual, residual, ar_pooling=ar_pooling, gp_window_s=gp_window_s)
+    return {"priors": priors, "residual": process.name, "ar_pooling": ar_pooling,
+            "gp_window_s": gp_window_s}
+
+
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
     from carpool.inference.diagnostics import ConvergenceWarning, WeakIdentificationWarning
 
@@ -67,14 +88,27 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
 def _population_table(fit: Any) -> Table:
     s = fit.summary()
     hdi = [c for c in s.columns if c.startswith("hdi_")]
-    table = Table(title=f"{fit.spec.name} - {fit.pooling}")
+    residual = fit.spec.residual
+    title = f"{fit.spec.name} - {fit.pooling}"
+    if residual.kind != "iid":
+        title += f" - residual {residual.name}"
+        if residual.kind == "ar":
+            title += f" ({residual.pooling})"
+    table = Table(title=title)
     for col in ["kind", "group", "parameter", "unit", "mean", "sd", *hdi, "r_hat"]:
         table.add_column(col, justify="right" if col not in ("kind", "group", "parameter")
                          else "left")
-    shown = s[s.kind != "group"] if len(s) > 40 else s
+    if len(s) > 40:  # per-driver rows (parameters, AR coefficients) only for small fits
+        per_driver = s.kind == "group"
+        if residual.kind == "ar" and residual.pooling == "driver":
+            per_driver |= (s.kind == "residual") & s.group.notna()
+        shown = s[~per_driver]
+    else:
+        shown = s
     for _, r in shown.iterrows():
         table.add_row(str(r["kind"]), "" if r["group"] is None or r["group"] != r["group"]
-                      else escape(str(r["group"])), str(r["parameter"]), escape(str(r["unit"])),
+                      else escape(str(r["group"])), escape(str(r["parameter"])),
+                      escape(str(r["unit"])),
                       *(f"{r[c]:.4g}" for c in ["mean", "sd", *hdi, "r_hat"]))
     return table
 
@@ -92,6 +126,9 @@ def fit(
                                                    "(e.g. class)")] = None,
     priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
     = "default",
+    residual: ResidualOption = "iid",
+    ar_pooling: ArPoolingOption = "shared",
+    gp_window_s: GpWindowOption = 20.0,
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains (>= 4 recommended)")] = 4,
@@ -112,13 +149,14 @@ def fit(
         raise _fail(f"--out folder {out.parent} is a file, not a folder")
     if out.is_dir():
         raise _fail(f"--out {out} is a folder; give a file name ending in .nc")
+    model_options = _model_options(priors, residual, ar_pooling, gp_window_s)
     with console.status(f"reading {data}"):
         table = _run(carpool.read_trajectories, data, format=data_format)
     console.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {data}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _run(carpool.fit, table, model, pooling=pooling, level=level,
-                      model_options={"priors": priors}, chains=chains, warmup=tune,
+                      model_options=model_options, chains=chains, warmup=tune,
                       draws=draws, seed=seed, target_accept=target_accept, param=param,
                       progress_bar=progress)
     _run(result.save, out)
@@ -150,12 +188,12 @@ def summary(
                   f"divergences {d['divergences']}")
 
 
-def _fit_options(model: str, priors: str, level: str | None, chains: int, tune: int,
-                 draws: int, seed: int) -> Any:
+def _fit_options(model: str, model_options: dict[str, Any], level: str | None, chains: int,
+                 tune: int, draws: int, seed: int) -> Any:
     from carpool.pipeline import FitOptions
 
     return FitOptions(model=model, chains=chains, warmup=tune, draws=draws, seed=seed,
-                      level=level, model_options={"priors": priors})
+                      level=level, model_options=model_options)
 
 
 def _read(path: Path, data_format: str) -> Any:
@@ -216,6 +254,9 @@ def compare(
     level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
     priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
     = "default",
+    residual: ResidualOption = "iid",
+    ar_pooling: ArPoolingOption = "shared",
+    gp_window_s: GpWindowOption = 20.0,
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
@@ -228,6 +269,7 @@ def compare(
     from carpool.pipeline import fit_modes
 
     log = err.print
+    model_options = _model_options(priors, residual, ar_pooling, gp_window_s)
     saved = [p for p in inputs if p.suffix == ".nc"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -239,7 +281,7 @@ def compare(
             if len(inputs) != 1:
                 raise _fail(f"give one data file to fit, got {len(inputs)}")
             table = _read(inputs[0], data_format)
-            options = _fit_options(model, priors, level, chains, tune, draws, seed)
+            options = _fit_options(model, model_options, level, chains, tune, draws, seed)
             fits = list(_run(fit_modes, table, options, log=log).values())
         result = _run(carpool.compare, fits, lfo=lfo, ldo=ldo, ldo_folds=folds, score=score,
                       seed=seed, log_fn=log)
@@ -265,6 +307,9 @@ def sweep(
     level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
     priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
     = "default",
+    residual: ResidualOption = "iid",
+    ar_pooling: ArPoolingOption = "shared",
+    gp_window_s: GpWindowOption = 20.0,
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
@@ -286,8 +331,9 @@ def sweep(
     if out.exists() and not out.is_dir():
         raise _fail(f"--out {out} is a file; give a folder")
     values = _parse_grid(grid) or DEFAULT_GRID
+    options = _fit_options(model, _model_options(priors, residual, ar_pooling, gp_window_s),
+                           level, chains, tune, draws, seed)
     table = _read(data, data_format)
-    options = _fit_options(model, priors, level, chains, tune, draws, seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fits = _run(fit_modes, table, options, log=err.print)
@@ -329,6 +375,9 @@ def report(
     level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
     priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
     = "default",
+    residual: ResidualOption = "iid",
+    ar_pooling: ArPoolingOption = "shared",
+    gp_window_s: GpWindowOption = 20.0,
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
@@ -344,7 +393,8 @@ def report(
     if out.suffix.lower() not in (".html", ".htm"):
         raise _fail(f"--out must end in .html, got {out}")
     values = _parse_grid(grid) if sweep_fits else ()
-    options = _fit_options(model, priors, level, chains, tune, draws, seed)
+    options = _fit_options(model, _model_options(priors, residual, ar_pooling, gp_window_s),
+                           level, chains, tune, draws, seed)
     fits, table = None, None
     if any(p.suffix == ".nc" for p in inputs):
         if not all(p.suffix == ".nc" for p in inputs):

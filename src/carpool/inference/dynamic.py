@@ -50,7 +50,7 @@ def new_residual_params(fit: Fit, num_groups: int, *, levels: list[str | None] |
         return rp
     post = fit.idata.posterior
     S, p = rp["kappa"].shape[0], residual.order
-    if residual.pooling == "shared":
+    if residual.pooling == "shared" or post["ar_pacf"].ndim == 3:  # shared (also: pooled)
         return {"kappa": np.repeat(rp["kappa"][:, :1, :], num_groups, axis=1)}
     if residual.pooling == "class":
         known = list(fit.data.level_ids)

@@ -108,7 +108,7 @@ class Fit:
             for key, var in (("kappa", "ar_pacf"), ("phi", "ar_phi")):
                 v = post[var].values
                 v = v.reshape((S,) + v.shape[2:])
-                if residual.pooling == "class":
+                if v.ndim == 3 and residual.pooling == "class":
                     v = v[:, self.data.level_index, :]
                 out[key] = np.broadcast_to(v.reshape(S, -1, p), (S, G, p)).copy()
             return out
@@ -187,11 +187,12 @@ def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringC
         posterior[name] = s[name]
     residual = spec.residual
     for name in residual.posterior_variables():
+        if name not in s:  # e.g. the population of per-driver AR coefficients when pooled
+            continue
         posterior[name] = s[name]
         if name.startswith("ar_"):
-            per = getattr(residual, "pooling", "shared")
-            lead = ([] if name in ("ar_mu", "ar_tau") or per == "shared"
-                    else ["level"] if per == "class" else [gdim])
+            lead = ([] if s[name].ndim == 3 else ["level"]
+                    if getattr(residual, "pooling", "") == "class" else [gdim])
             dims[name] = [*lead, "lag"]
     st = out.stats
     sample_stats = {

@@ -103,7 +103,7 @@ def _residual_rows(fit: Fit, hdi_prob: float, lo: str, hi: str) -> list[dict[str
         names = [f"phi[{k}]" for k in range(1, p + 1)] + [f"pacf[{k}]" for k in range(1, p + 1)]
         both = np.concatenate([post["ar_phi"].values, post["ar_pacf"].values], axis=-1)
         st = stats_table(both, hdi_prob)
-        if residual.pooling == "shared":
+        if both.ndim == 3:  # shared (or per driver in a pooled fit)
             rows += _rows("residual", None, names, [""] * 2 * p, st, lo, hi)
         else:
             labels = (fit.data.level_ids if residual.pooling == "class" else fit.group_ids)

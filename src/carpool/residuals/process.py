@@ -148,9 +148,9 @@ class AR(ResidualProcess):
         ``p``, 1 to :data:`MAX_AR_ORDER`.
     pooling
         Who shares the coefficients: ``"shared"`` (one vector for all groups), ``"class"``
-        (one per level, e.g. car / truck; needs ``level=``), or ``"driver"`` (one per group,
-        pooled like the model's other group parameters: independent in an unpooled fit,
-        drawn from a learned population in a hierarchical one).
+        (one per level, e.g. car / truck; needs ``level=``), or ``"driver"`` (pooled like
+        the model's other group parameters: shared in a pooled fit, independent per group
+        in an unpooled one, drawn from a learned population in a hierarchical one).
     first_scale, higher_scale
         Prior scales of the latent partial autocorrelations ``atanh(kappa_k)``: lag 1
         ``Normal(0, first_scale)`` (1.5: 95% of the mass within kappa_1 in +-0.995, since
@@ -184,10 +184,6 @@ class AR(ResidualProcess):
         return f"ar{self.order}"
 
     def check(self, pooling: str, has_levels: bool) -> None:
-        if self.pooling == "driver" and pooling == "pooled":
-            raise ValueError("per-driver AR coefficients (ar_pooling='driver') need "
-                             "pooling='unpooled' or 'hierarchical'; a pooled fit shares "
-                             "them (ar_pooling='shared')")
         if self.pooling == "class" and not has_levels:
             raise ValueError("per-class AR coefficients (ar_pooling='class') need a level "
                              "column (level='class')")
@@ -203,7 +199,7 @@ class AR(ResidualProcess):
         import numpyro.distributions as dist
 
         p, prior = self.order, self._prior()
-        if self.pooling == "shared":
+        if self.pooling == "shared" or (self.pooling == "driver" and pooling == "pooled"):
             u = numpyro.sample("ar_u", prior.to_event(1))
             kappa = jnp.tanh(u)
             per_group = kappa

@@ -147,7 +147,10 @@ def follow(
     windows
         Short horizons scored besides the whole trajectory, s.
     noise
-        Add the fitted i.i.d. acceleration noise (``sigma`` of each draw).
+        Add the fitted acceleration noise: i.i.d. with scale ``sigma`` of each draw, or,
+        for a fit with AR / GP residuals, that process, carried forward in each window from
+        the recorded residuals before the window (so a k-step-ahead prediction knows the
+        current error), and started from stationarity where there is no record before.
     parameter_uncertainty
         ``False`` uses the posterior median parameters (and median ``sigma``) in every draw,
         so only the noise varies.
@@ -156,7 +159,8 @@ def follow(
     seed
         Seeds the choice of draws, new drivers and the noise.
     noise_fn
-        The noise process (see :mod:`carpool.simulate.noise`).
+        The noise process (see :mod:`carpool.simulate.noise`); the default with a dynamic
+        residual fit uses the fitted process (see ``noise``).
     min_gap
         Gap floor of the collision rule, m.
 
@@ -200,6 +204,13 @@ def follow(
     else:
         theta = np.repeat(np.median(theta, axis=0)[None], int(num_draws), axis=0)
         sigma = np.full(int(num_draws), np.median(sigma))
+    residual_ctx = None
+    if noise and noise_fn is iid_noise and fit.spec.residual.is_dynamic:
+        rp = _driver_residual_params(fit, driver, source)
+        rp = ({k: v[idx] for k, v in rp.items()} if parameter_uncertainty else
+              {k: np.repeat(np.median(v, axis=0)[None], int(num_draws), axis=0)
+               for k, v in rp.items()})
+        residual_ctx = (fit.spec.residual, rp)
     if not noise:  # the same compiled simulation, with zero noise
         noise_fn, sigma = iid_noise, np.zeros_like(sigma)
     dtype = jnp.result_type(float)
@@ -215,7 +226,7 @@ def follow(
         if steps not in runs:
             runs[steps] = _simulate(model, dt, float(min_gap), params, record, steps,
                                     noise_fn, jnp.asarray(sigma, dtype),
-                                    np.random.default_rng([seed, steps]))
+                                    np.random.default_rng([seed, steps]), residual_ctx)
         return runs[steps]
 
     rows = {}
@@ -248,6 +259,8 @@ def follow(
                                       - record["speed"][1:] - record["speed"][:-1]))])
     gap_error = float(np.sqrt(np.mean(np.square(rebuilt - record["gap"]))))
     settings = {"model": model.name, "pooling": fit.pooling, "params_from": source,
+                "residual": (fit.spec.residual.name if residual_ctx else
+                             "iid" if noise else "none"),
                 "num_draws": int(num_draws), "horizon_s": horizon, "noise": bool(noise),
                 "parameter_uncertainty": bool(parameter_uncertainty), "seed": int(seed),
                 "dt": dt, "min_gap": float(min_gap)}
@@ -271,11 +284,28 @@ def _driver_theta(fit: Fit, driver: str, as_new_driver: bool, seed: int
     return new_group_params(fit, 1, seed=seed)[:, 0, :], "population"
 
 
+def _driver_residual_params(fit: Fit, driver: str, source: str) -> dict[str, np.ndarray]:
+    """Residual parameters per posterior draw for ``driver``: AR ``kappa`` (S, p), GP
+    ``lengthscale`` and ``scale`` (S,)."""
+    from carpool.inference.dynamic import fitted_residual_params, new_residual_params
+
+    if source == "driver":
+        rp = fitted_residual_params(fit, np.array([list(fit.group_ids).index(driver)]))
+    elif source == "pooled":
+        rp = fitted_residual_params(fit, np.array([0]))
+    else:
+        rp = new_residual_params(fit, 1)
+    return {k: (v[:, 0, :] if k == "kappa" else v) for k, v in rp.items()}
+
+
 def _simulate(model: CarFollowingModel, dt: float, min_gap: float, params: dict[str, jax.Array],
               record: dict[str, np.ndarray], steps: int, noise_fn: NoiseFn, sigma: jax.Array,
-              rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+              rng: np.random.Generator, residual_ctx: tuple[Any, dict] | None = None
+              ) -> tuple[np.ndarray, ...]:
     """Windows of ``steps`` restarted from the record; returns speed, gap, collision
-    (D, T) on the record's grid and the window of each point (T - 1,)."""
+    (D, T) on the record's grid and the window of each point (T - 1,). ``residual_ctx``
+    (process, per-draw parameters) draws the noise from a fitted AR / GP residual carried
+    forward from the recorded residuals before each window."""
     num_points = record["speed"].shape[0]
     num_windows = -(-(num_points - 1) // steps)
     starts = np.arange(num_windows) * steps
@@ -286,6 +316,13 @@ def _simulate(model: CarFollowingModel, dt: float, min_gap: float, params: dict[
     shape = (steps, num_draws, num_windows)
     white = (np.zeros(shape, np.float32) if not np.any(np.asarray(sigma))
              else white_noise(rng, shape))
+    if residual_ctx is not None:
+        from carpool.simulate.residual_noise import conditional_noise, recorded_residuals
+
+        process, rp = residual_ctx
+        recorded = recorded_residuals(model, params, record, dt).astype(np.float32)
+        white = conditional_noise(process, white, rp, np.asarray(sigma), dt, recorded, starts)
+        noise_fn, sigma = iid_noise, jnp.ones_like(sigma)  # the noise is drawn already
     out = _windows(model, dt, min_gap, noise_fn, params, jnp.asarray(segments, sigma.dtype),
                    jnp.asarray(record["gap"][starts], sigma.dtype),
                    jnp.asarray(record["speed"][starts], sigma.dtype), sigma,

@@ -254,6 +254,23 @@ def _ring_core(model: CarFollowingModel, dt: jax.Array, length_m: jax.Array,
 _ring_jit = jax.jit(_ring_core, static_argnums=0)
 
 
+def _ring_residual_params(fit: Fit, drivers: str, draw_idx: np.ndarray, num_vehicles: int,
+                          seed: int, pick: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Residual parameters per (draw, vehicle): AR ``kappa`` (D, N, p); GP (D,)."""
+    from carpool.inference.dynamic import fitted_residual_params, new_residual_params
+
+    if pick is not None:  # resampled fitted drivers keep their own coefficients
+        rp = fitted_residual_params(fit, np.arange(fit.data.num_groups))
+        if "kappa" in rp:
+            return {"kappa": rp["kappa"][draw_idx[:, None], pick]}
+        return {k: v[draw_idx] for k, v in rp.items()}
+    if fit.pooling == "pooled":
+        rp = fitted_residual_params(fit, np.zeros(num_vehicles, dtype=int))
+    else:
+        rp = new_residual_params(fit, num_vehicles, seed=seed)
+    return {k: v[draw_idx] for k, v in rp.items()}
+
+
 @partial(jax.jit, static_argnums=(0, 1))
 def _rings(model: CarFollowingModel, noise_fn: NoiseFn, geometry: tuple[jax.Array, ...],
            params: dict[str, jax.Array], init_speed: jax.Array, perturbation_m: jax.Array,
@@ -513,7 +530,16 @@ def ring(
     params = {n: jnp.asarray(values[..., j], dtype) for j, n in enumerate(names)}
     speed0 = jnp.full(num_draws, jnp.nan if init_speed is None else init_speed, dtype)
     shape = (num_steps, num_draws, num_vehicles)
-    if noise:
+    if noise and noise_fn is iid_noise and fit.spec.residual.is_dynamic:
+        from carpool.simulate.residual_noise import stationary_noise
+
+        rp = _ring_residual_params(fit, drivers, draw_idx, num_vehicles, seed,
+                                   None if fit.pooling == "pooled" or drivers == "population"
+                                   else pick)
+        white = stationary_noise(fit.spec.residual, white_noise(rng, shape), rp, sigma,
+                                 float(dt))
+        sigma_used = np.ones_like(sigma)  # the noise is drawn already: iid_noise(w, 1) = w
+    elif noise:
         white, sigma_used = white_noise(rng, shape), sigma
     else:  # the same compiled simulation, with zero noise
         white, sigma_used, noise_fn = np.zeros(shape, np.float32), np.zeros_like(sigma), iid_noise
