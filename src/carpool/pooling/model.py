@@ -141,9 +141,8 @@ def build_model(
     if dynamic:
         # a residual process runs along each group's series: the padded (G, T) layout holds
         # every series as a row in time order, so lags never cross a group boundary
+        # (simulated ``obs`` still come back flat, (n,), as with the flat layout)
         residual.check(config.pooling, data.level_index is not None)
-        if layout == "flat":
-            raise ValueError(f"{residual.name} residuals need the padded layout")
         layout = "padded"
     else:
         layout = "flat" if config.pooling == "pooled" else choose_layout(data, layout)
