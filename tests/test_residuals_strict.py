@@ -20,6 +20,7 @@ from carpool.residuals import (
     ar_forward,
     gp_conditional,
     gp_forward,
+    gp_sliding_conditional,
     pacf_to_phi,
     parse_residual,
     residual_from_dict,
@@ -167,3 +168,36 @@ def test_parse_and_round_trip():
         parse_residual("ar1", ar_pooling="site")
     with pytest.raises(ValueError, match="GP window"):
         GP(-1.0)
+
+
+def test_gp_sliding_with_full_history_is_the_exact_series_mvn(rng):
+    T, dt, ell, scale, sigma = 12, 0.2, 0.8, 0.5, 0.1
+    cov = np.asarray(se_covariance(T, dt, ell, scale, sigma))
+    r = rng.multivariate_normal(np.zeros(T), cov, size=2)
+    mean, sd = gp_sliding_conditional(jnp.asarray(r), dt, ell, scale, sigma, T - 1)
+    exact = sum(multivariate_normal(np.zeros(T), cov).logpdf(r[g]) for g in range(2))
+    assert _loglik(np.asarray(mean), np.asarray(sd), r) == pytest.approx(exact, rel=1e-9)
+
+
+def test_gp_sliding_conditions_on_the_last_m(rng):
+    # for t >= m the term is the exact Gaussian conditional on the m predecessors
+    T, m, dt, ell, scale, sigma = 15, 4, 0.2, 0.6, 0.5, 0.1
+    r = rng.standard_normal((1, T))
+    mean, sd = gp_sliding_conditional(jnp.asarray(r), dt, ell, scale, sigma, m)
+    cov = np.asarray(se_covariance(m + 1, dt, ell, scale, sigma))
+    A = cov[m, :m] @ np.linalg.inv(cov[:m, :m])
+    for t in range(m, T):
+        assert float(mean[0, t]) == pytest.approx(A @ r[0, t - m:t], rel=1e-9)
+        assert float(sd[0, t]) == pytest.approx(
+            np.sqrt(cov[m, m] - A @ cov[:m, m]), rel=1e-9)
+
+
+def test_gp_sliding_simulation_has_the_kernel_covariance(rng):
+    m, T, num = 30, 6, 20000
+    gp = GP(window_s=None)
+    white = jnp.asarray(rng.standard_normal((num, T)))
+    params = {"lengthscale": 0.5, "scale": 0.4}
+    r = np.asarray(GP(method="sliding").simulate(white, params, 0.1, (0.2, m)))
+    cov = np.asarray(se_covariance(T, 0.2, 0.5, 0.4, 0.1))
+    np.testing.assert_allclose(np.cov(r.T), cov, atol=0.01)
+    assert gp.method == "sliding"

@@ -112,13 +112,15 @@ def with_residual(spec: ModelSpec, residual: Any) -> ModelSpec:
 
     opts = dict(spec.options)
     process = parse_residual(residual, ar_pooling=opts.get("ar_pooling", "shared"),
-                             gp_window_s=opts.get("gp_window_s", 20.0))
+                             gp_window_s=opts.get("gp_window_s", 10.0),
+                             gp_method=opts.get("gp_method", "sliding"))
     if "residual" in opts:  # keep a registered spec rebuildable by name when loaded
         opts["residual"] = process.name
         if process.kind == "ar":
             opts["ar_pooling"] = process.pooling
         if process.kind == "gp":
             opts["gp_window_s"] = process.window_s
+            opts["gp_method"] = process.method
     return replace(spec, residual=process, options=opts)
 
 

@@ -89,8 +89,8 @@ def _one_step_mean(model: Any, params: Mapping[str, Any], covs: Mapping[str, Any
 
 
 def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str = "iid",
-                      ar_pooling: str = "shared", gp_window_s: float | None = 20.0
-                      ) -> ModelSpec:
+                      ar_pooling: str = "shared", gp_window_s: float | None = 10.0,
+                      gp_method: str = "sliding") -> ModelSpec:
     """The pooling spec of a registered car-following model.
 
     Parameters
@@ -105,12 +105,15 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
         ``"ar8"`` or ``"gp"`` (see :mod:`carpool.residuals`).
     ar_pooling
         Who shares the AR coefficients: ``"shared"``, ``"class"`` or ``"driver"``.
-    gp_window_s
-        Window of the GP residual's likelihood, s (``None``: each whole series).
+    gp_window_s, gp_method
+        The GP residual's likelihood: each residual conditioned on the previous
+        ``gp_window_s`` seconds (``"sliding"``, default) or independent windows of that
+        length (``"window"``, as in the reference); ``None``: each whole series, exact.
     """
     from carpool.residuals import parse_residual
 
-    process = parse_residual(residual, ar_pooling=ar_pooling, gp_window_s=gp_window_s)
+    process = parse_residual(residual, ar_pooling=ar_pooling, gp_window_s=gp_window_s,
+                             gp_method=gp_method)
     cf = as_model(model)
     if priors not in PRIOR_PRESETS:
         raise ValueError(f"unknown priors {priors!r}; choose one of {list(PRIOR_PRESETS)}")
@@ -135,7 +138,7 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
         covariates=COVARIATES,
         likelihood=Gaussian(sigma, scale_covariate="dt", lower=0.0),
         options={"priors": priors, "residual": process.name, "ar_pooling": ar_pooling,
-                 "gp_window_s": gp_window_s},
+                 "gp_window_s": gp_window_s, "gp_method": gp_method},
         group_dim="driver",
         prepare_fn=trajectories_to_grouped,
         default_hyperpriors=hyper,

@@ -8,11 +8,18 @@ the pooling engine samples. See ``docs/residuals.md``.
 """
 
 from carpool.residuals.ar import ar_autocovariance, ar_conditional, ar_forward, pacf_to_phi
-from carpool.residuals.gp import gp_conditional, gp_forward, se_covariance
+from carpool.residuals.gp import (
+    gp_conditional,
+    gp_forward,
+    gp_sliding_conditional,
+    se_covariance,
+    sliding_coefficients,
+)
 from carpool.residuals.process import (
     AR,
     AR_POOLING,
     GP,
+    GP_METHODS,
     IID,
     MAX_AR_ORDER,
     ResidualProcess,
@@ -21,7 +28,8 @@ from carpool.residuals.process import (
 )
 
 __all__ = [
-    "AR", "AR_POOLING", "GP", "IID", "MAX_AR_ORDER", "ResidualProcess", "ar_autocovariance",
-    "ar_conditional", "ar_forward", "gp_conditional", "gp_forward", "pacf_to_phi",
-    "parse_residual", "residual_from_dict", "se_covariance",
+    "AR", "AR_POOLING", "GP", "GP_METHODS", "IID", "MAX_AR_ORDER", "ResidualProcess", "ar_autocovariance",
+    "ar_conditional", "ar_forward", "gp_conditional", "gp_forward", "gp_sliding_conditional",
+    "pacf_to_phi",
+    "parse_residual", "residual_from_dict", "se_covariance", "sliding_coefficients",
 ]

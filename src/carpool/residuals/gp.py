@@ -28,7 +28,8 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 from jax.typing import ArrayLike
 
-__all__ = ["se_covariance", "gp_conditional", "gp_forward", "JITTER"]
+__all__ = ["se_covariance", "gp_conditional", "gp_forward", "gp_sliding_conditional",
+           "sliding_coefficients", "JITTER"]
 
 #: Added to the diagonal (relative to the marginal variance) before each Cholesky factor.
 JITTER = 1e-6
@@ -89,6 +90,70 @@ def gp_conditional(r: jax.Array, dt: ArrayLike, lengthscale: ArrayLike, scale: A
     mean = blocks - diag * z
     sd = jnp.broadcast_to(diag, blocks.shape)
     return mean.reshape(G, -1)[:, :T], sd.reshape(G, -1)[:, :T]
+
+
+def sliding_coefficients(num_neighbours: int, dt: ArrayLike, lengthscale: ArrayLike,
+                         scale: ArrayLike, sigma: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """Regression of each residual on its ``m`` predecessors, for every order ``k <= m``.
+
+    From ONE ``(m + 1) x (m + 1)`` Cholesky factor ``L`` of the covariance of ``m + 1``
+    consecutive residuals (and its inverse ``M``): given ``r_0 .. r_{k-1}``, ``r_k`` has
+    mean ``-L_kk sum_{j<k} M_kj r_j`` and sd ``L_kk``; by stationarity the same numbers hold
+    for any ``k`` consecutive predecessors.
+
+    Returns
+    -------
+    coefficients
+        ``(*batch, m + 1, m)``: row ``k``, column ``l - 1`` = weight of the residual ``l``
+        steps back (zeros for ``l > k``): the same layout as
+        :func:`carpool.residuals.ar.durbin_levinson`.
+    sd
+        ``(*batch, m + 1)``: the conditional standard deviation for each order.
+    """
+    m = int(num_neighbours)
+    K = se_covariance(m + 1, dt, lengthscale, scale, sigma)
+    L = jnp.linalg.cholesky(K)
+    eye = jnp.broadcast_to(jnp.eye(m + 1, dtype=L.dtype), L.shape)
+    M = solve_triangular(L, eye, lower=True)
+    diag = jnp.diagonal(L, axis1=-2, axis2=-1)  # (*batch, m + 1)
+    # weight of r_{k-l}: -L_kk M[k, k-l]; build by reversing each row's lower part
+    idx_k = jnp.arange(m + 1)[:, None]
+    idx_l = jnp.arange(1, m + 1)[None, :]
+    j = idx_k - idx_l  # column of M holding lag l of row k
+    valid = j >= 0
+    gathered = jnp.take_along_axis(M, jnp.broadcast_to(jnp.where(valid, j, 0),
+                                                       M.shape[:-2] + j.shape), axis=-1)
+    coefficients = jnp.where(valid, -diag[..., :, None] * gathered, 0.0)
+    return coefficients, diag
+
+
+def gp_sliding_conditional(r: jax.Array, dt: ArrayLike, lengthscale: ArrayLike,
+                           scale: ArrayLike, sigma: ArrayLike, num_neighbours: int
+                           ) -> tuple[jax.Array, jax.Array]:
+    """Conditional mean and sd of each ``r_t`` given its ``m`` predecessors (Vecchia).
+
+    The nearest-neighbour (Vecchia 1988) approximation of the whole-series GP:
+    ``p(r) ~= prod_t p(r_t | r_{t-m} .. r_{t-1})``, exact for the first ``m + 1`` points of
+    a series and whenever the correlation beyond ``m`` steps vanishes. On a uniform grid
+    the conditional weights are the same for every ``t >= m`` (stationarity), so one small
+    Cholesky factor (:func:`sliding_coefficients`) gives them all and the likelihood is the
+    lag-sum of an AR(m)-shaped filter: ``m (G T)`` multiply-adds per evaluation.
+
+    ``dt`` is a scalar shared by all drivers, or ``(G,)``.
+    """
+    from carpool.residuals.ar import shift_lags
+
+    G, T = r.shape
+    m = int(num_neighbours)
+    coefficients, sd = sliding_coefficients(m, dt, lengthscale, scale, sigma)
+    order = jnp.minimum(jnp.arange(T), m)
+    lags = shift_lags(r, m)  # (G, T, m)
+    coef_t = jnp.take(coefficients, order, axis=-2)  # (T, m) or (G, T, m)
+    sd_t = jnp.take(sd, order, axis=-1)  # (T,) or (G, T)
+    if coef_t.ndim == 2:
+        coef_t, sd_t = coef_t[None], sd_t[None]
+    mean = jnp.sum(lags * coef_t, axis=-1)
+    return mean, jnp.broadcast_to(sd_t, mean.shape)
 
 
 def gp_forward(white: jax.Array, dt: float, lengthscale: jax.Array, scale: jax.Array,

@@ -44,12 +44,13 @@ import numpy as np
 
 from carpool.pooling.priors import HalfNormal, LogNormal, Prior
 from carpool.residuals.ar import ar_conditional, ar_forward, pacf_to_phi
-from carpool.residuals.gp import gp_conditional, se_covariance
+from carpool.residuals.gp import gp_conditional, gp_sliding_conditional, se_covariance
 
-__all__ = ["ResidualProcess", "IID", "AR", "GP", "AR_POOLING", "MAX_AR_ORDER",
+__all__ = ["ResidualProcess", "IID", "AR", "GP", "AR_POOLING", "GP_METHODS", "MAX_AR_ORDER",
            "parse_residual", "residual_from_dict"]
 
 AR_POOLING = ("shared", "class", "driver")
+GP_METHODS = ("sliding", "window")
 MAX_AR_ORDER = 8
 
 
@@ -247,13 +248,19 @@ class AR(ResidualProcess):
 
 @dataclass(frozen=True)
 class GP(ResidualProcess):
-    """Squared-exponential GP residuals plus white noise, on windows of each series.
+    """Squared-exponential GP residuals plus white noise within each series.
 
     Parameters
     ----------
     window_s
-        Window length, s (see :mod:`carpool.residuals.gp`); ``None`` = each whole series
-        (exact whole-series GP; cost grows with the cube of the longest series).
+        Seconds of the series each likelihood term sees (see :mod:`carpool.residuals.gp`).
+        ``method="sliding"``: each residual is conditioned on the previous ``window_s``
+        seconds (nearest-neighbour / Vecchia approximation of the whole-series GP).
+        ``method="window"``: the series is cut into independent windows of ``window_s``
+        seconds, as in the reference. ``None`` = the whole series (exact; cost grows with
+        the cube of the longest series).
+    method
+        ``"sliding"`` (default) or ``"window"``.
     lengthscale
         Prior of the length scale, s: LogNormal(log 2, 0.75), 95% within 0.46-8.7 s
         (below one time step the GP is indistinguishable from the white noise; above the
@@ -262,14 +269,18 @@ class GP(ResidualProcess):
         Prior of the GP's signal scale, m/s^2 (HalfNormal(0.5)).
     """
 
-    window_s: float | None = 20.0
+    window_s: float | None = 10.0
     lengthscale: Prior = LogNormal(math.log(2.0), 0.75)
     scale: Prior = HalfNormal(0.5)
+    method: str = "sliding"
     kind: ClassVar[str] = "gp"
 
     def __post_init__(self) -> None:
         if self.window_s is not None and not self.window_s > 0:
             raise ValueError(f"GP window must be positive seconds, got {self.window_s}")
+        if self.method not in GP_METHODS:
+            raise ValueError(f"unknown GP method {self.method!r}; choose one of "
+                             f"{list(GP_METHODS)}")
         for prior in (self.lengthscale, self.scale):
             if prior.support != "positive":
                 raise ValueError(f"GP priors need positive support, got {prior}")
@@ -279,10 +290,13 @@ class GP(ResidualProcess):
         return "gp"
 
     def window_steps(self, dt: float, num_steps: int) -> int:
-        """The window in steps for time step ``dt`` (s) and series up to ``num_steps``."""
+        """The window in steps for time step ``dt`` (s) and series up to ``num_steps``:
+        the window length (``"window"``) or the number of predecessors (``"sliding"``)."""
+        longest = num_steps if self.method == "window" else max(num_steps - 1, 1)
         if self.window_s is None:
-            return int(num_steps)
-        return int(max(2, min(num_steps, round(self.window_s / dt))))
+            return int(longest)
+        return int(max(1 if self.method == "sliding" else 2,
+                       min(longest, round(self.window_s / dt))))
 
     def sample_params(self, **_: Any) -> dict[str, Any]:
         import numpyro
@@ -292,11 +306,17 @@ class GP(ResidualProcess):
 
     def conditional(self, r, params, sigma, dt):
         dt_value, window = dt
-        return gp_conditional(r, dt_value, params["lengthscale"], params["scale"], sigma,
-                              window)
+        fn = gp_sliding_conditional if self.method == "sliding" else gp_conditional
+        return fn(r, dt_value, params["lengthscale"], params["scale"], sigma, window)
 
     def simulate(self, white, params, sigma, dt):
         dt_value, window = dt
+        if self.method == "sliding":  # draws from the same nearest-neighbour factorisation
+            from carpool.residuals.gp import sliding_coefficients
+
+            coefficients, sd = sliding_coefficients(window, dt_value, params["lengthscale"],
+                                                    params["scale"], sigma)
+            return _filter_forward(white, coefficients, sd, window)
         G, T = white.shape
         num_windows = -(-T // window)
         w = jnp.concatenate([white, jnp.zeros((G, num_windows * window - T), white.dtype)], 1)
@@ -322,16 +342,37 @@ class GP(ResidualProcess):
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "gp", "window_s": None if self.window_s is None else
                 float(self.window_s), "lengthscale": self.lengthscale.to_dict(),
-                "scale": self.scale.to_dict()}
+                "scale": self.scale.to_dict(), "method": self.method}
+
+
+def _filter_forward(white: Any, coefficients: Any, sd: Any, m: int) -> Any:
+    """Series (G, T) from the lag filter ``r_t = sum_l C[k_t, l] r_{t-l} + sd[k_t] w_t``,
+    ``k_t = min(t, m)``; ``coefficients`` (m+1, m) or (G, m+1, m), ``sd`` (m+1,) / (G, m+1).
+    """
+    import jax
+
+    G, _ = white.shape
+    coefficients = jnp.broadcast_to(coefficients, (G,) + coefficients.shape[-2:])
+    sd = jnp.broadcast_to(sd, (G, sd.shape[-1]))
+
+    def step(carry, w):
+        lags, t = carry
+        k = jnp.minimum(t, m)
+        value = jnp.sum(coefficients[:, k, :] * lags, axis=-1) + sd[:, k] * w
+        return (jnp.concatenate([value[:, None], lags[:, :-1]], axis=-1), t + 1), value
+
+    init = (jnp.zeros((G, m), white.dtype), jnp.asarray(0))
+    return jax.lax.scan(step, init, white.T)[1].T
 
 
 def parse_residual(residual: str | ResidualProcess | None = "iid", *, ar: int | None = None,
-                   ar_pooling: str = "shared", gp_window_s: float | None = 20.0
-                   ) -> ResidualProcess:
+                   ar_pooling: str = "shared", gp_window_s: float | None = 10.0,
+                   gp_method: str = "sliding") -> ResidualProcess:
     """A residual process from the user's words.
 
-    ``"iid"``; ``"ar1"`` .. ``"ar8"`` (or ``ar=p``); ``"gp"``. ``ar_pooling`` and
-    ``gp_window_s`` configure the AR and GP processes (see :class:`AR`, :class:`GP`).
+    ``"iid"``; ``"ar1"`` .. ``"ar8"`` (or ``ar=p``); ``"gp"``. ``ar_pooling``,
+    ``gp_window_s`` and ``gp_method`` configure the AR and GP processes (see :class:`AR`,
+    :class:`GP`).
     """
     if isinstance(residual, ResidualProcess):
         return residual
@@ -343,7 +384,7 @@ def parse_residual(residual: str | ResidualProcess | None = "iid", *, ar: int | 
     if name == "iid":
         return IID()
     if name == "gp":
-        return GP(gp_window_s)
+        return GP(gp_window_s, method=gp_method)
     m = re.fullmatch(r"ar\(?(\d+)\)?", name)
     if m:
         return AR(int(m.group(1)), ar_pooling)
@@ -360,6 +401,6 @@ def residual_from_dict(d: Mapping[str, Any] | None) -> ResidualProcess:
                   float(d["higher_scale"]), Prior.from_dict(d["tau"]))
     if d["kind"] == "gp":
         return GP(d["window_s"], Prior.from_dict(d["lengthscale"]),
-                  Prior.from_dict(d["scale"]))
+                  Prior.from_dict(d["scale"]), d.get("method", "window"))
     raise ValueError(f"unknown residual kind {d['kind']!r}")
 
