@@ -28,7 +28,8 @@ from carpool.residuals.process import (
 )
 
 __all__ = [
-    "AR", "AR_POOLING", "GP", "GP_METHODS", "IID", "MAX_AR_ORDER", "ResidualProcess", "ar_autocovariance",
+    "AR", "AR_POOLING", "GP", "GP_METHODS", "IID", "MAX_AR_ORDER", "ResidualProcess",
+    "ar_autocovariance",
     "ar_conditional", "ar_forward", "gp_conditional", "gp_forward", "gp_sliding_conditional",
     "pacf_to_phi",
     "parse_residual", "residual_from_dict", "se_covariance", "sliding_coefficients",
