@@ -31,7 +31,10 @@ ResidualOption = Annotated[str, typer.Option(
 ArPoolingOption = Annotated[str, typer.Option(
     help="Who shares the AR coefficients: shared | class (needs --level) | driver")]
 GpWindowOption = Annotated[float, typer.Option(
-    help="Window of the GP residual's likelihood (s)")]
+    help="GP residual: seconds of the past each step is conditioned on (sliding) or the "
+         "window length (window)")]
+GpMethodOption = Annotated[str, typer.Option(
+    help="GP residual likelihood: sliding (nearest-neighbour, default) | window (reference)")]
 
 
 def _use_all_cores(num_chains: int) -> None:
@@ -63,17 +66,20 @@ def _run(fn, *args: Any, **kwargs: Any) -> Any:
 
 
 def _model_options(priors: str, residual: str, ar_pooling: str,
-                   gp_window_s: float) -> dict[str, Any]:
+                   gp_window_s: float, gp_method: str = "sliding") -> dict[str, Any]:
     """The car-following spec options, residual choices checked before any data is read."""
-    from carpool.residuals import AR_POOLING, parse_residual
+    from carpool.residuals import AR_POOLING, GP_METHODS, parse_residual
 
     if ar_pooling not in AR_POOLING:
         raise _fail(f"unknown ar_pooling {ar_pooling!r}; choose one of {list(AR_POOLING)}")
+    if gp_method not in GP_METHODS:
+        raise _fail(f"unknown gp_method {gp_method!r}; choose one of {list(GP_METHODS)}")
     if not gp_window_s > 0:  # also NaN
         raise _fail(f"gp_window_s must be positive seconds, got {gp_window_s:g}")
-    process = _run(parse_residual, residual, ar_pooling=ar_pooling, gp_window_s=gp_window_s)
+    process = _run(parse_residual, residual, ar_pooling=ar_pooling, gp_window_s=gp_window_s,
+                   gp_method=gp_method)
     return {"priors": priors, "residual": process.name, "ar_pooling": ar_pooling,
-            "gp_window_s": gp_window_s}
+            "gp_window_s": gp_window_s, "gp_method": gp_method}
 
 
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -129,6 +135,7 @@ def fit(
     residual: ResidualOption = "iid",
     ar_pooling: ArPoolingOption = "shared",
     gp_window_s: GpWindowOption = 10.0,
+    gp_method: GpMethodOption = "sliding",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains (>= 4 recommended)")] = 4,
@@ -149,7 +156,7 @@ def fit(
         raise _fail(f"--out folder {out.parent} is a file, not a folder")
     if out.is_dir():
         raise _fail(f"--out {out} is a folder; give a file name ending in .nc")
-    model_options = _model_options(priors, residual, ar_pooling, gp_window_s)
+    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method)
     with console.status(f"reading {data}"):
         table = _run(carpool.read_trajectories, data, format=data_format)
     console.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {data}")
@@ -257,6 +264,7 @@ def compare(
     residual: ResidualOption = "iid",
     ar_pooling: ArPoolingOption = "shared",
     gp_window_s: GpWindowOption = 10.0,
+    gp_method: GpMethodOption = "sliding",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
@@ -269,7 +277,7 @@ def compare(
     from carpool.pipeline import fit_modes
 
     log = err.print
-    model_options = _model_options(priors, residual, ar_pooling, gp_window_s)
+    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method)
     saved = [p for p in inputs if p.suffix == ".nc"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -310,6 +318,7 @@ def sweep(
     residual: ResidualOption = "iid",
     ar_pooling: ArPoolingOption = "shared",
     gp_window_s: GpWindowOption = 10.0,
+    gp_method: GpMethodOption = "sliding",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
@@ -331,8 +340,8 @@ def sweep(
     if out.exists() and not out.is_dir():
         raise _fail(f"--out {out} is a file; give a folder")
     values = _parse_grid(grid) or DEFAULT_GRID
-    options = _fit_options(model, _model_options(priors, residual, ar_pooling, gp_window_s),
-                           level, chains, tune, draws, seed)
+    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method)
+    options = _fit_options(model, model_options, level, chains, tune, draws, seed)
     table = _read(data, data_format)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -378,6 +387,7 @@ def report(
     residual: ResidualOption = "iid",
     ar_pooling: ArPoolingOption = "shared",
     gp_window_s: GpWindowOption = 10.0,
+    gp_method: GpMethodOption = "sliding",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
@@ -393,8 +403,8 @@ def report(
     if out.suffix.lower() not in (".html", ".htm"):
         raise _fail(f"--out must end in .html, got {out}")
     values = _parse_grid(grid) if sweep_fits else ()
-    options = _fit_options(model, _model_options(priors, residual, ar_pooling, gp_window_s),
-                           level, chains, tune, draws, seed)
+    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method)
+    options = _fit_options(model, model_options, level, chains, tune, draws, seed)
     fits, table = None, None
     if any(p.suffix == ".nc" for p in inputs):
         if not all(p.suffix == ".nc" for p in inputs):
