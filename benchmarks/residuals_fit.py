@@ -38,12 +38,14 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gp-window-s", type=float, default=20.0)
+    ap.add_argument("--pooling", default="hierarchical")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--json", default="benchmarks/results/residuals_fit.json")
     args = ap.parse_args()
     if args.smoke:
         args.drivers, args.duration_s, args.chains = 3, 6.0, 1
         args.warmup, args.draws, args.residuals = 20, 20, "ar1"
+        args.pooling = "pooled"
 
     import numpy as np
     import pandas as pd
@@ -57,7 +59,7 @@ def main() -> None:
         df, _ = simulate_drivers(args.drivers, duration_s=args.duration_s, rng_seed=3,
                                  noise_sd=0.1, **kw)
         t = time.perf_counter()
-        fit = carpool.fit(df, "idm", pooling="hierarchical", residual=residual,
+        fit = carpool.fit(df, "idm", pooling=args.pooling, residual=residual,
                           model_options={"gp_window_s": args.gp_window_s},
                           chains=args.chains, warmup=args.warmup, draws=args.draws,
                           seed=args.seed, warn=False)
@@ -75,7 +77,7 @@ def main() -> None:
         })
     table = pd.DataFrame(rows).set_index("residual")
     pd.set_option("display.width", 200)
-    print(f"hierarchical IDM, {args.drivers} drivers x {args.duration_s:g} s at 5 Hz, "
+    print(f"{args.pooling} IDM, {args.drivers} drivers x {args.duration_s:g} s at 5 Hz, "
           f"{args.chains} chains x ({args.warmup} + {args.draws})")
     print(table.round(3).to_string())
     out = Path(args.json)

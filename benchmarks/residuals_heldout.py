@@ -45,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.train_s, args.test_s, args.chains, args.warmup, args.draws = 30.0, 15.0, 1, 30, 30
-        args.num_draws, args.residuals, args.pooling = 10, "iid,ar1", "pooled"
+        args.num_draws, args.residuals, args.pooling = 10, "ar1", "pooled"
 
     import numpy as np
     import pandas as pd

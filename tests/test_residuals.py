@@ -35,8 +35,8 @@ def ar_drivers():
 
 def test_hierarchical_idm_recovers_ar2_residuals(ar_drivers):
     df, truth = ar_drivers
-    f = carpool.fit(df, "idm", pooling="hierarchical", residual="ar2", chains=2, warmup=300,
-                    draws=300, seed=1)
+    f = carpool.fit(df, "idm", pooling="hierarchical", residual="ar2", chains=2, warmup=250,
+                    draws=250, seed=1)
     assert zscore(f, "residual", "phi[1]", PHI[0]) < 4
     assert zscore(f, "residual", "phi[2]", PHI[1]) < 4
     assert zscore(f, "noise", "sigma", NOISE) < 4
@@ -56,10 +56,10 @@ def test_hierarchical_idm_recovers_ar2_residuals(ar_drivers):
 
 def test_gp_residual_recovers_lengthscale_and_scales():
     # identical drivers, pooled: the GP's length scale, signal and white-noise scales
-    df, _ = simulate_drivers(8, duration_s=30.0, rng_seed=4, noise_sd=NOISE, gp=(1.5, 0.3),
+    df, _ = simulate_drivers(6, duration_s=30.0, rng_seed=4, noise_sd=NOISE, gp=(1.5, 0.3),
                              population_sd_log=0.0)
-    f = carpool.fit(df, "idm", pooling="pooled", residual="gp", chains=2, warmup=300,
-                    draws=300, seed=2, model_options={"gp_window_s": 10.0})
+    f = carpool.fit(df, "idm", pooling="pooled", residual="gp", chains=2, warmup=250,
+                    draws=250, seed=2)
     assert zscore(f, "residual", "gp_lengthscale", 1.5) < 4
     assert zscore(f, "residual", "gp_scale", 0.3) < 4
     assert zscore(f, "noise", "sigma", NOISE) < 4
