@@ -14,11 +14,12 @@ JAX and deterministic given ``white``; keeping the random-number generation out 
 compilation fast (JAX's generator costs about a second of compilation per array shape)
 and makes every simulation reproducible from its integer seed.
 
-Only :func:`iid_noise` exists today, matching the fitted observation model
+:func:`iid_noise` matches the fitted i.i.d. observation model
 ``v(t + dt) ~ Normal(v + acc dt, sigma dt)``: the acceleration error of each step is an
-independent ``Normal(0, sigma^2)``. Dynamic residuals (AR(p) or Gaussian-process noise within
-a driver's series) will plug in here as further noise functions, e.g. an AR(1) with
-coefficient ``phi``::
+independent ``Normal(0, sigma^2)``. A fit with AR / GP residuals needs no noise function:
+the simulations draw its process with :mod:`carpool.simulate.residual_noise` (carried
+forward from the record in ``follow``, stationary in ``ring``). A noise function of your
+own, e.g. an AR(1) with a fixed coefficient ``phi``, looks like::
 
     def ar1_noise(white, sigma, phi=0.9):  # marginal scale sigma once stationary
         def step(previous, w):
