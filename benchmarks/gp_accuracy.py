@@ -18,15 +18,12 @@ scale on a grid (relative), and the time of one value-and-gradient on ``--driver
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
-from datetime import date
-from pathlib import Path
 
 
 def main() -> None:
+    from _results import write_results
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=160)
     ap.add_argument("--drivers", type=int, default=20)
@@ -108,15 +105,7 @@ def main() -> None:
           f"{args.steps} steps at {1 / dt:g} Hz, white noise {sigma} m/s^2; gradient cost on "
           f"{args.drivers} series")
     print(acc.round(4).to_string())
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"date": date.today().isoformat(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(),
-            "jax": jax.__version__, "args": vars(args)}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "rows": acc.reset_index().to_dict("records")},
-                              indent=2))
-    tmp.replace(out)
+    write_results(args.json, args, rows=acc.reset_index().to_dict("records"))
 
 
 if __name__ == "__main__":

@@ -18,17 +18,15 @@ Prints a table and writes JSON to ``benchmarks/results/residuals_fit.json`` (``-
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
-from datetime import date
-from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 
 def main() -> None:
+    from _results import write_results
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--residuals", default="iid,ar4,gp")
     ap.add_argument("--drivers", type=int, default=20)
@@ -80,16 +78,7 @@ def main() -> None:
     print(f"{args.pooling} IDM, {args.drivers} drivers x {args.duration_s:g} s at 5 Hz, "
           f"{args.chains} chains x ({args.warmup} + {args.draws})")
     print(table.round(3).to_string())
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"date": date.today().isoformat(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(),
-            "versions": {m: __import__(m).__version__ for m in ("jax", "numpyro", "arviz")},
-            "carpool": carpool.__version__, "args": vars(args)}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "rows": table.reset_index().to_dict("records")},
-                              indent=2, default=float))
-    tmp.replace(out)
+    write_results(args.json, args, rows=table.reset_index().to_dict("records"))
 
 
 if __name__ == "__main__":

@@ -18,17 +18,15 @@ Writes JSON to ``benchmarks/results/residuals_heldout.json`` (or ``--json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
-from datetime import date
-from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
 
 def main() -> None:
+    from _results import write_results
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="linear_acc")
     ap.add_argument("--residuals", default="iid,ar1,ar2")
@@ -98,15 +96,8 @@ def main() -> None:
           f"score the next {args.test_s:g} s")
     print(table.round(4).to_string())
     print(pd.DataFrame(fits_info).T.round(3).to_string())
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"date": date.today().isoformat(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(),
-            "carpool": carpool.__version__, "args": vars(args)}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "table": table.reset_index().to_dict("records"),
-                               "fits": fits_info}, indent=2))
-    tmp.replace(out)
+    write_results(args.json, args, table=table.reset_index().to_dict("records"),
+                  fits=fits_info)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+"""Shared by the benchmark scripts: what machine a result came from, and writing it safely."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+
+def machine_info(args: Any) -> dict[str, Any]:
+    """Date, machine, cores, Python / JAX / NumPyro / ArviZ versions and the script's args."""
+    versions = {}
+    for name in ("jax", "numpyro", "arviz"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:  # pragma: no cover - all are dependencies of carpool
+            versions[name] = None
+    return {"date": date.today().isoformat(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), **versions,
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+
+
+def write_results(path: str | Path, args: Any, **payload: Any) -> Path:
+    """Write ``{"meta": machine_info(args), **payload}`` as JSON atomically (temp, rename)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps({"meta": machine_info(args), **payload}, indent=2,
+                              default=float) + "\n")
+    tmp.replace(out)
+    return out
