@@ -168,19 +168,47 @@ def gp_sliding_conditional(r: jax.Array, dt: ArrayLike, lengthscale: ArrayLike,
 
     ``dt`` is a scalar shared by all drivers, or ``(G,)``.
     """
-    from carpool.residuals.ar import shift_lags
-
     G, T = r.shape
     m = int(num_neighbours)
     coefficients, sd = sliding_coefficients(m, dt, lengthscale, scale, sigma)
     order = jnp.minimum(jnp.arange(T), m)
-    lags = shift_lags(r, m)  # (G, T, m)
-    coef_t = jnp.take(coefficients, order, axis=-2)  # (T, m) or (G, T, m)
     sd_t = jnp.take(sd, order, axis=-1)  # (T,) or (G, T)
-    if coef_t.ndim == 2:
-        coef_t, sd_t = coef_t[None], sd_t[None]
-    mean = jnp.sum(lags * coef_t, axis=-1)
+    if coefficients.ndim == 2:
+        mean = _banded_lag_sum(r, coefficients, m)
+        sd_t = sd_t[None]
+    else:  # one kernel per driver (time steps differ)
+        mean = jax.vmap(lambda rr, cc: _banded_lag_sum(rr[None], cc, m)[0])(r, coefficients)
     return mean, jnp.broadcast_to(sd_t, mean.shape)
+
+
+def _banded_lag_sum(r: jax.Array, coefficients: jax.Array, m: int) -> jax.Array:
+    """``mean_t = sum_{l=1}^{min(t, m)} C[min(t, m), l-1] r_{t-l}`` for ``r`` (G, T), as
+    dense products of blocks of ``b = m`` steps with their previous block: two small
+    matrix products per block (BLAS, forward and backward) instead of a (G, T, m) lag
+    tensor; exact, and linear in T."""
+    G, T = r.shape
+    b = max(m, 1)
+    num_blocks = -(-T // b)
+    x = jnp.concatenate([r, jnp.zeros((G, num_blocks * b - T), r.dtype)], axis=1)
+    blocks = x.reshape(G, num_blocks, b)
+    c = coefficients[m]  # (m,): the full-order weights, lag 1 first
+    i = jnp.arange(b)[:, None]
+    # steady blocks: input = [previous block, this block] (2b); lag l = b + i - j
+    lag = b + i - jnp.arange(2 * b)[None, :]
+    steady = jnp.where((lag >= 1) & (lag <= m), c[jnp.clip(lag - 1, 0, m - 1)], 0.0)
+    # the first block: order min(i, m) coefficients over r_0 .. r_{i-1}
+    lag0 = i - jnp.arange(b)[None, :]
+    rows = coefficients[jnp.minimum(jnp.arange(b), m)]  # (b, m)
+    first = jnp.where((lag0 >= 1) & (lag0 <= m),
+                      jnp.take_along_axis(rows, jnp.clip(lag0 - 1, 0, m - 1), axis=1), 0.0)
+    out0 = blocks[:, 0, :] @ first.T  # (G, b)
+    if num_blocks > 1:
+        pairs = jnp.concatenate([blocks[:, :-1, :], blocks[:, 1:, :]], axis=-1)
+        rest = (pairs @ steady.T).reshape(G, -1)
+        out = jnp.concatenate([out0, rest], axis=1)
+    else:
+        out = out0
+    return out[:, :T]
 
 
 def gp_forward(white: jax.Array, dt: float, lengthscale: jax.Array, scale: jax.Array,
