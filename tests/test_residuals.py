@@ -64,6 +64,13 @@ def test_gp_residual_recovers_lengthscale_and_scales():
     assert zscore(f, "residual", "gp_scale", 0.3) < 4
     assert zscore(f, "noise", "sigma", NOISE) < 4
     assert f.diagnostics["max_rhat"] < 1.05
+    # the simulations draw the fitted GP: carried forward in windows, stationary on a ring
+    from carpool.simulate import follow, ring
+
+    m = follow(f, df, "d00", num_draws=20).metrics
+    assert np.isfinite(m[["rmse_speed_m_s", "rmse_gap_m"]].to_numpy()).all()
+    g = ring(f, num_vehicles=6, length_m=100.0, duration_s=12.0, num_draws=2)
+    assert np.isfinite(g.table["speed"]).all()
 
 
 @pytest.fixture(scope="module")

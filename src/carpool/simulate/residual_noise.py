@@ -77,7 +77,7 @@ def stationary_noise(residual: Any, white: np.ndarray, rparams: dict[str, np.nda
     history = jnp.zeros((D, N, H), white.dtype)
     out = []
     for k in range(num_chunks):
-        chunk = _gp_chunk(float(dt), jnp.asarray(w[k * H:(k + 1) * H]), *args, history,
+        chunk = _gp_chunk(jnp.asarray(w[k * H:(k + 1) * H]), float(dt), *args, history,
                           0 if k == 0 else H)
         out.append(np.asarray(chunk))
         history = jnp.moveaxis(chunk, 0, -1)
@@ -121,7 +121,7 @@ def conditional_noise(residual: Any, white: np.ndarray, rparams: dict[str, np.nd
             w = np.zeros((H, D, cols.size), white.dtype)
             part = white[k:k + H][:, :, cols]
             w[:part.shape[0]] = part
-            chunk = _gp_chunk(float(dt), jnp.asarray(w), *args, hist, num_known)
+            chunk = _gp_chunk(jnp.asarray(w), float(dt), *args, hist, num_known)
             pieces.append(np.asarray(chunk)[:part.shape[0]])
             hist, num_known = jnp.moveaxis(chunk, 0, -1), H
         out[:, :, cols] = np.concatenate(pieces)
