@@ -51,6 +51,7 @@ _EXPORTS = {
     "pooling_factors": "carpool.compare.pooling_factors",
     "refit": "carpool.inference.run",
     "simulate": "carpool.simulate",
+    "residuals": "carpool.residuals",
 }
 
 __all__ = ["__version__", *_EXPORTS]
