@@ -184,23 +184,17 @@ def _residual_step(residual, data, padded_covariates):
 
 
 def _conditional(spec: ModelSpec, y, mean, noise, covs, residual_params, step):
-    """Mean and noise of the one-step distribution under the spec's residual process, on
-    padded (G, T) arrays (or one row, (T,))."""
+    """Mean and noise of the one-step distribution under the spec's residual process."""
     lik = spec.likelihood
     c = covs[lik.scale_covariate] if lik.scale_covariate is not None else 1.0
-    is_row = y.ndim == 1
-    r = ((y - mean) / c)
-    r = r[None, :] if is_row else r
-    m, s = spec.residual.conditional(r, residual_params, noise["sigma"], step)
-    if is_row:
-        m, s = m[0], s[0]
-    return mean + m * c, {**noise, "sigma": s}
+    mean, s = spec.residual.one_step(y, mean, c, residual_params, noise["sigma"], step)
+    return mean, {**noise, "sigma": s}
 
 
-def _row_loglik_fn(spec: ModelSpec, noise: Mapping[str, float], step=None):
+def _row_loglik_fn(spec: ModelSpec, noise: Mapping[str, float], window: int | None = None):
     """``f(z_g (P,), y (T,), mask (T,), covs, residual params) -> log p(y_g | z_g)`` on one
     padded row (with AR / GP residuals, the series' joint density given the residual
-    parameters)."""
+    parameters; a GP row's time step travels in its parameters as ``"dt"``)."""
     params = spec.parameters
     lik = spec.likelihood
     noise_all = {k: jnp.asarray(v) for k, v in {**lik.fixed_noise(), **noise}.items()}
@@ -211,7 +205,9 @@ def _row_loglik_fn(spec: ModelSpec, noise: Mapping[str, float], step=None):
         mean = spec.mean_fn(p, cov_row)
         noise_row = noise_all
         if spec.residual.is_dynamic:
-            mean, noise_row = _conditional(spec, y_row, mean, noise_all, cov_row, rp_row, step)
+            rp = dict(rp_row)
+            step = (rp.pop("dt"), window) if spec.residual.kind == "gp" else None
+            mean, noise_row = _conditional(spec, y_row, mean, noise_all, cov_row, rp, step)
         lp = lik.log_prob(y_row, mean, noise_row, cov_row)
         return jnp.sum(jnp.where(mask_row, lp, 0.0))
 
@@ -249,28 +245,20 @@ def group_information(spec: ModelSpec, data: GroupedData, z: np.ndarray,
     loc, scale = spec.parameters.latent_prior_arrays()
     G, P = data.num_groups, len(spec.parameters)
     residual = spec.residual
-    step = None
+    window = None
     rp = {}
     if residual.is_dynamic:
         if residual_params is None:
             raise ValueError("group_information with AR / GP residuals needs residual_params")
         if residual.kind == "gp":
             dt, window = _residual_step(residual, data, pad.covariates)
-            step = (None, window)
             rp = {k: jnp.full((G,), float(v)) for k, v in residual_params.items()}
             rp["dt"] = jnp.broadcast_to(jnp.asarray(dt, y.dtype), (G,))
         else:
             kappa = np.broadcast_to(np.asarray(residual_params["kappa"]),
                                     (G, residual.order))
             rp = {"kappa": jnp.asarray(kappa, y.dtype)}
-    row_fn = _row_loglik_fn(spec, noise, step)
-
-    def row(zg, yr, mr, cr, rr):
-        if residual.kind == "gp":  # the row's time step travels with its parameters
-            rr = dict(rr)
-            dt_row = rr.pop("dt")
-            return _row_loglik_fn(spec, noise, (dt_row, step[1]))(zg, yr, mr, cr, rr)
-        return row_fn(zg, yr, mr, cr, rr)
+    row = _row_loglik_fn(spec, noise, window)
 
     grad_hess = jax.jit(jax.vmap(
         lambda zg, yr, mr, cr, rr: (jax.grad(row)(zg, yr, mr, cr, rr),

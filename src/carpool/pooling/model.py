@@ -261,8 +261,7 @@ def build_model(
                     y = jnp.maximum(y, lik.lower)
                 numpyro.deterministic("obs", y[flat_index])
                 return
-            m, s_cond = residual.conditional((y_obs - mean) / c, rp, noise["sigma"], step)
-            mean = mean + m * c
+            mean, s_cond = residual.one_step(y_obs, mean, c, rp, noise["sigma"], step)
             noise = {**noise, "sigma": s_cond}
         d = lik.distribution(mean, noise, covs)
         if mask is not None:

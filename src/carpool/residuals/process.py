@@ -99,6 +99,18 @@ class ResidualProcess(ABC):
     @abstractmethod
     def to_dict(self) -> dict[str, Any]: ...
 
+    def one_step(self, y: Any, mean: Any, scale: Any, params: Mapping[str, Any], sigma: Any,
+                 dt: Any) -> tuple[Any, Any]:
+        """One-step predictive mean and sd of ``y``: ``(mean + m c, s)`` where ``(m, s)`` is
+        :meth:`conditional` of the residuals ``r = (y - mean) / c`` and ``c = scale`` the
+        likelihood's scale covariate (or 1). ``y``, ``mean``: (G, T), or one row (T,)."""
+        is_row = jnp.ndim(y) == 1
+        r = (y - mean) / scale
+        m, s = self.conditional(r[None, :] if is_row else r, params, sigma, dt)
+        if is_row:
+            m, s = m[0], s[0]
+        return mean + m * scale, s
+
     def check(self, pooling: str, has_levels: bool) -> None:  # noqa: B027 (optional hook)
         """Raise ``ValueError`` for a pooling configuration this process cannot use."""
 
