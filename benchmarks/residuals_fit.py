@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1000)
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--gp-window-s", type=float, default=20.0)
+    ap.add_argument("--gp-window-s", type=float, default=10.0)  # the library default
     ap.add_argument("--pooling", default="hierarchical")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--json", default="benchmarks/results/residuals_fit.json")

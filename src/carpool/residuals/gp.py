@@ -23,6 +23,9 @@ log-likelihoods work unchanged.
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
@@ -111,8 +114,49 @@ def sliding_coefficients(num_neighbours: int, dt: ArrayLike, lengthscale: ArrayL
         ``(*batch, m + 1)``: the conditional standard deviation for each order.
     """
     m = int(num_neighbours)
+    kernel = tuple(jnp.asarray(x) for x in (lengthscale, scale, sigma))
+    if isinstance(dt, int | float) and all(x.ndim == 0 for x in kernel):
+        return _scalar_kernel_coefficients(m, float(dt), *kernel)
+    return _kernel_coefficients(m, dt, *kernel)
+
+
+def _kernel_coefficients(m: int, dt: ArrayLike, lengthscale: ArrayLike, scale: ArrayLike,
+                         sigma: ArrayLike) -> tuple[jax.Array, jax.Array]:
     gamma = se_covariance(m + 1, dt, lengthscale, scale, sigma)[..., 0, :]  # (*batch, m+1)
     return levinson(gamma, m)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _scalar_kernel_coefficients(m: int, dt: float, lengthscale: jax.Array, scale: jax.Array,
+                                sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """:func:`_kernel_coefficients` for one kernel (scalar hyperparameters, one ``dt``),
+    differentiated in FORWARD mode: three inputs against ``(m + 1) (m + 1)`` outputs, so one
+    scan carrying three tangents beside the primal costs less than the reverse-mode scan
+    (which stores every step and replays it backwards): 0.46 -> 0.35 ms for the value and
+    gradient of the 10 s (50-step) likelihood on 20 x 160 residuals (measured, float32)."""
+    return _kernel_coefficients(m, dt, lengthscale, scale, sigma)
+
+
+def _scalar_kernel_fwd(m: int, dt: float, lengthscale: jax.Array, scale: jax.Array,
+                       sigma: jax.Array) -> tuple[tuple[jax.Array, jax.Array], Any]:
+    theta = jnp.stack(jnp.broadcast_arrays(lengthscale, scale, sigma))
+
+    def fn(t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return _kernel_coefficients(m, dt, t[0], t[1], t[2])
+
+    basis = jnp.eye(3, dtype=theta.dtype)
+    out, tangents = jax.vmap(lambda v: jax.jvp(fn, (theta,), (v,)), out_axes=(None, 0))(basis)
+    return out, tangents
+
+
+def _scalar_kernel_bwd(m: int, dt: float, tangents: Any, cotangent: Any
+                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    grads = sum(jnp.tensordot(t, c, axes=c.ndim) for t, c in zip(tangents, cotangent,
+                                                                   strict=True))
+    return grads[0], grads[1], grads[2]
+
+
+_scalar_kernel_coefficients.defvjp(_scalar_kernel_fwd, _scalar_kernel_bwd)
 
 
 def levinson(gamma: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
