@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ def machine_info(args: Any) -> dict[str, Any]:
             versions[name] = __import__(name).__version__
         except ImportError:  # pragma: no cover - all are dependencies of carpool
             versions[name] = None
+    for name in ("pymc", "pytensor", "dask", "distributed"):  # where the script used them
+        if name in sys.modules:
+            versions[name] = sys.modules[name].__version__
     return {"date": date.today().isoformat(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version(), **versions,
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
