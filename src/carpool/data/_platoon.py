@@ -126,11 +126,17 @@ def platoon_to_long(
         raise DataError(
             f"{source}: no IVS<i> gap columns; columns are {list(map(str, wide.columns))}"
         )
-    time = pd.to_numeric(wide["Time"], errors="coerce").to_numpy(dtype=float)
+    time = _numeric(wide["Time"], source)
     if not np.isfinite(time).all():
         row = int(np.argmax(~np.isfinite(time)))
         raise DataError(f"{source}: data row {row} (0-based): Time is not a finite number")
     steps = np.diff(time)
+    if (steps <= 0).any():
+        row = int(np.argmax(steps <= 0)) + 1
+        raise DataError(
+            f"{source}: data row {row} (0-based): Time {time[row]:g} s does not increase from"
+            f" the previous row's {time[row - 1]:g} s (duplicated or unsorted time stamps)"
+        )
     native_dt = float(np.median(steps)) if len(steps) else 1.0
     if not native_dt > 0:
         raise DataError(f"{source}: Time does not increase (median step {native_dt:g} s)")

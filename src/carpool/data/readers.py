@@ -134,6 +134,11 @@ def read_trajectories(
         if file.name in str(error):
             raise
         raise DataError(f"{file.name}: {error}") from None
+    except UnicodeDecodeError as error:
+        raise DataError(_not_utf8(file, error)) from None
+    except pd.errors.ParserError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "parse error"
+        raise DataError(f"{file.name}: not a well-formed CSV table: {first}") from None
 
 
 def _read(
@@ -215,8 +220,8 @@ def detect_format(path: str | PathLike[str], *, columns: Mapping[str, str] | Non
         return "ngsim"
     if len(header) == 18 and all(_is_number(f) for f in header):
         return "ngsim"  # the original headerless NGSIM text files
-    if set(REQUIRED_COLUMNS) <= set(header):
-        return "carpool"
+    if len(set(REQUIRED_COLUMNS) & set(header)) >= 3:
+        return "carpool"  # validation names the missing or misspelled column
     if (
         "Time" in header
         and any(h.startswith("Speed") for h in header)
@@ -255,6 +260,19 @@ def _read_carpool(
     if len(raw) == 0:
         raise DataError(f"file '{file}' has a header but no data rows")
     return raw
+
+
+def _not_utf8(file: Path, error: UnicodeDecodeError) -> str:
+    """One line naming the file line of the first byte that is not UTF-8."""
+    raw = file.read_bytes()
+    try:
+        raw.decode("utf-8")
+        position = error.start
+    except UnicodeDecodeError as first:
+        position = first.start
+    line = raw.count(b"\n", 0, position) + 1
+    return (f"{file.name}: line {line} is not UTF-8 text (byte 0x{raw[position]:02x}); "
+            "re-save the file as UTF-8")
 
 
 def _line_label(file: Path) -> Callable[[int], str]:

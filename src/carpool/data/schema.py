@@ -44,6 +44,11 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("class",)
 
 _TIME_STEP_RTOL = 1e-6
 
+#: Largest plausible magnitude of each numeric column (its unit). Larger values are unit or
+#: export errors (km/h or mm read as m/s or m, sentinels such as 1e300) and would overflow
+#: the float32 arithmetic of the fits (3.4e38; the IDM raises speed to the 4th power).
+MAX_ABS: dict[str, float] = {"time": 1e13, "speed": 150.0, "gap": 1e5, "leader_speed": 150.0}
+
 
 class DataError(ValueError):
     """Trajectory data that do not satisfy the carpool format.
@@ -94,9 +99,10 @@ def validate_trajectories(
         ``"row 17 (0-based), driver 'A3': gap -0.4 m is not positive"``. Rows are 0-based
         positions in the input table (readers report file line numbers instead). Checked:
         missing columns, empty table, non-numeric values, NaN/inf, negative speeds,
-        non-positive gaps, duplicated time stamps, drivers with fewer than
-        ``min_observations`` rows, non-uniform time steps (unless ``resample``), and a
-        ``class`` that changes within a driver.
+        non-positive gaps, implausibly large values (:data:`MAX_ABS`: speeds above
+        150 m/s, gaps above 100 km, times beyond 1e13 s), duplicated time stamps,
+        drivers with fewer than ``min_observations`` rows, non-uniform time steps
+        (unless ``resample``), and a ``class`` that changes within a driver.
 
     Notes
     -----
@@ -178,6 +184,15 @@ def validate_labelled(
             f"{where(i)}: gap {out['gap'].iat[i]:g} m is not positive"
             " (gap is the bumper-to-bumper distance to the leader)"
         )
+    for name, limit in MAX_ABS.items():
+        bad = np.abs(out[name].to_numpy()) > limit
+        if bad.any():
+            i = int(np.argmax(bad))
+            unit = NUMERIC_COLUMNS[name]
+            raise DataError(
+                f"{where(i)}: {name} {out[name].iat[i]:g} {unit} is implausibly large"
+                f" (above {limit:g} {unit}); check the column's units"
+            )
     if has_class:
         out["class"] = _as_id_strings(table["class"], "class", row_label, drivers)
 
