@@ -56,6 +56,7 @@ from carpool.pooling.priors import Normal
 __all__ = [
     "IDM",
     "IDM_DELTA",
+    "IDM_MIN_GAP",
     "IDM_PLAUSIBLE_RANGES",
     "IDM_ZHANG_SUN_REFERENCE",
     "idm_acceleration",
@@ -65,6 +66,13 @@ __all__ = [
 
 #: Acceleration exponent delta (dimensionless), the standard value of [THH2000]_ / [TK2013]_.
 IDM_DELTA = 4.0
+
+#: Gaps below this (m) count as this gap in :func:`idm_acceleration`. The interaction term
+#: ``(s*/s)^2`` overflows float32 for gaps near 1e-20 m (s* ~ 2 m), turning the acceleration
+#: and the sampler's gradients into inf / NaN; at 1e-3 m it is already a braking of
+#: ~6e6 m/s^2, so the floor changes no prediction that matters (tested: finite gradients at
+#: gaps down to 1e-30 m and speeds 0-150 m/s).
+IDM_MIN_GAP = 1e-3
 
 #: Reference (normalisation) values of Zhang & Sun (2023): v0 m/s, s0 m, T s, a and b m/s^2.
 IDM_ZHANG_SUN_REFERENCE: dict[str, float] = {
@@ -128,7 +136,7 @@ def idm_acceleration(
     speed
         Follower speed, m/s (negative values are treated as 0 in the free-road term).
     gap
-        Bumper-to-bumper gap, m, ``> 0``.
+        Bumper-to-bumper gap, m, ``> 0``; values below :data:`IDM_MIN_GAP` count as it.
     leader_speed
         Leader speed, m/s.
     constants
@@ -141,7 +149,8 @@ def idm_acceleration(
     """
     speed = jnp.asarray(speed)
     free = safe_power(speed / params["v0"], constants["delta"])
-    interaction = jnp.square(idm_desired_gap(params, speed, leader_speed) / jnp.asarray(gap))
+    gap = jnp.maximum(jnp.asarray(gap), IDM_MIN_GAP)
+    interaction = jnp.square(idm_desired_gap(params, speed, leader_speed) / gap)
     return params["a"] * (1.0 - free - interaction)
 
 
