@@ -5,10 +5,14 @@ Errors in the user's input exit with status 2 and one line on stderr, never a tr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -63,6 +67,37 @@ def _run(fn, *args: Any, **kwargs: Any) -> Any:
     except (DataError, ValueError, KeyError, OSError, _UserError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         raise _fail(str(msg).splitlines()[0] if str(msg) else type(exc).__name__) from None
+
+
+@contextlib.contextmanager
+def _interrupt_exits(out: Path) -> Iterator[None]:
+    """Ctrl-C (SIGINT) or SIGTERM: one error line, exit 128 + signal number.
+
+    SIGTERM is turned into the KeyboardInterrupt of Ctrl-C for the duration, so both unwind
+    the same way: an atomic write in progress deletes its temporary file and ``out`` keeps
+    its old content, or stays absent. (Python runs signal handlers between bytecodes: a
+    signal that arrives while compiled JAX code samples takes effect when that call
+    returns.)
+    """
+    received = {"signal": signal.SIGINT}
+
+    def on_term(signum: int, frame: Any) -> None:
+        received["signal"] = signal.Signals(signum)
+        raise KeyboardInterrupt
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_term) if in_main else None
+    try:
+        yield
+    except KeyboardInterrupt:
+        sig = received["signal"]
+        state = "kept as it was" if out.exists() else "not written"
+        err.print(f"[bold red]error:[/] interrupted by {sig.name} before the fit was saved; "
+                  f"{escape(str(out))} {state}", highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + int(sig)) from None
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _model_options(priors: str, residual: str, ar_pooling: str,
@@ -160,13 +195,14 @@ def fit(
     with console.status(f"reading {data}"):
         table = _run(carpool.read_trajectories, data, format=data_format)
     console.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {data}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = _run(carpool.fit, table, model, pooling=pooling, level=level,
-                      model_options=model_options, chains=chains, warmup=tune,
-                      draws=draws, seed=seed, target_accept=target_accept, param=param,
-                      progress_bar=progress)
-    _run(result.save, out)
+    with _interrupt_exits(out):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = _run(carpool.fit, table, model, pooling=pooling, level=level,
+                          model_options=model_options, chains=chains, warmup=tune,
+                          draws=draws, seed=seed, target_accept=target_accept, param=param,
+                          progress_bar=progress)
+        _run(result.save, out)
     console.print(_population_table(result))
     t = result.timing
     console.print(f"centring {t.get('centring_s', 0):.1f} s, compile {t['compile_s']:.1f} s, "

@@ -94,21 +94,39 @@ def _locate(da: Any, value: float) -> str:
 
 
 def convergence_problems(diag: dict[str, Any]) -> list[str]:
-    """Human-readable problems, empty when the run looks fine."""
+    """Human-readable problems, each with advice; empty when the run looks fine.
+
+    Divergences and tree-depth hits come from the geometry (a funnel, strong correlations),
+    so the advice is to change the parameterisation (``param="noncentred"`` for parameters
+    the data barely identify, ``"centred"`` for well identified ones; ``"auto"`` chooses from
+    the data) or to take smaller steps (``target_accept`` closer to 1, ``--target-accept`` in
+    the CLI). Disagreeing chains (R-hat) need a longer warm-up, and if that does not help a
+    look for several modes; too few effective draws need more draws.
+    """
     out = []
     if diag["divergences"]:
         out.append(f"{diag['divergences']} divergent transitions: the posterior was not "
-                   "fully explored (raise target_accept or change the parameterisation)")
+                   "fully explored; raise target_accept (e.g. 0.99, --target-accept in the "
+                   "CLI) or change the parameterisation (param='noncentred' for weakly "
+                   "identified parameters, 'centred' for well identified ones)")
+    hits = int(diag.get("max_tree_depth_hits", 0))
+    if hits:
+        out.append(f"{hits} transitions hit the maximum tree depth: NUTS takes tiny steps "
+                   "through a badly scaled or strongly correlated posterior; reparameterise "
+                   "(param=...) or raise max_tree_depth")
     if np.isfinite(diag["max_rhat"]) and diag["max_rhat"] > RHAT_MAX:
         out.append(f"max R-hat {diag['max_rhat']:.3f} at {diag['max_rhat_var']} "
-                   f"(> {RHAT_MAX}): chains disagree")
+                   f"(> {RHAT_MAX}): chains disagree; run a longer warm-up (--tune) and more "
+                   "chains, and if they still disagree look for several modes or give the "
+                   "parameter an informative prior")
     ess_min = ESS_PER_CHAIN_MIN * diag["num_chains"]
     if np.isfinite(diag["min_ess_bulk"]) and diag["min_ess_bulk"] < ess_min:
         out.append(f"min bulk ESS {diag['min_ess_bulk']:.0f} at {diag['min_ess_bulk_var']} "
-                   f"(< {ess_min}): draw more samples")
+                   f"(< {ess_min}): draw more samples (--draws) or reparameterise the slowly "
+                   "mixing parameter (param=...)")
     if np.isfinite(diag["min_ess_tail"]) and diag["min_ess_tail"] < ess_min:
         out.append(f"min tail ESS {diag['min_ess_tail']:.0f} (< {ess_min}): intervals are "
-                   "unreliable")
+                   "unreliable; draw more samples (--draws)")
     return out
 
 

@@ -141,9 +141,16 @@ class Fit:
 
     # ------------------------------------------------------------------ io
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fit as netCDF, atomically (temporary file, then rename)."""
+        """Write the fit as netCDF, atomically (temporary file, then rename).
+
+        The file carries the carpool version and SHA-256 checksums of the input data, the
+        posterior draws and the specification (:mod:`carpool.inference.integrity`), which
+        :func:`load` checks.
+        """
+        from carpool.inference.integrity import stamp
         from carpool.io import atomic_write
 
+        stamp(self.idata, self.data)
         return atomic_write(path, self.idata.to_netcdf)
 
 
@@ -248,9 +255,15 @@ def load(path: str | os.PathLike[str], spec: ModelSpec | None = None) -> Fit:
     """Read a fit written by :meth:`Fit.save`.
 
     ``spec`` is needed only for a model that is not registered (a user's own mean function);
-    registered models are rebuilt by name from the saved options.
+    registered models are rebuilt by name from the saved options. The file's checksums are
+    verified: an edited or corrupted file raises
+    :class:`~carpool.inference.integrity.FitFileError` (a ``ValueError``), one written by
+    another carpool version warns (:class:`~carpool.inference.integrity.VersionWarning`).
+    Nothing is unpickled: the file is netCDF, the spec JSON.
     """
     import arviz as az
+
+    from carpool.inference.integrity import verify
 
     path = Path(path)
     if not path.exists():
@@ -283,4 +296,5 @@ def load(path: str | os.PathLike[str], spec: ModelSpec | None = None) -> Fit:
         level_index=level_index,
         level_ids=level_ids,
     )
+    verify(idata, data, str(path))
     return Fit(idata, spec, config, data, centring)

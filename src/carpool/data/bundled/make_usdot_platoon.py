@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from carpool.data.datasets import build_usdot_platoon
+from carpool.io import atomic_write_text
 
 if __name__ == "__main__":
     source = (
@@ -21,4 +22,4 @@ if __name__ == "__main__":
         else "../shared/data/trajectories/usdot_acc_platoon_10hz.csv"
     )
     target = Path(__file__).with_name("usdot_platoon_5hz.csv")
-    build_usdot_platoon(source).to_csv(target, index=False)
+    atomic_write_text(target, build_usdot_platoon(source).to_csv(index=False))
