@@ -76,7 +76,7 @@ BAD_FILES = {
     # name: (file text, extra options, words the error line must contain)
     "missing_column_auto": (
         "driver,time,speed,leader_speed\n" + "a,0,10,10\na,0.2,10,10\na,0.4,10,10\n", [],
-        ["missing_column_auto.csv", "gap", "carpool"]),
+        ["missing_column_auto.csv", "missing required column 'gap'"]),
     "missing_column_carpool": (
         "driver,time,speed,leader_speed\n" + "a,0,10,10\na,0.2,10,10\na,0.4,10,10\n",
         ["--format", "carpool"], ["missing required column 'gap'"]),
