@@ -248,7 +248,7 @@ def sbc_quantities(samples: Mapping[str, np.ndarray], pooling: str,
 
 def run_sbc(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
             settings: SbcSettings, *, centring: Mapping[str, str] | None = None,
-            log_fn: Any = None) -> SbcResult:
+            fit_spec: ModelSpec | None = None, log_fn: Any = None) -> SbcResult:
     """Run SBC of ``spec`` in ``config.pooling`` mode on the design of ``data``.
 
     Parameters
@@ -265,6 +265,10 @@ def run_sbc(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
         engine's, non-centred where ``config.param`` is ``"auto"``). The data-driven choice
         of :func:`carpool.fit` would recompile per data set; any fixed choice leaves the
         posterior unchanged.
+    fit_spec
+        The model fitted to the simulated data (default ``spec``, which simulates them). A
+        different one, e.g. with other priors, is a negative control: its ranks are not
+        uniform.
     log_fn
         Called with a progress line every tenth of the replications, if given.
 
@@ -283,6 +287,8 @@ def run_sbc(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
         raise ValueError("SBC supports i.i.d. residuals only")
     t_start = time.perf_counter()
     built = build_model(spec, data, config, centring=centring)
+    fitted = built if fit_spec is None else build_model(fit_spec, data, config,
+                                                        centring=centring)
     key_prior, key_fit = jax.random.split(jax.random.PRNGKey(settings.seed))
     N, L = settings.num_replications, settings.num_ranks
     prior = Predictive(built.model, num_samples=N)(key_prior, observed=False)
@@ -290,7 +296,7 @@ def run_sbc(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
 
     def conditioned(y: Any) -> None:
         with handlers.condition(data={"obs": y}):
-            built.model(observed=False)
+            fitted.model(observed=False)
 
     def one(rng_key: Any, y: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         mcmc = MCMC(NUTS(conditioned, target_accept_prob=settings.target_accept,
