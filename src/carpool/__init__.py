@@ -50,6 +50,8 @@ _EXPORTS = {
     "prior_sensitivity": "carpool.compare.sensitivity",
     "pooling_factors": "carpool.compare.pooling_factors",
     "refit": "carpool.inference.run",
+    "fit_separately": "carpool.inference.separate",
+    "load_separate": "carpool.inference.separate",
     "simulate": "carpool.simulate",
     "residuals": "carpool.residuals",
 }

@@ -1,0 +1,318 @@
+"""Separate fits: one independent NUTS posterior per driver, compiled ONCE for all drivers.
+
+``carpool.fit(..., pooling="unpooled")`` samples every driver's parameters in one joint
+posterior (with a noise scale shared by all drivers): one step size and one tree depth
+for all of them, so the worst-identified driver sets the cost of every draw.
+:func:`fit_separately` fits each driver alone (its own parameters AND its own noise scale,
+the reference's unpooled model), with its own step size and mass matrix, and never
+recompiles: every driver's series is padded to one length (masked), so one compiled
+program serves every driver.
+
+Two strategies, same draws' distribution:
+
+``"loop"`` (default)
+    One compiled function fits ``devices`` drivers per call (one per CPU device, chains
+    vectorised inside), called once per batch: each driver's trees are as deep as it needs.
+``"vmap"``
+    ``batch_size`` drivers per call vectorised (``jax.vmap``) and split over the devices:
+    one program, fewer calls, but the drivers of a batch step in lockstep (every leapfrog of
+    the vectorised tree is paid for the deepest tree in the batch).
+
+``benchmarks/scale_drivers.py`` measures both.
+
+Per driver the latent vector is ``x = (z (P,), log noise (K,))``: the model's latent
+parameters (the parameter table's transforms and priors) and the log of each learned noise
+scale (its prior plus the log-Jacobian). The result holds ``theta`` (chain, draw, driver,
+parameter) in natural units and each noise (chain, draw, driver).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from carpool.pooling.grouped import GroupedData
+from carpool.pooling.spec import ModelSpec
+
+__all__ = ["SeparateFits", "fit_separately", "load_separate", "row_log_density"]
+
+STRATEGIES = ("loop", "vmap")
+KIND = "separate"
+
+
+def row_log_density(spec: ModelSpec) -> Any:
+    """``f(x (P + K,), y (T,), mask (T,), covs {name: (T,)}) -> log density`` of one driver.
+
+    The unnormalised log posterior of one driver fitted alone, in the unconstrained
+    coordinates ``x = (z, log noise)`` (log-Jacobian included); masked cells (padding) add
+    nothing. i.i.d. residuals only.
+    """
+    params = spec.parameters
+    names = params.names
+    P = len(names)
+    priors = [p.prior.to_numpyro() for p in params]  # type: ignore[union-attr]
+    lik = spec.likelihood
+    noise_priors = lik.noise_priors()
+    noise_names = list(noise_priors)
+    noise_dists = [noise_priors[n].to_numpyro() for n in noise_names]
+    fixed = {k: jnp.asarray(v) for k, v in lik.fixed_noise().items()}
+
+    def log_density(x: jax.Array, y: jax.Array, mask: jax.Array,
+                    covs: Mapping[str, jax.Array]) -> jax.Array:
+        z, log_noise = x[:P], x[P:]
+        lp = sum(d.log_prob(z[i]) for i, d in enumerate(priors))
+        noise = dict(fixed)
+        for k, (n, d) in enumerate(zip(noise_names, noise_dists, strict=True)):
+            noise[n] = jnp.exp(log_noise[k])
+            lp = lp + d.log_prob(noise[n]) + log_noise[k]
+        natural = params.to_natural(z)
+        mean = spec.mean_fn({n: natural[i] for i, n in enumerate(names)}, covs)
+        lp_y = jnp.where(mask, lik.log_prob(y, mean, noise, covs), 0.0)
+        return lp + jnp.sum(lp_y)
+
+    return log_density
+
+
+@dataclass(frozen=True)
+class SeparateFits:
+    """Independent per-driver posteriors (see the module docstring).
+
+    Attributes
+    ----------
+    idata
+        ArviZ ``InferenceData``: ``posterior`` with ``theta`` (chain, draw, driver,
+        parameter), natural units, and each noise scale (chain, draw, driver);
+        ``sample_stats`` with ``diverging`` and ``n_steps`` (chain, draw, driver).
+    spec
+        The model specification.
+    """
+
+    idata: Any
+    spec: ModelSpec
+
+    @property
+    def group_ids(self) -> tuple[str, ...]:
+        return tuple(str(g) for g in self.idata.posterior["driver"].values)
+
+    @property
+    def timing(self) -> dict[str, float]:
+        return json.loads(self.idata.posterior.attrs.get("carpool_timing", "{}"))
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Worst R-hat and bulk ESS over every driver's variables, divergences in all."""
+        import arviz as az
+
+        post = self.idata.posterior
+        ess, rhat = az.ess(post, method="bulk"), az.rhat(post)
+        return {
+            "max_rhat": float(max(float(rhat[v].max()) for v in rhat.data_vars)),
+            "min_ess_bulk": float(min(float(ess[v].min()) for v in ess.data_vars)),
+            "divergences": int(self.idata.sample_stats["diverging"].values.sum()),
+            "drivers_with_divergences": int(
+                (self.idata.sample_stats["diverging"].values.sum(axis=(0, 1)) > 0).sum()),
+        }
+
+    def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:
+        """One row per driver and variable: mean, sd, HDI, bulk ESS, R-hat (natural units)."""
+        import arviz as az
+
+        table = az.summary(self.idata, hdi_prob=hdi_prob, kind="all")
+        table.index.name = "variable"
+        return table
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fits as netCDF, atomically (temporary file, then rename)."""
+        from carpool.io import atomic_write
+
+        return atomic_write(path, self.idata.to_netcdf)
+
+
+def load_separate(path: str | os.PathLike[str]) -> SeparateFits:
+    """Read :meth:`SeparateFits.save` output (netCDF; the spec is rebuilt by name)."""
+    import arviz as az
+
+    from carpool.inference.run import resolve_spec
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such fit file: {path}")
+    idata = az.from_netcdf(str(path))
+    attrs = idata.posterior.attrs
+    if attrs.get("carpool_kind") != KIND:
+        raise ValueError(f"{path} is not a file of separate per-driver fits")
+    options = json.loads(attrs["carpool_model_options"])
+    return SeparateFits(idata, resolve_spec(attrs["carpool_model"], **options))
+
+
+def _padded(grouped: GroupedData, covariates: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    pad = grouped.padded()
+    covs = np.stack([np.asarray(pad.covariates[c]) for c in covariates], axis=-1)
+    return np.asarray(pad.y), np.asarray(pad.mask), covs  # (G, T), (G, T), (G, T, C)
+
+
+def _sampler(spec: ModelSpec, covariates: tuple[str, ...], num_warmup: int, num_samples: int,
+             num_chains: int, target_accept: float, max_tree_depth: int,
+             init_radius: float) -> Any:
+    """``run(keys (chains, 2), y (T,), mask (T,), covs (T, C)) -> (x, diverging, steps)``
+    for one driver, all chains vectorised: draws (chains, S, P + K)."""
+    from numpyro.infer.hmc import hmc
+
+    log_density = row_log_density(spec)
+    loc, _ = spec.parameters.latent_prior_arrays()
+    noise0 = np.log([p.median() for p in spec.likelihood.noise_priors().values()])
+    x_centre = jnp.asarray(np.concatenate([loc, noise0]))
+
+    def potential_gen(y, mask, covs):
+        named = {c: covs[..., i] for i, c in enumerate(covariates)}
+        return lambda x: -log_density(x, y, mask, named)
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
+
+    def one_chain(key, y, mask, covs):
+        k_init, k_run = jax.random.split(key)
+        x0 = x_centre + jax.random.uniform(k_init, x_centre.shape, minval=-init_radius,
+                                           maxval=init_radius)
+        state = init_kernel(x0, num_warmup, target_accept_prob=target_accept,
+                            max_tree_depth=max_tree_depth, model_args=(y, mask, covs),
+                            rng_key=k_run)
+
+        def step(s, _):
+            s = sample_kernel(s, model_args=(y, mask, covs))
+            return s, (s.z, s.diverging, s.num_steps)
+
+        state, _ = jax.lax.scan(lambda s, _: (sample_kernel(s, model_args=(y, mask, covs)),
+                                              None), state, None, length=num_warmup)
+        _, out = jax.lax.scan(step, state, None, length=num_samples)
+        return out
+
+    def run(keys, y, mask, covs):
+        return jax.vmap(one_chain, in_axes=(0, None, None, None))(keys, y, mask, covs)
+
+    return run
+
+
+def fit_separately(
+    data: Any,
+    model: str | ModelSpec = "idm",
+    *,
+    strategy: str = "loop",
+    batch_size: int | None = None,
+    chains: int = 2,
+    warmup: int = 1000,
+    draws: int = 1000,
+    seed: int = 0,
+    target_accept: float = 0.8,
+    max_tree_depth: int = 10,
+    init_radius: float = 0.5,
+    model_options: Mapping[str, Any] | None = None,
+    data_options: Mapping[str, Any] | None = None,
+) -> SeparateFits:
+    """Fit every driver on its own with NUTS, one compiled program for all drivers.
+
+    Parameters
+    ----------
+    data
+        Trajectories (or :class:`~carpool.pooling.grouped.GroupedData`), as for
+        :func:`carpool.fit`.
+    model, model_options, data_options
+        As for :func:`carpool.fit`; i.i.d. residuals only.
+    strategy
+        ``"loop"`` or ``"vmap"`` (module docstring).
+    batch_size
+        Drivers per call for ``"vmap"`` (default: all, rounded up to the device count);
+        ignored by ``"loop"`` (one driver per device per call).
+    chains, warmup, draws, seed, target_accept, max_tree_depth, init_radius
+        NUTS settings, the same for every driver. Driver ``g``'s chains use keys folded
+        from ``seed`` and ``g``, so a driver's draws do not depend on the strategy's
+        batching or on the other drivers.
+    """
+    from carpool.inference.run import resolve_spec
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+    for name, value, least in (("chains", chains, 1), ("warmup", warmup, 0),
+                               ("draws", draws, 1)):
+        if int(value) < least:
+            raise ValueError(f"{name} must be at least {least}, got {value}")
+    spec = resolve_spec(model, **dict(model_options or {})) if isinstance(model, str) else model
+    if spec.residual.is_dynamic:
+        raise ValueError(f"separate fits support i.i.d. residuals only (got "
+                         f"{spec.residual.name!r}); use carpool.fit(pooling='unpooled')")
+    grouped = data if isinstance(data, GroupedData) else spec.prepare(
+        data, **dict(data_options or {}))
+    covariates = tuple(spec.covariates)
+    y, mask, covs = _padded(grouped, covariates)
+    G = grouped.num_groups
+    devices = max(1, min(jax.local_device_count(), G))
+    # loop: one driver per device per call; vmap: batches rounded up to the devices
+    per_call = devices if strategy == "loop" else -(-(batch_size or G) // devices) * devices
+    per_device = per_call // devices
+
+    run = _sampler(spec, covariates, int(warmup), int(draws), int(chains), target_accept,
+                   max_tree_depth, init_radius)
+    batched = jax.vmap(run)  # over the drivers of one device
+    program = jax.pmap(batched) if devices > 1 else jax.jit(lambda *a: jax.tree.map(
+        lambda t: t[None], batched(*(b[0] for b in a))))
+    base = jax.random.PRNGKey(seed)
+    keys = np.stack([np.asarray(jax.random.split(jax.random.fold_in(base, g), chains))
+                     for g in range(G)])  # (G, chains, 2)
+
+    t0 = time.perf_counter()
+    outputs = []
+    for start in range(0, G, per_call):
+        idx = np.arange(start, start + per_call) % G  # the last batch wraps (and is cut)
+        shape = (devices, per_device)
+        args = (keys[idx], y[idx], mask[idx], covs[idx])
+        out = program(*(jnp.asarray(a).reshape(shape + a.shape[1:]) for a in args))
+        outputs.append((out, min(per_call, G - start)))
+    results = [[np.asarray(o).reshape((per_call,) + o.shape[2:])[:n] for o in out]
+               for out, n in outputs]
+    jax.block_until_ready(results)
+    wall = time.perf_counter() - t0
+    x, diverging, steps = (np.concatenate([r[i] for r in results]) for i in range(3))
+    idata = _to_inference_data(spec, grouped, x, diverging, steps, {
+        "total_s": wall, "strategy": strategy, "drivers_per_call": per_call,
+        "calls": len(outputs)}, model_name=spec.name if isinstance(model, str) else None,
+        settings={"chains": chains, "warmup": warmup, "draws": draws, "seed": seed,
+                  "target_accept": target_accept, "max_tree_depth": max_tree_depth})
+    return SeparateFits(idata, spec)
+
+
+def _to_inference_data(spec: ModelSpec, grouped: GroupedData, x: np.ndarray,
+                       diverging: np.ndarray, steps: np.ndarray, timing: dict[str, Any],
+                       *, model_name: str | None, settings: dict[str, Any]) -> Any:
+    """x (G, chains, S, P + K) -> InferenceData with natural theta and noise scales."""
+    import arviz as az
+
+    params = spec.parameters
+    P = len(params)
+    z = np.moveaxis(x[..., :P], 0, 2)  # (chains, S, G, P)
+    theta = np.asarray(params.to_natural(jnp.asarray(z), axis=-1))
+    posterior = {"theta": theta}
+    for k, name in enumerate(spec.likelihood.noise_priors()):
+        posterior[name] = np.exp(np.moveaxis(x[..., P + k], 0, 2))
+    dims = {"theta": ["driver", "parameter"],
+            **{n: ["driver"] for n in posterior if n != "theta"},
+            "diverging": ["driver"], "n_steps": ["driver"]}
+    coords = {"driver": list(grouped.group_ids), "parameter": params.names}
+    attrs = {"carpool_kind": KIND, "carpool_model": model_name or spec.name,
+             "carpool_model_options": json.dumps(dict(spec.options)),
+             "carpool_timing": json.dumps(timing), "carpool_settings": json.dumps(settings)}
+    idata = az.from_dict(
+        posterior=posterior,
+        sample_stats={"diverging": np.moveaxis(diverging, 0, 2),
+                      "n_steps": np.moveaxis(steps, 0, 2)},
+        coords=coords, dims=dims)
+    idata.posterior.attrs.update(attrs)
+    return idata
+
