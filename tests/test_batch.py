@@ -68,7 +68,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def drivers_csv(tmp_path_factory) -> Path:
-    df, _ = simulate_drivers(4, duration_s=8.0, rng_seed=5)
+    df, _ = simulate_drivers(3, duration_s=8.0, rng_seed=5)
     path = tmp_path_factory.mktemp("data") / "drivers.csv"
     df.to_csv(path, index=False)
     return path
@@ -76,7 +76,7 @@ def drivers_csv(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def killed_batch(cluster, drivers_csv, tmp_path_factory):
-    """Four one-driver unpooled IDM fits on the cluster; once the first finishes, the
+    """Three one-driver unpooled IDM fits on the cluster; once the first finishes, the
     worker process running another fit is killed (SIGKILL)."""
     out = tmp_path_factory.mktemp("batch")
     client = cluster.client
@@ -190,15 +190,15 @@ class _Refuse(AbstractExecutor):
 def test_batch_completes_with_every_result_after_a_worker_is_killed(killed_batch):
     result, killed, units = killed_batch
     assert killed, "a worker was killed while it ran a fit"
-    assert killed["progress"].done + killed["progress"].failed < 4  # mid-batch
-    assert result.summary == {"total": 4, "done": 4, "failed": 0, "pending": 0, "reused": 0}
+    assert killed["progress"].done + killed["progress"].failed < 3  # mid-batch
+    assert result.summary == {"total": 3, "done": 3, "failed": 0, "pending": 0, "reused": 0}
     request = FitRequest("idm", "unpooled", FIT_OPTIONS)
     for unit in units:
         assert check_result(result.path(unit.name), unit, request) is None
         fit = result.load(unit.name)
         assert fit.group_ids == (unit.name,) and fit.pooling == "unpooled"
     on_disk = Manifest.read(result.manifest_path)
-    assert on_disk.summary()["done"] == 4
+    assert on_disk.summary()["done"] == 3
     record = on_disk.units["d00"]
     assert record["status"] == "done" and record["observations"] == 40
     assert record["wall_s"] > 0 and record["worker"].startswith("tcp://")
@@ -210,7 +210,7 @@ def test_resume_skips_valid_results_and_refits_damaged_ones(killed_batch):
     spy = _Refuse()
     again = fit_batch(units, "idm", result.out_dir, pooling="unpooled", executor=spy,
                       fit_options=FIT_OPTIONS)
-    assert spy.keys == [] and again.summary["reused"] == 4 and again.is_ok
+    assert spy.keys == [] and again.summary["reused"] == 3 and again.is_ok
     assert again.manifest.units["d01"]["wall_s"] == result.manifest.units["d01"]["wall_s"]
 
     damaged = result.path("d02")
@@ -221,8 +221,8 @@ def test_resume_skips_valid_results_and_refits_damaged_ones(killed_batch):
         again = fit_batch(units, "idm", result.out_dir, pooling="unpooled", executor=spy,
                           fit_options=FIT_OPTIONS)
         assert spy.keys == ["d02"]
-        assert again.summary == {"total": 4, "done": 3, "failed": 1, "pending": 0,
-                                 "reused": 3}
+        assert again.summary == {"total": 3, "done": 2, "failed": 1, "pending": 0,
+                                 "reused": 2}
         assert again.failed == {"d02": "RuntimeError: not run in this test"}
     finally:
         damaged.write_bytes(keep)
@@ -230,7 +230,7 @@ def test_resume_skips_valid_results_and_refits_damaged_ones(killed_batch):
     spy = _Refuse()  # another request (more draws): nothing may be reused
     fit_batch(units, "idm", result.out_dir, pooling="unpooled", executor=spy,
               fit_options={**FIT_OPTIONS, "draws": 31})
-    assert sorted(spy.keys) == ["d00", "d01", "d02", "d03"]
+    assert sorted(spy.keys) == ["d00", "d01", "d02"]
 
 
 def test_cli_batch_records_a_failing_unit_and_exits_non_zero(killed_batch, drivers_csv,
@@ -245,13 +245,13 @@ def test_cli_batch_records_a_failing_unit_and_exits_non_zero(killed_batch, drive
                                  "--local-workers", "0", "--retries", "1", *CLI_FIT])
     assert r.exit_code == 1, r.output
     assert "Traceback" not in r.output
-    assert "1 of 5 units failed" in r.output and "zz-bad" in r.output
+    assert "1 of 4 units failed" in r.output and "zz-bad" in r.output
     manifest = Manifest.read(result.manifest_path)
     record = manifest.units["zz-bad"]
     assert record["status"] == "failed" and record["attempts"] == 2
     assert "DataError" in record["error"] and "gap" in record["error"]
     assert "\n" not in record["error"]
-    assert manifest.summary()["reused"] == 4  # the good drivers were not refitted
+    assert manifest.summary()["reused"] == 3  # the good drivers were not refitted
 
 
 def test_cli_batch_input_errors_are_one_line(drivers_csv, tmp_path):

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["AbstractExecutor", "DaskExecutor", "Outcome", "Progress", "SerialExecutor",
-           "Task", "WORKER_XLA_FLAGS", "as_executor", "make_executor", "worker_environment"]
+           "Task", "WORKER_XLA_FLAGS", "as_executor", "make_executor", "map_logged",
+           "worker_environment"]
 
 #: XLA flags for a worker process: one host device (chains run sequentially inside the
 #: worker; parallelism comes from the workers) and single-threaded Eigen kernels.
@@ -57,6 +58,7 @@ class Outcome:
     error: str | None = None
     attempts: int = 1
     errors: tuple[str, ...] = ()
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_ok(self) -> bool:
@@ -114,12 +116,15 @@ class AbstractExecutor(abc.ABC):
         """``[fn(*args) for args in argument_tuples]`` in order; raises on the first failure.
 
         The form the sweep, the cross-validation refits and SBC use: every task is needed,
-        so a task that still fails after its retries raises :class:`RuntimeError`.
+        so a task that still fails after its retries raises its last error (or
+        :class:`RuntimeError` when there is none to raise, e.g. a lost worker).
         """
         tasks = [Task(str(k), fn, tuple(a)) for k, a in enumerate(argument_tuples)]
         values: dict[str, Any] = {}
         for outcome in self.run(tasks, retries=retries, progress_fn=progress_fn):
             if not outcome.is_ok:
+                if outcome.exception is not None:  # the task's own error, as raised
+                    raise outcome.exception
                 raise RuntimeError(f"task {outcome.key} failed after {outcome.attempts} "
                                    f"attempt(s): {outcome.error}")
             values[outcome.key] = outcome.value
@@ -169,7 +174,7 @@ class SerialExecutor(AbstractExecutor):
                         continue
                     failed += 1
                     outcome = Outcome(task.key, error=errors[-1], attempts=len(errors),
-                                      errors=tuple(errors))
+                                      errors=tuple(errors), exception=exc)
                 else:
                     done += 1
                     outcome = Outcome(task.key, value=value, attempts=len(errors) + 1,
@@ -269,21 +274,25 @@ class DaskExecutor(AbstractExecutor):
     @staticmethod
     def _settle(future: Any, task: Task, errors: list[str], retries: int) -> Outcome | None:
         """The outcome of a finished future, or ``None`` to run the task again."""
+        exception = None
         if future.status == "finished":
             try:
                 value = future.result()
             except Exception as exc:  # noqa: BLE001 - the result was lost with its worker
                 errors.append(_describe(exc))
+                exception = exc
             else:
                 return Outcome(task.key, value=value, attempts=len(errors) + 1,
                                errors=tuple(errors))
         elif future.status == "cancelled":
             errors.append("CancelledError: the task was cancelled on the cluster")
         else:
-            errors.append(_describe(future.exception()))
+            exception = future.exception()
+            errors.append(_describe(exception))
         if len(errors) <= retries:
             return None
-        return Outcome(task.key, error=errors[-1], attempts=len(errors), errors=tuple(errors))
+        return Outcome(task.key, error=errors[-1], attempts=len(errors), errors=tuple(errors),
+                       exception=exception)
 
     def close(self) -> None:
         if self.owns_client and not self._closed:
@@ -354,3 +363,34 @@ def as_executor(executor: Any) -> tuple[AbstractExecutor, bool]:
         return DaskExecutor(executor), False
     raise TypeError(f"executor must be an executor, a Client, an int or an address, got "
                     f"{type(executor).__name__}")
+
+
+def map_logged(executor: Any, fn: Callable[..., Any],
+               argument_tuples: Sequence[tuple[Any, ...]], labels: Sequence[str],
+               log_fn: Callable[[str], Any], *, what: str = "fits") -> list[Any]:
+    """``[fn(*args) ...]`` on the ``executor=`` option, in order, with progress lines.
+
+    In this process (``executor=None``) ``labels[i]`` is logged as task ``i`` starts and a
+    failing task raises its own error at once; elsewhere a line is logged as tasks finish
+    and a failing task is retried (:data:`DEFAULT_RETRIES`) before its error is raised.
+    """
+    runner, owned = as_executor(executor)
+    serial = isinstance(runner, SerialExecutor)
+    last = [-1]
+
+    def progress(p: Progress) -> None:
+        finished = p.done + p.failed
+        if serial:
+            if p.running and finished != last[0] and finished < len(labels):
+                last[0] = finished
+                log_fn(labels[finished])
+        elif finished != last[0]:
+            last[0] = finished
+            log_fn(f"{what}: {finished} of {p.total} done, {p.running} running")
+
+    try:
+        return runner.map(fn, argument_tuples, retries=0 if serial else DEFAULT_RETRIES,
+                          progress_fn=progress)
+    finally:
+        if owned:
+            runner.close()

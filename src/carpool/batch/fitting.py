@@ -240,6 +240,7 @@ def fit_batch(
         reason = check_result(out / paths[u.name], u, request) if resume else "no resume"
         if reason is None:
             before = earlier.get(u.name, {})
+            before = before if before.get("status") == "done" else {}
             manifest.units[u.name] = {**before, "status": "done", "path": paths[u.name],
                                       "error": None, "reused": True,
                                       "attempts": before.get("attempts", 0),
