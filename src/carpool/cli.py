@@ -644,6 +644,143 @@ def simulate_follow_command(
     console.print(f"wrote {out}, {out.with_suffix('.png')}, {out.with_suffix('.svg')}")
 
 
+batch_app = typer.Typer(no_args_is_help=True,
+                        help="Batches of independent fits (one per driver, recording, site, "
+                             "...) on local worker processes or a Dask cluster.")
+
+app.add_typer(batch_app, name="batch")
+
+EXIT_UNITS_FAILED = 1  # some units of a batch failed (2 stays bad input)
+MAX_FAILURES_SHOWN = 10  # failed units named at the end; the manifest has them all
+
+
+def _batch_progress_bar(total: int) -> tuple[Any, Any]:
+    """A rich progress bar and the ``progress_fn`` that updates it."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    bar = Progress(TextColumn("[bold]fits"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=err,
+                   transient=False)
+    task = bar.add_task("fits", total=total, state="")
+
+    def update(p: Any) -> None:
+        bar.update(task, completed=p.done + p.failed,
+                   state=f"{p.done} done, {p.failed} failed, {p.running} running, "
+                         f"{p.pending} waiting")
+
+    return bar, update
+
+
+@batch_app.command("fit")
+def batch_fit_command(
+    data: Annotated[list[Path], typer.Argument(help="Trajectory file(s) (CSV / Parquet / "
+                                                    "highD / NGSIM / OpenACC / USDOT)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: fits/<unit>.nc "
+                                                          "and manifest.json")],
+    pooling: Annotated[str, typer.Option(help="pooled | unpooled | hierarchical (every "
+                                              "unit's fit)")],
+    by: Annotated[str, typer.Option(
+        help="One fit per: driver | recording (an input file, or a 'recording' column) | "
+             "any column of a carpool CSV / Parquet file")] = "driver",
+    model: Annotated[str, typer.Option(help="Car-following model")] = "idm",
+    scheduler: Annotated[str | None, typer.Option(
+        help="Address (tcp://host:8786) or scheduler file (.json) of a running Dask "
+             "scheduler")] = None,
+    local_workers: Annotated[int | None, typer.Option(
+        help="Local worker processes (one thread each); 0: all in this process; default "
+             "one per CPU core")] = None,
+    retries: Annotated[int, typer.Option(help="Re-runs of a failed unit before it is "
+                                              "recorded as failed")] = 2,
+    resume: Annotated[bool, typer.Option(help="Keep valid fits already in --out")] = True,
+    level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
+    priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
+    = "default",
+    residual: ResidualOption = "iid",
+    ar_pooling: ArPoolingOption = "shared",
+    gp_window_s: GpWindowOption = 10.0,
+    gp_method: GpMethodOption = "sliding",
+    draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
+    tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
+    chains: Annotated[int, typer.Option(help="Chains (run one after another in a worker)")]
+    = 4,
+    seed: Annotated[int, typer.Option(help="Random seed (the same for every unit)")] = 0,
+    data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+) -> None:
+    """Fit every unit (driver, recording, ...) as its own task; resumable, with a manifest.
+
+    Writes OUT/fits/<unit>.nc as each fit finishes and OUT/manifest.json (each unit's
+    status, error, attempts, timings). Exit status 1 when some units failed.
+    """
+    import time
+
+    from carpool.batch import fit_batch, make_executor, read_units
+
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out} is a file; give a folder")
+    if scheduler is not None and local_workers is not None:
+        raise _fail("give either --scheduler or --local-workers, not both")
+    if local_workers is not None and local_workers < 0:
+        raise _fail(f"--local-workers must be >= 0, got {local_workers}")
+    if retries < 0:
+        raise _fail(f"--retries must be >= 0, got {retries}")
+    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method)
+    units = _run(read_units, data, by, data_format)
+    err.print(f"{len(units)} units by {escape(by)} from {len(data)} file(s)")
+    options = {"chains": chains, "warmup": tune, "draws": draws, "seed": seed,
+               "level": level, "model_options": model_options}
+    executor = _run(make_executor, scheduler, local_workers)
+    err.print(f"running on {executor.num_workers} worker(s)"
+              + (f" of {escape(scheduler)}" if scheduler else ""))
+    t0 = time.perf_counter()
+    bar, update = _batch_progress_bar(len(units)) if progress else (None, None)
+    try:
+        if bar is not None:
+            bar.start()
+        result = _run(fit_batch, units, model, out, pooling=pooling, by=by,
+                      executor=executor, retries=retries, resume=resume,
+                      fit_options=options, progress_fn=update)
+    finally:
+        if bar is not None:
+            bar.stop()
+        executor.close()
+    _print_batch_summary(result, time.perf_counter() - t0)
+    if result.failed:
+        raise typer.Exit(EXIT_UNITS_FAILED)
+
+
+def _print_batch_summary(result: Any, wall_s: float) -> None:
+    s = result.summary
+    table = Table(title=f"batch: {s['total']} units in {wall_s:.1f} s")
+    for col in ("fitted now", "reused", "failed", "not converged"):
+        table.add_column(col, justify="right")
+    records = result.manifest.units.values()
+    shaky = sum(1 for r in records if r["status"] == "done"
+                and (r.get("divergences", 0) > 0 or not r.get("max_rhat", 1.0) <= 1.01))
+    table.add_row(str(s["done"] - s["reused"]), str(s["reused"]), str(s["failed"]),
+                  str(shaky))
+    table.caption = ("not converged: max R-hat above 1.01 (or not computable with one "
+                     "chain) or divergences; see manifest.json")
+    console.print(table)
+    console.print(f"wrote {escape(str(result.manifest_path))}")
+    failed = result.failed
+    for name, error in list(failed.items())[:MAX_FAILURES_SHOWN]:
+        err.print(f"[bold red]failed:[/] {escape(name)}: {escape(str(error))}",
+                  highlight=False, soft_wrap=True)
+    if len(failed) > MAX_FAILURES_SHOWN:
+        err.print(f"... and {len(failed) - MAX_FAILURES_SHOWN} more failed units (see the "
+                  "manifest)")
+    if failed:
+        err.print(f"[bold red]error:[/] {len(failed)} of {s['total']} units failed",
+                  highlight=False)
+
+
 def main() -> None:
     app()
 
