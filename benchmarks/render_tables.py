@@ -1,0 +1,123 @@
+"""Render benchmark results (JSON under benchmarks/results/) as the tables of
+benchmarks/README.md, so no number there is typed by hand.
+
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in the README;
+NAME is a result file's stem (``compare_pymc``, ``scale_drivers``, ``residuals_fit``, ...).
+A table whose JSON is missing is left as it is.
+
+    python benchmarks/render_tables.py             # rewrite benchmarks/README.md in place
+    python benchmarks/render_tables.py --smoke     # render into a temporary copy (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+#: Columns shown per result and section (others stay in the JSON).
+COLUMNS = {
+    ("compare_pymc", "rows"): ["engine", "priors", "seed", "wall_s", "compile_s",
+                               "min_ess_bulk", "ess_per_s", "max_rhat", "divergences",
+                               "steps_per_draw"],
+    ("compare_pymc", "comparisons"): ["seed", "both_converged", "max_abs_z_population_means",
+                                      "means_match", "wall_ratio_pymc_over_carpool",
+                                      "ess_per_s_ratio_carpool_over_pymc"],
+    ("scale_drivers", "hierarchical"): ["drivers", "observations", "iterations", "wall_s",
+                                        "compile_s", "centring_s", "min_ess_bulk",
+                                        "ess_per_s", "max_rhat", "divergences",
+                                        "steps_per_draw", "ms_per_gradient"],
+    ("scale_drivers", "unpooled"): ["strategy", "drivers", "iterations", "wall_s",
+                                    "s_per_driver", "calls", "min_ess_bulk", "max_rhat",
+                                    "divergences", "steps_per_draw", "T_94pct_coverage"],
+    ("residuals_fit", "rows"): ["residual", "observations", "wall_s", "compile_s",
+                                "sampling_s", "centring_s", "min_ess_bulk", "min_ess_var",
+                                "ess_per_s", "max_rhat", "divergences", "steps_per_draw"],
+}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    cols = [c for c in columns if any(c in r for r in rows)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render(result: dict[str, Any], name: str) -> str:
+    meta = result["meta"]
+    versions = ", ".join(f"{k} {v}" for k, v in meta.items()
+                         if k in ("jax", "numpyro", "arviz", "pymc", "dask") and v)
+    load = result.get("load_average")
+    parts = [f"*{meta['date']}, {meta['cpus']} CPUs ({meta['machine']}), Python "
+             f"{meta['python']}, {versions}"
+             + (f"; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
+                if load else "") + f"; from `benchmarks/{name}.py`.*"]
+    for (script, section), columns in COLUMNS.items():
+        if script == name and result.get(section):
+            if section not in ("rows",):
+                parts.append(f"**{section}**")
+            parts.append(markdown_table(result[section], columns))
+    return "\n\n".join(parts)
+
+
+def rewrite(readme: Path, results: Path) -> list[str]:
+    text = readme.read_text(encoding="utf-8")
+    done = []
+    for name in sorted(set(re.findall(r"<!-- table:(\w+) -->", text))):
+        path = results / f"{name}.json"
+        if not path.exists():
+            continue
+        table = render(json.loads(path.read_text()), name)
+        text = re.sub(rf"<!-- table:{name} -->.*?<!-- /table:{name} -->",
+                      lambda _m, n=name, t=table: f"<!-- table:{n} -->\n{t}\n<!-- /table:{n} -->",
+                      text, flags=re.S)
+        done.append(name)
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(readme)
+    return done
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--readme", type=Path, default=HERE / "README.md")
+    ap.add_argument("--results", type=Path, default=HERE / "results")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--json", default=None, help="also write what was rendered as JSON")
+    args = ap.parse_args()
+    if args.smoke:
+        tmpdir = Path(tempfile.mkdtemp())
+        shutil.copy(args.readme, tmpdir / "README.md")
+        args.readme = tmpdir / "README.md"
+        (tmpdir / "results").mkdir()
+        sample = {"meta": {"date": "2026-01-01", "cpus": 2, "machine": "x86_64",
+                           "python": "3.11", "jax": "0"},
+                  "rows": [{"residual": "iid", "wall_s": 1.0}]}
+        (tmpdir / "results" / "residuals_fit.json").write_text(json.dumps(sample))
+        args.results = tmpdir / "results"
+    done = rewrite(args.readme, args.results)
+    print("rendered: " + (", ".join(done) or "nothing (no results yet)"))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rendered": done}))
+
+
+if __name__ == "__main__":
+    main()
