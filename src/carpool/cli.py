@@ -180,6 +180,15 @@ def fit(
     param: Annotated[str, typer.Option(help="centred | noncentred | auto")] = "auto",
     data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show the sampler's progress bar")] = True,
+    method: Annotated[str, typer.Option(
+        help="nuts (MCMC, default) | svi (variational: approximate, for many drivers)")]
+    = "nuts",
+    steps: Annotated[int | None, typer.Option(help="SVI: optimisation steps")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="SVI: Adam's step size")]
+    = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="SVI: drivers per minibatch (default all)")] = None,
+    guide: Annotated[str | None, typer.Option(help="SVI: structured | meanfield")] = None,
 ) -> None:
     """Calibrate a car-following model per driver and save the posterior as netCDF."""
     _use_all_cores(chains)
@@ -201,13 +210,17 @@ def fit(
             result = _run(carpool.fit, table, model, pooling=pooling, level=level,
                           model_options=model_options, chains=chains, warmup=tune,
                           draws=draws, seed=seed, target_accept=target_accept, param=param,
-                          progress_bar=progress)
+                          progress_bar=progress, method=method, num_steps=steps,
+                          learning_rate=learning_rate, batch_size=batch_size, guide=guide)
         _run(result.save, out)
     console.print(_population_table(result))
     t = result.timing
+    work = (f"optimisation {t['optimise_s']:.1f} s ({t['step_ms']:.1f} ms/step)"
+            if result.is_approximate else f"sampling {t['sampling_s']:.1f} s")
     console.print(f"centring {t.get('centring_s', 0):.1f} s, compile {t['compile_s']:.1f} s, "
-                  f"sampling {t['sampling_s']:.1f} s; "
-                  f"parameterisation {result.centring.choice}; saved {out}")
+                  f"{work}; parameterisation {result.centring.choice}; saved {out}")
+    if result.is_approximate:
+        console.print(f"{result.diagnostics['note']} (method {result.method})")
     _print_warnings(caught)
 
 
@@ -227,6 +240,10 @@ def summary(
         return
     console.print(_population_table(result))
     d = result.diagnostics
+    if d.get("approximate"):
+        console.print(f"{d['note']} (method {d['method']}, final loss "
+                      f"{d.get('final_loss', float('nan')):.6g})")
+        return
     console.print(f"max R-hat {d['max_rhat']:.4f}, min bulk ESS {d['min_ess_bulk']:.0f}, "
                   f"divergences {d['divergences']}")
 

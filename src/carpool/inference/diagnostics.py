@@ -32,10 +32,13 @@ def compute_diagnostics(idata: Any) -> dict[str, Any]:
 
     Returns a dict with ``max_rhat``, ``max_rhat_var``, ``min_ess_bulk``, ``min_ess_bulk_var``,
     ``min_ess_tail``, ``divergences``, ``num_draws``, ``num_chains``, ``max_tree_depth_hits``.
+    An approximate (SVI) fit has no sampler diagnostics: see :func:`approximate_diagnostics`.
     """
     import arviz as az
 
     post = idata.posterior
+    if post.attrs.get("carpool_method", "nuts") != "nuts":
+        return approximate_diagnostics(idata)
     names = [v for v in post.data_vars if v != "population"]
     ds = post[names]
     # constant elements (the diagonal of corr) make ArviZ divide by zero: they are skipped below
@@ -80,6 +83,36 @@ def compute_diagnostics(idata: Any) -> dict[str, Any]:
         "num_draws": int(post.sizes["draw"]),
         "max_tree_depth_hits": depth_hits,
     }
+
+
+#: What diagnostics say about a variational fit instead of R-hat and ESS.
+APPROXIMATE_NOTE = "approximate fit: no R-hat/ESS"
+
+
+def approximate_diagnostics(idata: Any) -> dict[str, Any]:
+    """The diagnostics dict of a variational (SVI) fit.
+
+    Draws from a fitted approximation are independent, so R-hat and ESS would report a
+    perfect sampler whatever the approximation's error: they are NaN here, with
+    ``approximate`` True, ``note`` = :data:`APPROXIMATE_NOTE`, ``method``, ``final_loss``
+    (mean negative ELBO, nats, over the last 10% of steps) and ``loss_change`` (that mean
+    minus the mean of the 10% of steps before: near 0 when the optimisation has settled).
+    """
+    post = idata.posterior
+    out: dict[str, Any] = {
+        "approximate": True, "method": str(post.attrs.get("carpool_method")),
+        "note": APPROXIMATE_NOTE, "max_rhat": float("nan"), "max_rhat_var": "",
+        "min_ess_bulk": float("nan"), "min_ess_bulk_var": "", "min_ess_tail": float("nan"),
+        "divergences": 0, "num_chains": int(post.sizes["chain"]),
+        "num_draws": int(post.sizes["draw"]), "max_tree_depth_hits": 0,
+    }
+    if "svi_loss" in idata.groups():
+        loss = np.asarray(idata["svi_loss"]["loss"].values, dtype=float)
+        k = max(1, loss.size // 10)
+        out["final_loss"] = float(loss[-k:].mean())
+        out["loss_change"] = (float(loss[-k:].mean() - loss[-2 * k:-k].mean())
+                              if loss.size >= 2 * k + 1 else float("nan"))
+    return out
 
 
 def _locate(da: Any, value: float) -> str:

@@ -79,6 +79,16 @@ class Fit:
     def settings(self) -> dict[str, Any]:
         return json.loads(self.idata.posterior.attrs.get("carpool_settings", "{}"))
 
+    @property
+    def method(self) -> str:
+        """``"nuts"`` (MCMC) or ``"svi"`` (variational, approximate)."""
+        return str(self.idata.posterior.attrs.get("carpool_method", "nuts"))
+
+    @property
+    def is_approximate(self) -> bool:
+        """True for a variational fit: draws from an approximation, no R-hat / ESS."""
+        return self.method != "nuts"
+
     @cached_property
     def diagnostics(self) -> dict[str, Any]:
         """max_rhat, min_ess_bulk, min_ess_tail, divergences, and the variables behind them.
@@ -202,14 +212,14 @@ def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringC
                     if getattr(residual, "pooling", "") == "class" else [gdim])
             dims[name] = [*lead, "lag"]
     st = out.stats
-    sample_stats = {
+    sample_stats = {  # none for an approximate (SVI) fit
         "diverging": st["diverging"].astype(bool),
         "n_steps": st["num_steps"],
         "tree_depth": np.floor(np.log2(st["num_steps"] + 1)).astype(int),
         "acceptance_rate": st["accept_prob"],
         "energy": st["energy"],
         "lp": -st["potential_energy"],
-    }
+    } if st else None
     coords: dict[str, Any] = {
         gdim: list(data.group_ids),
         "parameter": params.names,

@@ -20,7 +20,10 @@ from carpool.pooling.grouped import GroupedData
 from carpool.pooling.model import build_model
 from carpool.pooling.spec import Hyperpriors, ModelSpec, PoolingConfig, get_spec
 
-__all__ = ["fit", "fit_grouped", "refit", "resolve_spec", "with_residual"]
+__all__ = ["METHODS", "fit", "fit_grouped", "refit", "resolve_spec", "with_residual"]
+
+#: Inference methods of :func:`fit`: NUTS (MCMC) or SVI (variational, approximate).
+METHODS = ("nuts", "svi")
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,13 @@ def fit(
     data_options: Mapping[str, Any] | None = None,
     residual: Any = None,
     warn: bool = True,
+    method: str = "nuts",
+    num_steps: int | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    guide: str | None = None,
 ) -> Fit:
-    """Fit ``model`` to ``data`` with NUTS in one of the three pooling modes.
+    """Fit ``model`` to ``data`` with NUTS (or SVI) in one of the three pooling modes.
 
     Parameters
     ----------
@@ -85,7 +93,25 @@ def fit(
         ``AR(2, pooling="driver")``); ``None`` keeps the model's own.
     warn
         Emit :class:`~carpool.inference.diagnostics.ConvergenceWarning` on bad diagnostics.
+    method
+        ``"nuts"`` (default, exact up to Monte Carlo error) or ``"svi"``: stochastic
+        variational inference, approximate and much faster for thousands of drivers (see
+        ``docs/svi.md`` for its accuracy and when to switch). With ``"svi"``, ``draws`` is
+        the number of draws taken from the fitted approximation and ``seed`` seeds the
+        optimisation; ``chains``, ``warmup``, ``target_accept``, ``max_tree_depth`` and
+        ``layout`` are unused.
+    num_steps, learning_rate, batch_size, guide
+        SVI only (:class:`~carpool.inference.svi.SviSettings`; ``None`` takes its default):
+        optimisation steps, Adam's initial step size, drivers per minibatch (``None``: all)
+        and the guide (``"structured"`` or ``"meanfield"``).
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    svi_options = {k: v for k, v in {"num_steps": num_steps, "learning_rate": learning_rate,
+                                     "batch_size": batch_size, "guide": guide}.items()
+                   if v is not None}
+    if method == "nuts" and svi_options:
+        raise ValueError(f"{sorted(svi_options)} apply to method='svi' only")
     spec = resolve_spec(model, **dict(model_options or {}))
     if residual is not None:
         spec = with_residual(spec, residual)
@@ -95,6 +121,14 @@ def fit(
                            hyperpriors=(hyperpriors or spec.default_hyperpriors
                                         or Hyperpriors.default_for(grouped.num_groups)),
                            param=param, use_levels=level is not None)
+    if method == "svi":
+        from carpool.inference.svi import SviSettings, fit_grouped_svi
+
+        result = fit_grouped_svi(spec, grouped, config, SviSettings(
+            num_draws=draws, seed=seed, **svi_options))
+        if warn:
+            _warn(result)
+        return result
     settings = NutsSettings(num_chains=chains, num_warmup=warmup, num_samples=draws,
                             seed=seed,
                             target_accept=target_accept or (0.95 if pooling == "hierarchical"
@@ -143,10 +177,14 @@ def fit_grouped(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig,
     idata = to_inference_data(built, out, centring, settings)
     result = Fit(idata, spec, config, grouped, centring)
     if warn:
-        warn_if_bad(result.diagnostics)
-        for message in weakly_identified(result):
-            warnings.warn(message, WeakIdentificationWarning, stacklevel=3)
+        _warn(result)
     return result
+
+
+def _warn(result: Fit) -> None:
+    warn_if_bad(result.diagnostics)
+    for message in weakly_identified(result):
+        warnings.warn(message, WeakIdentificationWarning, stacklevel=4)
 
 
 def refit(fit_: Fit, data: GroupedData | None = None, *, warn: bool = False,
@@ -156,15 +194,29 @@ def refit(fit_: Fit, data: GroupedData | None = None, *, warn: bool = False,
     ``data`` replaces the data (held-out folds); ``changes`` override fields of the
     :class:`~carpool.pooling.spec.PoolingConfig` (``pooling``, ``tau``, ``hyperpriors``, ...)
     or of the :class:`~carpool.inference.nuts.NutsSettings` (``num_warmup``, ``seed``, ...).
+    A variational fit is refitted by SVI with its saved
+    :class:`~carpool.inference.svi.SviSettings` (changes to its fields apply, NUTS-only ones
+    are ignored).
     """
     from dataclasses import fields, replace
 
+    from carpool.inference.svi import SviSettings, fit_grouped_svi
+
     config_fields = {f.name for f in fields(PoolingConfig)}
     settings_fields = {f.name for f in fields(NutsSettings)}
-    unknown = set(changes) - config_fields - settings_fields
+    svi_fields = {f.name for f in fields(SviSettings)}
+    unknown = set(changes) - config_fields - settings_fields - svi_fields
     if unknown:
         raise ValueError(f"refit: unknown option(s) {sorted(unknown)}")
     config = replace(fit_.config, **{k: v for k, v in changes.items() if k in config_fields})
+    if fit_.method == "svi":
+        svi_settings = SviSettings(**{k: v for k, v in {**fit_.settings, **changes}.items()
+                                      if k in svi_fields})
+        result = fit_grouped_svi(fit_.spec, fit_.data if data is None else data, config,
+                                 svi_settings)
+        if warn:
+            _warn(result)
+        return result
     saved = {k: v for k, v in fit_.settings.items() if k in settings_fields}
     settings = NutsSettings(**{**saved, **{k: v for k, v in changes.items()
                                            if k in settings_fields}})

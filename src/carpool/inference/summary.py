@@ -83,7 +83,10 @@ def summarise(fit: Fit, hdi_prob: float = 0.94) -> pd.DataFrame:
         st = stats_table(np.stack([post[n].values for n in noise], axis=-1), hdi_prob)
         rows += _rows("noise", None, noise, [""] * len(noise), st, lo, hi)
     rows += _residual_rows(fit, hdi_prob, lo, hi)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if fit.is_approximate:  # independent draws of an approximation: no R-hat / ESS
+        table[["ess_bulk", "r_hat"]] = np.nan
+    return table
 
 
 def _residual_rows(fit: Fit, hdi_prob: float, lo: str, hi: str) -> list[dict[str, Any]]:
