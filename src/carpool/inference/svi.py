@@ -235,10 +235,11 @@ def run_svi(plated: PlatedModel, settings: SviSettings) -> SviOutput:
 
     The guide starts at a per-group Laplace approximation
     (:mod:`carpool.inference.svi_start`). Timings (s, read after blocking on the results):
-    ``start_s`` (that start), ``compile_s`` (JAX tracing and
-    compilation, from JAX's own compile events), ``optimise_s`` (the optimisation),
-    ``draws_s`` (guide draws and their latent values), ``sampling_s`` (optimisation plus
-    draws, less compilation) and ``total_s``; ``step_ms`` is the optimisation time per step.
+    ``start_s`` (that start and the guide's set-up), ``compile_s`` (compiling the whole
+    optimisation loop, one ``lax.scan``, plus JAX's compile events while drawing),
+    ``optimise_s`` (running it), ``draws_s`` (guide draws and their latent values),
+    ``sampling_s`` (optimisation plus draws) and ``total_s``; ``step_ms`` is the
+    optimisation time per step.
     """
     from numpyro.infer import SVI, Predictive, Trace_ELBO
     from numpyro.optim import ClippedAdam
