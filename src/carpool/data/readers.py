@@ -259,6 +259,11 @@ def _read_carpool(
         raise ValueError(f"invalid reader option for format 'carpool': {error}") from error
     if len(raw) == 0:
         raise DataError(f"file '{file}' has a header but no data rows")
+    if "index_col" not in options and not isinstance(raw.index, pd.RangeIndex):
+        # pandas takes the first column as the index when the first data row has one field
+        # more than the header; every column would be shifted by one
+        raise DataError(f"{file.name}: line 2 has {len(raw.columns) + 1} fields but the header "
+                        f"{len(raw.columns)} (a stray separator?); the columns would shift")
     return raw
 
 
