@@ -66,6 +66,18 @@ def population_scales(fit: Fit, hdi_prob: float = 0.94) -> pd.DataFrame:
                          "lo": st["lo"], "hi": st["hi"]})
 
 
+def _heldout_refit_score(kind: str, fit: Fit, train: Any, test: Any,
+                         options: Mapping[str, Any], seed: int) -> PointwiseScore:
+    """Refit on ``train`` and score ``test``: later steps (``"lfo"``) or new groups
+    (``"ldo"``). One task of :func:`compare` (module level, so workers import it)."""
+    from carpool.inference.run import refit
+
+    trained = refit(fit, train, **options)
+    if kind == "lfo":
+        return heldout_score(trained, test, seed=seed)
+    return new_group_score(trained, test, seed=seed)
+
+
 def compare(
     fits: Mapping[str, Fit] | Sequence[Fit],
     *,
@@ -77,6 +89,7 @@ def compare(
     refit_options: Mapping[str, Any] | None = None,
     seed: int = 0,
     log_fn: Callable[[str], Any] = lambda _: None,
+    executor: Any = None,
 ) -> Comparison:
     """Compare fits of the same data in different pooling modes.
 
@@ -98,9 +111,15 @@ def compare(
         Overrides for the held-out refits (e.g. ``{"num_warmup": 300, "num_samples": 300}``
         to make them cheaper), see :func:`carpool.inference.run.refit`.
     log_fn
-        Called with a line of progress text before each refit.
+        Called with a line of progress text before each refit (as refits finish when
+        they run elsewhere).
+    executor
+        Where the held-out refits (one per mode for leave-future-out, one per mode and
+        fold for leave-groups-out) run: ``None`` in this process, one after another; or
+        local worker processes, a scheduler address or a Dask client
+        (:func:`carpool.batch.as_executor`). Each refit is scored where it ran.
     """
-    from carpool.inference.run import refit
+    from carpool.batch.executors import map_logged
 
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of {list(SCORES)}")
@@ -123,31 +142,39 @@ def compare(
             warn.append(f"{m}: the fit has not converged (max R-hat {d['max_rhat']:.3f}, "
                         f"{d['divergences']} divergences); its scores are suspect")
 
-    lfo_scores: dict[str, PointwiseScore] = {}
+    jobs: list[tuple[str, str]] = []  # (score, mode) of each held-out refit, in order
+    args: list[tuple[Any, ...]] = []
+    labels: list[str] = []
     if lfo:
         train, test = lfo_split(any_fit.data, lfo_fraction)
         for m, f in by_mode.items():
-            log_fn(f"leave-future-out: refitting {m} on the first {1 - lfo_fraction:.0%} "
-                   f"of each {any_fit.spec.group_dim}'s series")
-            lfo_scores[m] = heldout_score(refit(f, train, **opts), test, seed=seed)
-
-    ldo_scores: dict[str, PointwiseScore] = {}
+            jobs.append(("lfo", m))
+            args.append(("lfo", f, train, test, opts, seed))
+            labels.append(f"leave-future-out: refitting {m} on the first "
+                          f"{1 - lfo_fraction:.0%} of each {any_fit.spec.group_dim}'s series")
     if ldo and any_fit.data.num_groups >= 3:
         folds = group_folds(any_fit.data.num_groups, ldo_folds, seed=seed)
         for m, f in by_mode.items():
             if m == "unpooled":
                 continue
-            parts = []
             for k, fold in enumerate(folds):
                 keep = np.setdiff1d(np.arange(any_fit.data.num_groups), fold)
-                log_fn(f"leave-{group_word}-out: {m}, fold {k + 1} of {len(folds)}")
-                f_train = refit(f, select_groups(f.data, keep), **opts)
-                parts.append(new_group_score(f_train, select_groups(f.data, fold),
-                                             seed=seed + k))
-            ldo_scores[m] = PointwiseScore(np.concatenate([p.lpd for p in parts]),
-                                           np.concatenate([p.sq_err for p in parts]))
+                jobs.append(("ldo", m))
+                args.append(("ldo", f, select_groups(f.data, keep),
+                             select_groups(f.data, fold), opts, seed + k))
+                labels.append(f"leave-{group_word}-out: {m}, fold {k + 1} of {len(folds)}")
     elif ldo:
         warn.append(f"leave-{group_word}-out skipped: it needs at least 3 {group_word}")
+    scores = map_logged(executor, _heldout_refit_score, args, labels, log_fn,
+                        what="held-out refits")
+    lfo_scores = {m: s for (kind, m), s in zip(jobs, scores, strict=True) if kind == "lfo"}
+    ldo_parts: dict[str, list[PointwiseScore]] = {}
+    for (kind, m), s in zip(jobs, scores, strict=True):
+        if kind == "ldo":
+            ldo_parts.setdefault(m, []).append(s)
+    ldo_scores = {m: PointwiseScore(np.concatenate([p.lpd for p in parts]),
+                                    np.concatenate([p.sq_err for p in parts]))
+                  for m, parts in ldo_parts.items()}
 
     pf = (pooling_factors(by_mode["hierarchical"], unpooled=by_mode.get("unpooled"))
           if "hierarchical" in by_mode else pd.DataFrame())

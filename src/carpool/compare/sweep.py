@@ -76,6 +76,13 @@ def sweep_fits(fits: Sequence[Fit], *, learned: Fit | None = None, pooled: Fit |
                        learned_tau=learned_tau, ends=ends)
 
 
+def _fit_fixed_tau(data: Any, model: Any, tau: float, options: Mapping[str, Any]) -> Fit:
+    """One point of the dial (a task of its own: module level, so workers import it)."""
+    import carpool
+
+    return carpool.fit(data, model, pooling="hierarchical", tau=tau, **options)
+
+
 def sweep(
     data: Any,
     model: Any,
@@ -84,6 +91,7 @@ def sweep(
     fits: Mapping[str, Fit] | None = None,
     fit_options: Mapping[str, Any] | None = None,
     log_fn: Callable[[str], Any] = lambda _: None,
+    executor: Any = None,
 ) -> SweepResult:
     """Fit the hierarchical model with tau fixed at each value of ``grid``.
 
@@ -100,8 +108,12 @@ def sweep(
     fit_options
         Further keyword arguments for :func:`carpool.fit` (``chains``, ``draws``, ``seed``,
         ``level``, ``model_options``, ...).
+    executor
+        Where the grid's fits run: ``None`` in this process, one after another; or local
+        worker processes, a scheduler address or a Dask client
+        (:func:`carpool.batch.as_executor`). The fits are independent.
     """
-    import carpool
+    from carpool.batch.executors import map_logged
 
     grid = [float(t) for t in grid]
     if not grid or min(grid) <= 0:
@@ -112,9 +124,9 @@ def sweep(
         if key in opts:
             raise ValueError(f"sweep sets {key!r} itself")
     fits = dict(fits or {})
-    out = []
-    for k, t in enumerate(sorted(grid)):
-        log_fn(f"pooling dial: tau = {t:g} ({k + 1} of {len(grid)})")
-        out.append(carpool.fit(data, model, pooling="hierarchical", tau=t, **opts))
+    taus = sorted(grid)
+    out = map_logged(executor, _fit_fixed_tau, [(data, model, t, opts) for t in taus],
+                     [f"pooling dial: tau = {t:g} ({k + 1} of {len(taus)})"
+                      for k, t in enumerate(taus)], log_fn, what="pooling dial")
     return sweep_fits(out, learned=fits.get("hierarchical"), pooled=fits.get("pooled"),
                       unpooled=fits.get("unpooled"))
