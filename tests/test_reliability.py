@@ -242,3 +242,21 @@ def test_convergence_problems_carry_advice():
     fine = {**diag, "divergences": 0, "max_rhat": 1.001, "min_ess_bulk": 900.0,
             "min_ess_tail": 800.0, "max_tree_depth_hits": 0}
     assert convergence_problems(fine) == []
+
+
+def test_sigterm_aborts_other_commands_cleanly(drivers, tmp_path):
+    """Every command: SIGTERM unwinds like Ctrl-C (typer then exits 130, no traceback)."""
+    data = tmp_path / "data.csv"
+    drivers.to_csv(data, index=False)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "carpool.cli", "compare", str(data), "--no-lfo", "--no-ldo",
+         "--chains", "2", "--tune", "300", "--draws", "300"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stderr.readline()  # "2 drivers, 82 rows from ...": reading is done
+    assert "drivers" in line, line
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 128 + signal.SIGINT, (proc.returncode, stderr[-2000:])
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr[-2000:]

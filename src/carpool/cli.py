@@ -798,7 +798,14 @@ def _print_batch_summary(result: Any, wall_s: float) -> None:
                   highlight=False)
 
 
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # SIGTERM unwinds like Ctrl-C in every command: atomic writes delete their temporary
+    # files and typer exits 130 without a traceback (``carpool fit`` prints its own line)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     app()
 
 
