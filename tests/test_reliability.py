@@ -260,3 +260,53 @@ def test_sigterm_aborts_other_commands_cleanly(drivers, tmp_path):
     _, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 128 + signal.SIGINT, (proc.returncode, stderr[-2000:])
     assert "Traceback" not in stderr and "Error" not in stderr, stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- finished chains
+@pytest.fixture
+def linear_table():
+    from carpool.testing import simulate_linear_groups
+
+    return simulate_linear_groups(3, 8, rng_seed=0)[0]
+
+
+def _interrupt_on_call(monkeypatch, number: int) -> list[int]:
+    """Make the ``number``-th chain of a chain-by-chain run raise KeyboardInterrupt, as
+    Ctrl-C during that chain does when the chain's compiled call returns."""
+    from carpool.inference import nuts
+
+    calls: list[int] = []
+    real = nuts._run_chain
+
+    def run_chain(run_one, key):
+        calls.append(len(calls) + 1)
+        if len(calls) == number:
+            raise KeyboardInterrupt
+        return real(run_one, key)
+
+    monkeypatch.setattr(nuts, "_run_chain", run_chain)
+    return calls
+
+
+def test_interrupt_keeps_the_finished_chains(linear_table, tmp_path, monkeypatch):
+    """Five chains on four CPU devices run one after another; Ctrl-C in the third keeps
+    the first two, with a warning, and they save and load like any fit."""
+    from carpool.inference.nuts import InterruptedWarning
+
+    calls = _interrupt_on_call(monkeypatch, 3)
+    with pytest.warns(InterruptedWarning, match="2 of 5 chains"):
+        f = carpool.fit(linear_table, "linear", pooling="pooled", chains=5, warmup=100,
+                        draws=100, seed=0, warn=False)
+    assert calls == [1, 2, 3]
+    assert f.idata.posterior.sizes["chain"] == 2 and f.settings["chain_method"] == "sequential"
+    theta = f.idata.posterior["theta"].values
+    assert np.isfinite(theta).all() and not np.array_equal(theta[0], theta[1])
+    back = carpool.load(f.save(tmp_path / "partial.nc"))
+    np.testing.assert_array_equal(back.idata.posterior["theta"].values, theta)
+
+
+def test_interrupt_before_any_chain_finished_propagates(linear_table, monkeypatch):
+    _interrupt_on_call(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        carpool.fit(linear_table, "linear", pooling="pooled", chains=5, warmup=100,
+                    draws=100, seed=0, warn=False)

@@ -16,7 +16,8 @@ import numpy as np
 
 from carpool.pooling.model import BuiltModel
 
-__all__ = ["NutsSettings", "SamplerOutput", "run_nuts", "set_host_device_count"]
+__all__ = ["InterruptedWarning", "NutsSettings", "SamplerOutput", "run_nuts",
+           "set_host_device_count"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = 
         init_strategy=init_to_uniform(radius=settings.init_radius),
     )
     method = _chain_method(settings.num_chains)
+    if method == "sequential" and settings.num_chains > 1 and not progress_bar:
+        return _run_chain_by_chain(built, settings)
     mcmc = MCMC(kernel, num_warmup=settings.num_warmup, num_samples=settings.num_samples,
                 num_chains=settings.num_chains, chain_method=method,
                 progress_bar=progress_bar)
@@ -140,3 +143,63 @@ def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = 
         timing=timing,
         chain_method=method,
     )
+
+
+class InterruptedWarning(UserWarning):
+    """Sampling was interrupted; the fit holds only the chains that finished."""
+
+
+def _run_chain(run_one: Any, rng_key: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    out = run_one(rng_key)
+    jax.block_until_ready(out)
+    return out
+
+
+def _run_chain_by_chain(built: BuiltModel, settings: NutsSettings) -> SamplerOutput:
+    """Sequential chains one at a time, so an interrupt keeps the finished ones.
+
+    One jitted program samples one chain (warm-up and draws) and is compiled once for all
+    chains; chain ``i`` gets the ``i``-th key of ``split(PRNGKey(seed), num_chains)``. On a
+    KeyboardInterrupt (Ctrl-C, or SIGTERM where the CLI turns it into one) after at least
+    one chain finished, the finished chains are returned with an
+    :class:`InterruptedWarning`; before that, the interrupt propagates. Python handles a
+    signal between bytecodes, so one that arrives while a chain samples takes effect when
+    that chain has finished.
+    """
+    import warnings
+
+    from numpyro.infer import MCMC, NUTS
+    from numpyro.infer.initialization import init_to_uniform
+
+    def one(rng_key: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        kernel = NUTS(built.model, target_accept_prob=settings.target_accept,
+                      max_tree_depth=settings.max_tree_depth, dense_mass=settings.dense_mass,
+                      init_strategy=init_to_uniform(radius=settings.init_radius))
+        mcmc = MCMC(kernel, num_warmup=settings.num_warmup, num_samples=settings.num_samples,
+                    num_chains=1, progress_bar=False)
+        mcmc.run(rng_key, observed=True, extra_fields=EXTRA_FIELDS)
+        return mcmc.get_samples(), mcmc.get_extra_fields()
+
+    run_one = jax.jit(one)
+    keys = jax.random.split(jax.random.PRNGKey(settings.seed), settings.num_chains)
+    chains: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    with _CompileClock() as clock:
+        t0 = time.perf_counter()
+        try:
+            for key in keys:
+                chains.append(_run_chain(run_one, key))
+        except KeyboardInterrupt:
+            if not chains:
+                raise
+            warnings.warn(f"sampling was interrupted: the fit holds the {len(chains)} of "
+                          f"{settings.num_chains} chains that finished; R-hat needs at least "
+                          "2 chains, so refit for a result you can check",
+                          InterruptedWarning, stacklevel=4)
+        total = time.perf_counter() - t0
+    timing = {"compile_s": clock.seconds, "sampling_s": total - clock.seconds,
+              "total_s": total}
+    log.info("NUTS chain by chain done (%d chains): %s", len(chains), timing)
+    samples = {k: np.stack([np.asarray(c[0][k]) for c in chains]) for k in chains[0][0]}
+    stats = {k: np.stack([np.asarray(c[1][k]) for c in chains]) for k in chains[0][1]}
+    return SamplerOutput(samples=samples, stats=stats, timing=timing,
+                         chain_method="sequential")
