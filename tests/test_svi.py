@@ -76,6 +76,7 @@ def test_minibatches_agree_with_full_batch(linear_data, linear_svi):
     assert np.all(np.abs(diff) < 0.5 * sd), diff / sd
 
 
+@pytest.mark.slow  # two more compilations (~60 s); the modes' model code is shared
 @pytest.mark.parametrize("pooling", ["pooled", "unpooled"])
 def test_pooled_and_unpooled(linear_data, pooling):
     data, truth = linear_data
