@@ -3,11 +3,13 @@ processes (carpool.batch) against one unpooled fit of all drivers in this proces
 
 Simulated drivers (:func:`carpool.testing.simulate_drivers`, congested stop-and-go leaders,
 ``--duration-s`` at 5 Hz each). Every path fits the same drivers with the same NUTS settings;
-the single-process path is ``carpool.fit(all drivers, pooling="unpooled")``, one program
+the single-process paths are ``carpool.fit(all drivers, pooling="unpooled")``, one program
 whose drivers are independent in the posterior but share the sampler's step size and tree
-depth. The batch paths pay one compilation per driver (carpool.fit closes over the data) and
-one JAX start per worker. Wall times include everything from the call to the last saved
-file (cluster start-up included for the batch paths).
+depth, and :func:`carpool.fit_separately` (each driver its own sampler, one compiled
+program for all drivers, ``"vmap"`` and ``"loop"``). The batch paths pay one compilation
+per driver (carpool.fit closes over the data) and one JAX start per worker. Wall times
+include everything from the call to the last saved file (cluster start-up included for the
+batch paths).
 
     python benchmarks/batch_unpooled.py               # the documented run
     python benchmarks/batch_unpooled.py --smoke       # seconds: CI keeps it from rotting
@@ -82,6 +84,16 @@ def main() -> None:
                  "per_driver_s": wall / args.drivers,
                  "compile_s_per_fit": fit.timing["compile_s"],
                  "sampling_s_per_fit": fit.timing["sampling_s"], "failed": 0})
+    for strategy in ("vmap", "loop"):  # every driver alone, one compiled program
+        t = time.perf_counter()
+        each = carpool.fit_separately(df, "idm", strategy=strategy, **options)
+        with tempfile.TemporaryDirectory() as out:
+            each.save(os.path.join(out, "each.nc"))
+        wall = time.perf_counter() - t
+        rows.append({"path": f"fit_separately ({strategy}), this process", "fits": 1,
+                     "wall_s": wall, "per_driver_s": wall / args.drivers,
+                     "compile_s_per_fit": float("nan"), "sampling_s_per_fit": float("nan"),
+                     "failed": 0})
     load_after = _load_average()
     table = pd.DataFrame(rows).set_index("path")
     pd.set_option("display.width", 200)
