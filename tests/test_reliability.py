@@ -33,13 +33,21 @@ def drivers():
 
 
 @pytest.fixture(scope="module")
-def pooled(drivers):
-    return carpool.fit(drivers, "idm", pooling="pooled", seed=11, warn=False, **SETTINGS)
+def groups():
+    from carpool.testing import simulate_linear_groups
+
+    return simulate_linear_groups(4, 10, rng_seed=3)[0]
+
+
+@pytest.fixture(scope="module")
+def pooled(groups):
+    """A small pooled fit (the linear model: the cheapest to compile)."""
+    return carpool.fit(groups, "linear", pooling="pooled", seed=11, warn=False, **SETTINGS)
 
 
 # ----------------------------------------------------------------------------- reproducibility
-def test_same_data_spec_and_seed_give_identical_draws(drivers, pooled):
-    again = carpool.fit(drivers, "idm", pooling="pooled", seed=11, warn=False, **SETTINGS)
+def test_same_data_spec_and_seed_give_identical_draws(groups, pooled):
+    again = carpool.fit(groups, "linear", pooling="pooled", seed=11, warn=False, **SETTINGS)
     for name in pooled.idata.posterior.data_vars:
         np.testing.assert_array_equal(again.idata.posterior[name].values,
                                       pooled.idata.posterior[name].values, err_msg=name)
