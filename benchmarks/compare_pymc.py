@@ -212,6 +212,9 @@ def main() -> None:
                          "steps_per_draw": s["steps_per_draw"],
                          "centring": t.get("centring", "")})
             print(pd.DataFrame(rows[-1:]).round(3).to_string(index=False, header=len(rows) == 1))
+            # written after every fit, so a long run cut short keeps what finished
+            write_results(args.json, args, rows=rows, complete=False,
+                          load_average=os.getloadavg())
     table = pd.DataFrame(rows)
     pd.set_option("display.width", 220)
     print(f"\nhierarchical IDM, {grouped.num_groups} drivers, {grouped.num_obs} observations, "
@@ -242,6 +245,7 @@ def main() -> None:
         print(f"\ncarpool defaults: goal (R-hat < 1.01, 0 divergences, ESS >= 400, < 20 s) "
               f"met in {int(ok.sum())} of {len(goal)} seeds")
     write_results(args.json, args, rows=table.to_dict("records"), comparisons=comparisons,
+                  complete=True,
                   population_means={f"{e}/{s}": {k: v.tolist() for k, v in st["means"].items()}
                                     for (e, s), st in stats.items()},
                   load_average=os.getloadavg())
