@@ -129,6 +129,7 @@ def posterior_stats(idata: Any) -> dict[str, Any]:
     import arviz as az
     import numpy as np
 
+    az.Numba.disable_numba()  # PyMC brings numba; ArviZ 0.23's numba mcse breaks on NumPy 2.4
     post = idata.posterior[["mu", "tau", "sigma", "theta"]]
     ess = az.ess(post, method="bulk")
     rhat = az.rhat(post)

@@ -7,9 +7,15 @@ import os
 # must run before JAX initialises: four CPU devices so up to four chains run in parallel
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
+import arviz  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# ArviZ 0.23 switches to numba kernels when numba is importable (PyMC, the [bench] extra,
+# brings it); its numba mcse(method="sd") raises TypeError under NumPy 2.4 (measured), so
+# the tests' Monte Carlo errors use ArviZ's NumPy path in every environment
+arviz.Numba.disable_numba()
 
 
 @pytest.fixture(autouse=True)

@@ -71,3 +71,19 @@ def test_sbc_linear(linear_design, pooling):
     assert len(table) == {"pooled": 3, "unpooled": 11, "hierarchical": 15}[pooling]
     assert result.passes(alpha=0.01), table.sort_values("chi2_p").head()
     assert (result.divergences > 0).mean() <= 0.1  # a few replications may diverge once
+
+
+def test_chunks_on_an_executor_give_the_same_ranks(linear_design):
+    # each replication has its own key and data: splitting them into tasks (here 3 chunks,
+    # each compiling once, on the in-process executor the batch layer also uses) must not
+    # change a single rank
+    from carpool.batch.executors import SerialExecutor
+
+    spec, data = linear_design
+    small = SbcSettings(num_replications=6, num_warmup=60, num_ranks=19, thinning=1,
+                        num_bins=4, seed=2)
+    config = _config("pooled", data.num_groups)
+    whole = run_sbc(spec, data, config, small)
+    split = run_sbc(spec, data, config, small, executor=SerialExecutor(), num_chunks=3)
+    for name, ranks in whole.ranks.items():
+        np.testing.assert_array_equal(split.ranks[name], ranks)

@@ -248,7 +248,8 @@ def sbc_quantities(samples: Mapping[str, np.ndarray], pooling: str,
 
 def run_sbc(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
             settings: SbcSettings, *, centring: Mapping[str, str] | None = None,
-            fit_spec: ModelSpec | None = None, log_fn: Any = None) -> SbcResult:
+            fit_spec: ModelSpec | None = None, log_fn: Any = None, executor: Any = None,
+            num_chunks: int | None = None) -> SbcResult:
     """Run SBC of ``spec`` in ``config.pooling`` mode on the design of ``data``.
 
     Parameters
@@ -270,29 +271,80 @@ def run_sbc(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
         different one, e.g. with other priors, is a negative control: its ranks are not
         uniform.
     log_fn
-        Called with a progress line every tenth of the replications, if given.
+        Called with a progress line every tenth of the replications (in this process) or as
+        chunks finish (elsewhere), if given.
+    executor
+        Where the replications run: ``None`` in this process; or local worker processes, a
+        scheduler address or a Dask client (:func:`carpool.batch.as_executor`). The
+        replications are split into ``num_chunks`` tasks (default: 1 in this process, else
+        8), each compiling once; the results do not depend on the split (each replication
+        has its own key and data).
 
     Returns
     -------
     SbcResult
     """
     import jax
-    from numpyro import handlers
-    from numpyro.infer import MCMC, NUTS, Predictive
-    from numpyro.infer.initialization import init_to_uniform
+    from numpyro.infer import Predictive
 
+    from carpool.batch.executors import map_logged
     from carpool.pooling.model import build_model
 
     if spec.residual.is_dynamic:
         raise ValueError("SBC supports i.i.d. residuals only")
     t_start = time.perf_counter()
     built = build_model(spec, data, config, centring=centring)
-    fitted = built if fit_spec is None else build_model(fit_spec, data, config,
-                                                        centring=centring)
     key_prior, key_fit = jax.random.split(jax.random.PRNGKey(settings.seed))
-    N, L = settings.num_replications, settings.num_ranks
+    N = settings.num_replications
     prior = Predictive(built.model, num_samples=N)(key_prior, observed=False)
     prior = {k: np.asarray(v) for k, v in prior.items()}
+    names = spec.parameters.names
+    noise = list(spec.likelihood.noise_priors())
+    truth = sbc_quantities(prior, config.pooling, names, data.group_ids, noise)
+    keys = np.asarray(jax.random.split(key_fit, N))
+    chunks = [c for c in np.array_split(np.arange(N), max(1, min(
+        N, num_chunks or (1 if executor is None else 8)))) if len(c)]
+    serial = executor is None
+    tasks = [(spec, data, config, settings, centring, fit_spec, keys[c], prior["obs"][c],
+              (log_fn if serial else None), int(c[0]), N, t_start) for c in chunks]
+    labels = [f"SBC replications {c[0] + 1}-{c[-1] + 1} of {N}" for c in chunks]
+    parts = map_logged(executor, _replications, tasks, labels,
+                       (lambda _: None) if (serial or log_fn is None) else log_fn,
+                       what="SBC chunks")
+    ranks = {k: np.empty(N, dtype=int) for k in truth}
+    divergences, steps, seconds = np.empty(N, dtype=int), np.empty(N), np.empty(N)
+    for c, part in zip(chunks, parts, strict=True):
+        for j, n in enumerate(c):
+            for k in truth:
+                ranks[k][n] = rank_of_truth(truth[k][n], part["draws"][j][k])
+        divergences[c], steps[c], seconds[c] = part["divergences"], part["steps"], \
+            part["seconds"]
+    firsts = np.array([c[0] for c in chunks])
+    rest = np.setdiff1d(np.arange(N), firsts)
+    compile_s = (float(np.mean(seconds[firsts]) - np.median(seconds[rest])) if len(rest)
+                 else math.nan)
+    return SbcResult(ranks, settings.num_ranks, divergences, steps, max(compile_s, 0.0),
+                     time.perf_counter() - t_start, settings)
+
+
+def _replications(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
+                  settings: SbcSettings, centring: Mapping[str, str] | None,
+                  fit_spec: ModelSpec | None, keys: np.ndarray, ys: np.ndarray,
+                  log_fn: Any, offset: int, total: int, t_start: float) -> dict[str, Any]:
+    """Fit replications ``offset ..`` (keys (n, 2), simulated data (n, ...)) with ONE
+    compiled function; returns each one's posterior quantities and sampler statistics.
+    Module level, so a worker process can import it."""
+    import jax
+    from numpyro import handlers
+    from numpyro.infer import MCMC, NUTS
+    from numpyro.infer.initialization import init_to_uniform
+
+    from carpool.pooling.model import build_model
+
+    fitted = build_model(fit_spec or spec, data, config, centring=centring)
+    L = settings.num_ranks
+    names = spec.parameters.names
+    noise = list(spec.likelihood.noise_priors())
 
     def conditioned(y: Any) -> None:
         with handlers.condition(data={"obs": y}):
@@ -309,24 +361,20 @@ def run_sbc(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
         return mcmc.get_samples(), mcmc.get_extra_fields()
 
     run_one = jax.jit(one)
-    names = spec.parameters.names
-    noise = list(spec.likelihood.noise_priors())
-    truth = sbc_quantities(prior, config.pooling, names, data.group_ids, noise)
-    ranks = {k: np.empty(N, dtype=int) for k in truth}
-    divergences, steps, seconds = np.empty(N, dtype=int), np.empty(N), np.empty(N)
-    for n, key in enumerate(jax.random.split(key_fit, N)):
+    n = len(keys)
+    out: dict[str, Any] = {"draws": [], "divergences": np.empty(n, dtype=int),
+                           "steps": np.empty(n), "seconds": np.empty(n)}
+    for j in range(n):
         t = time.perf_counter()
-        samples, extra = run_one(key, prior["obs"][n])
+        samples, extra = run_one(jax.numpy.asarray(keys[j]), ys[j])
         samples = {k: np.asarray(v) for k, v in samples.items()}
-        seconds[n] = time.perf_counter() - t
-        draws = sbc_quantities(samples, config.pooling, names, data.group_ids, noise)
-        for k in truth:
-            ranks[k][n] = rank_of_truth(truth[k][n], draws[k])
-        divergences[n] = int(np.asarray(extra["diverging"]).sum())
-        steps[n] = float(np.asarray(extra["num_steps"]).mean())
-        if log_fn is not None and (n + 1) % max(1, N // 10) == 0:
-            log_fn(f"{spec.name} {config.pooling}: {n + 1}/{N} replications, "
+        out["seconds"][j] = time.perf_counter() - t
+        out["draws"].append(sbc_quantities(samples, config.pooling, names, data.group_ids,
+                                           noise))
+        out["divergences"][j] = int(np.asarray(extra["diverging"]).sum())
+        out["steps"][j] = float(np.asarray(extra["num_steps"]).mean())
+        done = offset + j + 1
+        if log_fn is not None and done % max(1, total // 10) == 0:
+            log_fn(f"{spec.name} {config.pooling}: {done}/{total} replications, "
                    f"{time.perf_counter() - t_start:.0f} s")
-    compile_s = float(seconds[0] - np.median(seconds[1:])) if N > 1 else math.nan
-    return SbcResult(ranks, L, divergences, steps, max(compile_s, 0.0),
-                     time.perf_counter() - t_start, settings)
+    return out
