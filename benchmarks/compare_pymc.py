@@ -172,7 +172,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.drivers, args.duration_s, args.warmup, args.draws = 4, 4.0, 30, 30
-        args.seeds = "0"
+        args.seeds, args.engines = "0", "pymc,carpool"
 
     import numpy as np
     import pandas as pd

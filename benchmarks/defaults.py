@@ -89,7 +89,7 @@ def main() -> None:
         return
     if args.smoke:
         args.drivers, args.duration_s, args.warmup, args.draws = 3, 4.0, 20, 20
-        args.variants = "default,float64"
+        args.variants = "float64"
 
     import pandas as pd
     from _results import write_results

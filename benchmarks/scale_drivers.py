@@ -68,7 +68,7 @@ def hierarchical_rows(sizes, iterations, duration_s, chains, seed):
 
 
 def unpooled_rows(num, its, duration_s, batch_size, loop_drivers, recompile_drivers,
-                  seed):
+                  seed, strategies=("loop", "vmap")):
     import numpy as np
 
     import carpool
@@ -76,7 +76,7 @@ def unpooled_rows(num, its, duration_s, batch_size, loop_drivers, recompile_driv
 
     df, truth = simulate_drivers(num, duration_s=duration_s, rng_seed=7)
     rows = []
-    for strategy in ("loop", "vmap"):
+    for strategy in strategies:
         # the loop's cost is linear in drivers (one call per pair): timed on loop_drivers
         n = min(loop_drivers, num) if strategy == "loop" else num
         part = df[df.driver.isin(sorted(df.driver.unique())[:n])]
@@ -152,8 +152,8 @@ def main() -> None:
     if "unpooled" not in args.skip:
         rows = unpooled_rows(args.unpooled_drivers, args.unpooled_iterations,
                              args.duration_s, args.batch_size, args.loop_drivers,
-                             args.recompile_drivers,
-                             args.seed)
+                             args.recompile_drivers, args.seed,
+                             strategies=("vmap",) if args.smoke else ("loop", "vmap"))
         print(f"\nunpooled IDM, each driver alone, 2 chains x ({args.unpooled_iterations} + "
               f"{args.unpooled_iterations})")
         print(pd.DataFrame(rows).round(3).to_string(index=False))
