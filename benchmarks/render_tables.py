@@ -36,13 +36,20 @@ COLUMNS = {
     ("scale_drivers", "unpooled"): ["strategy", "drivers", "iterations", "wall_s",
                                     "s_per_driver", "calls", "min_ess_bulk", "max_rhat",
                                     "divergences", "steps_per_draw", "T_94pct_coverage"],
+    ("residuals_fit_gp", "rows"): ["residual", "observations", "wall_s", "compile_s",
+                                   "sampling_s", "centring_s", "min_ess_bulk", "min_ess_var",
+                                   "ess_per_s", "max_rhat", "divergences", "steps_per_draw"],
     ("residuals_fit", "rows"): ["residual", "observations", "wall_s", "compile_s",
                                 "sampling_s", "centring_s", "min_ess_bulk", "min_ess_var",
                                 "ess_per_s", "max_rhat", "divergences", "steps_per_draw"],
 }
 
 
-def _cell(value: Any) -> str:
+#: Result files written by a script of another name (``--json``).
+SCRIPT_OF = {"residuals_fit_gp": "residuals_fit"}
+
+
+def _cell(value: Any, column: str = "") -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -50,6 +57,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         if value != value:  # NaN
             return "-"
+        if column == "max_rhat":
+            return f"{value:.3f}"
         return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
     return str(value)
 
@@ -57,7 +66,7 @@ def _cell(value: Any) -> str:
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     cols = [c for c in columns if any(c in r for r in rows)]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r.get(c), c) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -69,7 +78,7 @@ def render(result: dict[str, Any], name: str) -> str:
     parts = [f"*{meta['date']}, {meta['cpus']} CPUs ({meta['machine']}), Python "
              f"{meta['python']}, {versions}"
              + (f"; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
-                if load else "") + f"; from `benchmarks/{name}.py`.*"]
+                if load else "") + f"; from `benchmarks/{SCRIPT_OF.get(name, name)}.py`.*"]
     for (script, section), columns in COLUMNS.items():
         if script == name and result.get(section):
             if section not in ("rows",):
