@@ -244,7 +244,7 @@ def fit_separately(
                                ("draws", draws, 1)):
         if int(value) < least:
             raise ValueError(f"{name} must be at least {least}, got {value}")
-    spec = resolve_spec(model, **dict(model_options or {})) if isinstance(model, str) else model
+    spec = resolve_spec(model, **dict(model_options or {}))
     if spec.residual.is_dynamic:
         raise ValueError(f"separate fits support i.i.d. residuals only (got "
                          f"{spec.residual.name!r}); use carpool.fit(pooling='unpooled')")
@@ -282,7 +282,7 @@ def fit_separately(
     x, diverging, steps = (np.concatenate([r[i] for r in results]) for i in range(3))
     idata = _to_inference_data(spec, grouped, x, diverging, steps, {
         "total_s": wall, "strategy": strategy, "drivers_per_call": per_call,
-        "calls": len(outputs)}, model_name=spec.name if isinstance(model, str) else None,
+        "calls": len(outputs)},
         settings={"chains": chains, "warmup": warmup, "draws": draws, "seed": seed,
                   "target_accept": target_accept, "max_tree_depth": max_tree_depth})
     return SeparateFits(idata, spec)
@@ -290,7 +290,7 @@ def fit_separately(
 
 def _to_inference_data(spec: ModelSpec, grouped: GroupedData, x: np.ndarray,
                        diverging: np.ndarray, steps: np.ndarray, timing: dict[str, Any],
-                       *, model_name: str | None, settings: dict[str, Any]) -> Any:
+                       *, settings: dict[str, Any]) -> Any:
     """x (G, chains, S, P + K) -> InferenceData with natural theta and noise scales."""
     import arviz as az
 
@@ -305,7 +305,7 @@ def _to_inference_data(spec: ModelSpec, grouped: GroupedData, x: np.ndarray,
             **{n: ["driver"] for n in posterior if n != "theta"},
             "diverging": ["driver"], "n_steps": ["driver"]}
     coords = {"driver": list(grouped.group_ids), "parameter": params.names}
-    attrs = {"carpool_kind": KIND, "carpool_model": model_name or spec.name,
+    attrs = {"carpool_kind": KIND, "carpool_model": spec.name,
              "carpool_model_options": json.dumps(dict(spec.options)),
              "carpool_timing": json.dumps(timing), "carpool_settings": json.dumps(settings)}
     idata = az.from_dict(
