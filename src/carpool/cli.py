@@ -729,6 +729,13 @@ def batch_fit_command(
     seed: Annotated[int, typer.Option(help="Random seed (the same for every unit)")] = 0,
     data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    engine: Annotated[str, typer.Option(
+        help="fit: carpool.fit per unit (any model); separate: one-driver units in groups "
+             "through fit_separately, compiled once per worker (unpooled / pooled, iid "
+             "residuals)")] = "fit",
+    drivers_per_task: Annotated[int | None, typer.Option(
+        help="engine separate: units per task (default: four tasks per worker, at most "
+             "50 units each)")] = None,
 ) -> None:
     """Fit every unit (driver, recording, ...) as its own task; resumable, with a manifest.
 
@@ -747,11 +754,19 @@ def batch_fit_command(
         raise _fail(f"--local-workers must be >= 0, got {local_workers}")
     if retries < 0:
         raise _fail(f"--retries must be >= 0, got {retries}")
+    if engine not in ("fit", "separate"):
+        raise _fail(f"unknown --engine {engine!r}; choose fit or separate")
+    if drivers_per_task is not None and (engine != "separate" or drivers_per_task < 1):
+        raise _fail("--drivers-per-task needs --engine separate and a value >= 1")
+    if engine == "separate" and level is not None:
+        raise _fail("--level does not apply to --engine separate (each driver alone)")
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method)
     units = _run(read_units, data, by, data_format)
     err.print(f"{len(units)} units by {escape(by)} from {len(data)} file(s)")
     options = {"chains": chains, "warmup": tune, "draws": draws, "seed": seed,
-               "level": level, "model_options": model_options}
+               "model_options": model_options}
+    if engine == "fit":
+        options["level"] = level
     executor = _run(make_executor, scheduler, local_workers)
     err.print(f"running on {executor.num_workers} worker(s)"
               + (f" of {escape(scheduler)}" if scheduler else ""))
@@ -762,7 +777,8 @@ def batch_fit_command(
             bar.start()
         result = _run(fit_batch, units, model, out, pooling=pooling, by=by,
                       executor=executor, retries=retries, resume=resume,
-                      fit_options=options, progress_fn=update)
+                      fit_options=options, progress_fn=update, engine=engine,
+                      drivers_per_task=drivers_per_task)
     finally:
         if bar is not None:
             bar.stop()

@@ -5,6 +5,11 @@ atomically to ``DIR/fits/<unit>.nc`` itself, on the worker, before it returns: a
 that finished is on disk even if its worker, or the client, dies a moment later. The fit
 file carries which unit and which request it answers, so a rerun keeps a result only
 after loading it (:func:`check_result`), never because a file of that name exists.
+
+With ``engine="separate"`` a task (:func:`fit_driver_group`) fits a group of one-driver
+units through :func:`carpool.fit_separately` and saves each driver's posterior to its own
+file the same way: the worker compiles the sampler once and reuses it for every later
+group whose padded series length matches, instead of compiling once per driver.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from carpool.batch.executors import DEFAULT_RETRIES, Progress, Task, as_executor
 from carpool.batch.manifest import MANIFEST_NAME, Manifest, utc_now
 from carpool.batch.units import Unit, split_table
 
-__all__ = ["BatchResult", "FitRequest", "check_result", "fit_batch", "fit_unit"]
+__all__ = ["ENGINES", "BatchResult", "FitRequest", "check_result", "fit_batch",
+           "fit_driver_group", "fit_unit"]
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +45,34 @@ FIT_OPTIONS = ("tau", "correlated", "param", "level", "layout", "chains", "warmu
                "residual")
 
 
+#: How a batch fits its units: ``"fit"``, :func:`carpool.fit` per unit (any model, pooling
+#: and residual; one compilation per unit); ``"separate"``, groups of one-driver units per
+#: task through :func:`carpool.fit_separately` (i.i.d. residuals, NUTS; one compilation
+#: per worker and padded series length).
+ENGINES = ("fit", "separate")
+
+#: The options a ``"separate"`` batch passes on to :func:`carpool.fit_separately`.
+SEPARATE_OPTIONS = ("chains", "warmup", "draws", "seed", "target_accept", "max_tree_depth",
+                    "model_options", "data_options")
+
+#: A separate task pads its drivers' series to a multiple of this many steps, so that
+#: the tasks of a worker share one compiled program (at most 31 masked steps a driver).
+SEPARATE_PAD_MULTIPLE = 32
+
+#: Most drivers per task when ``drivers_per_task`` is chosen automatically.
+MAX_DRIVERS_PER_TASK = 50
+
+
 @dataclass(frozen=True)
 class FitRequest:
-    """What every unit of a batch is fitted with: a registered model, a pooling mode and
-    further :func:`carpool.fit` options (``chains``, ``draws``, ``seed``, ...)."""
+    """What every unit of a batch is fitted with: a registered model, a pooling mode,
+    further :func:`carpool.fit` options (``chains``, ``draws``, ``seed``, ...) and the
+    engine (:data:`ENGINES`)."""
 
     model: str
     pooling: str = "hierarchical"
     options: Mapping[str, Any] = field(default_factory=dict)
+    engine: str = "fit"
 
     def __post_init__(self) -> None:
         from carpool.pooling.spec import POOLING_MODES
@@ -56,12 +82,20 @@ class FitRequest:
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of "
                              f"{list(POOLING_MODES)}")
-        unknown = sorted(set(self.options) - set(FIT_OPTIONS))
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; choose one of {list(ENGINES)}")
+        allowed = FIT_OPTIONS if self.engine == "fit" else SEPARATE_OPTIONS
+        unknown = sorted(set(self.options) - set(allowed))
         if unknown:
-            raise ValueError(f"unknown fit option(s) {unknown} for a batch")
+            raise ValueError(f"unknown fit option(s) {unknown} for a batch"
+                             + (" with engine 'separate'" if self.engine != "fit" else ""))
+        if self.engine == "separate" and self.pooling == "hierarchical":
+            raise ValueError("engine 'separate' fits each driver alone: give pooling "
+                             "'unpooled' (or 'pooled', the same model for one driver)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "pooling": self.pooling,
+        engine = {} if self.engine == "fit" else {"engine": self.engine}
+        return {"model": self.model, "pooling": self.pooling, **engine,
                 **{k: self.options[k] for k in sorted(self.options)}}
 
     def fingerprint(self) -> str:
@@ -102,19 +136,82 @@ def fit_unit(unit: Unit, request: FitRequest, path: str) -> dict[str, Any]:
             "divergences": int(d["divergences"])}
 
 
+def fit_driver_group(units: Sequence[Unit], request: FitRequest, paths: Sequence[str]
+                     ) -> dict[str, dict[str, Any]]:
+    """The worker's task of a ``"separate"`` batch: fit one-driver units, each alone.
+
+    Each unit is validated on its own (a bad one gets ``{"error": ...}`` and the others
+    are fitted); the good ones go through one :func:`carpool.fit_separately` call (padded
+    to :data:`SEPARATE_PAD_MULTIPLE`, so the worker's later tasks reuse its compiled
+    program), and each driver's posterior is saved atomically at its path as soon as the
+    call returns. Returns ``{unit name: manifest record}``.
+    """
+    import carpool
+    from carpool.batch.executors import _describe
+    from carpool.inference.run import resolve_spec
+
+    options = dict(request.options)
+    spec = resolve_spec(request.model, **dict(options.get("model_options") or {}))
+    data_options = dict(options.get("data_options") or {})
+    started, t0 = utc_now(), time.perf_counter()
+    records: dict[str, dict[str, Any]] = {}
+    good: list[tuple[Unit, str, str, int, pd.DataFrame]] = []
+    for unit, path in zip(units, paths, strict=True):
+        try:
+            table = unit.load()
+            grouped = spec.prepare(table, **data_options)
+            if grouped.num_groups != 1:
+                raise ValueError(f"unit {unit.name!r} holds {grouped.num_groups} drivers; "
+                                 "engine 'separate' fits one driver per unit (--by driver)")
+            good.append((unit, path, str(grouped.group_ids[0]), grouped.num_obs, table))
+        except (ValueError, KeyError, OSError, TypeError) as exc:
+            records[unit.name] = {"error": _describe(exc)}
+    if not good:
+        return records
+    fits = carpool.fit_separately(pd.concat([t for *_, t in good], ignore_index=True),
+                                  request.model, pad_multiple=SEPARATE_PAD_MULTIPLE,
+                                  **options)
+    task_wall = time.perf_counter() - t0
+    for unit, path, driver, num_obs, _ in good:
+        one = fits.select([driver])
+        one.idata.posterior.attrs[ATTR] = json.dumps(
+            {"unit": unit.name, "input": unit.fingerprint(),
+             "request": request.fingerprint()})
+        one.save(path)
+        d = one.diagnostics()
+        records[unit.name] = {
+            "started": started, "finished": utc_now(), "wall_s": task_wall / len(good),
+            "task_wall_s": task_wall, "task_units": len(units), "compile_s": float("nan"),
+            "sampling_s": float("nan"), "worker": _worker_name(), "groups": 1,
+            "observations": int(num_obs),
+            "max_rhat": d["max_rhat"], "divergences": d["divergences"]}
+    return records
+
+
+def _load_any(path: Path) -> Any:
+    """A batch result: a :class:`~carpool.inference.fit.Fit` or, for engine
+    ``"separate"``, a one-driver :class:`~carpool.inference.separate.SeparateFits`."""
+    import xarray as xr
+
+    import carpool
+    from carpool.inference.separate import KIND
+
+    with xr.open_dataset(path, group="posterior") as post:
+        kind = post.attrs.get("carpool_kind")
+    return carpool.load_separate(path) if kind == KIND else carpool.load(path)
+
+
 def check_result(path: str | os.PathLike[str], unit: Unit, request: FitRequest) -> str | None:
     """Why the fit at ``path`` is not a valid result for ``unit`` (``None`` when it is).
 
     Valid means: the file loads as a carpool fit (so it is complete) and was written by a
     batch for this unit, from the same input and with the same request.
     """
-    import carpool
-
     path = Path(path)
     if not path.is_file():
         return "no result file"
     try:
-        fit = carpool.load(path)
+        fit = _load_any(path)
         tag = json.loads(fit.idata.posterior.attrs[ATTR])
     except (ValueError, KeyError, OSError, TypeError) as exc:
         return f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
@@ -157,10 +254,9 @@ class BatchResult:
         return self.out_dir / self.manifest.units[unit]["path"]
 
     def load(self, unit: str) -> Any:
-        """The fit of ``unit`` (:func:`carpool.load`)."""
-        import carpool
-
-        return carpool.load(self.path(unit))
+        """The fit of ``unit``: a :func:`carpool.load` fit, or for engine ``"separate"``
+        the unit's one-driver :func:`carpool.load_separate` fits."""
+        return _load_any(self.path(unit))
 
 
 def fit_batch(
@@ -176,6 +272,8 @@ def fit_batch(
     fit_options: Mapping[str, Any] | None = None,
     progress_fn: Callable[[Progress], Any] | None = None,
     manifest_interval_s: float = 1.0,
+    engine: str = "fit",
+    drivers_per_task: int | None = None,
 ) -> BatchResult:
     """Fit ``model`` to every unit as an independent task; one fit file per unit.
 
@@ -211,13 +309,27 @@ def fit_batch(
     manifest_interval_s
         The manifest is rewritten at most this often while the batch runs (each fit file
         is written as soon as it finishes regardless), and always at the end.
+    engine
+        ``"fit"`` (:func:`carpool.fit` per unit) or ``"separate"``: one-driver units
+        (``by="driver"``, pooling unpooled or pooled, i.i.d. residuals, NUTS) fitted in
+        groups of ``drivers_per_task`` by :func:`carpool.fit_separately`, compiled once
+        per worker instead of once per driver (see :data:`ENGINES`). Each driver still
+        gets its own file, manifest record and resume check.
+    drivers_per_task
+        Units per task for ``engine="separate"`` (default: enough tasks for four per
+        worker, at most :data:`MAX_DRIVERS_PER_TASK` units each). A worker lost mid-task
+        costs the whole task's rerun.
 
     Returns
     -------
     BatchResult
         The manifest; a failed unit does not raise (see :attr:`BatchResult.failed`).
     """
-    request = FitRequest(model, pooling, dict(fit_options or {}))
+    request = FitRequest(model, pooling, dict(fit_options or {}), engine)
+    if drivers_per_task is not None and int(drivers_per_task) < 1:
+        raise ValueError(f"drivers_per_task must be at least 1, got {drivers_per_task}")
+    if engine == "separate":
+        _check_separate(request)
     if isinstance(units, pd.DataFrame):
         units = split_table(units, by)
     units = list(units)
@@ -254,17 +366,35 @@ def fit_batch(
     manifest.write(manifest_path)
     if not todo:
         return BatchResult(out, manifest)
-    tasks = [Task(u.name, fit_unit, (u, request, str(out / paths[u.name]))) for u in todo]
     runner, owned = as_executor(executor)
+    if engine == "separate":
+        size = drivers_per_task or min(MAX_DRIVERS_PER_TASK,
+                                       -(-len(todo) // (4 * max(1, runner.num_workers))))
+        groups = {f"{chunk[0].name} (+{len(chunk) - 1})": chunk
+                  for chunk in (todo[i:i + int(size)] for i in range(0, len(todo), int(size)))}
+        tasks = [Task(key, fit_driver_group, (chunk, request,
+                                              [str(out / paths[u.name]) for u in chunk]))
+                 for key, chunk in groups.items()]
+        log.info("%d tasks of up to %d drivers", len(tasks), int(size))
+    else:
+        groups = {u.name: [u] for u in todo}
+        tasks = [Task(u.name, fit_unit, (u, request, str(out / paths[u.name]))) for u in todo]
+    counter = _UnitProgress(len(todo), groups, progress_fn)
     last_write = time.monotonic()
     try:
-        for outcome in runner.run(tasks, retries=retries, progress_fn=progress_fn):
-            record = manifest.units[outcome.key]
-            record.update(attempts=outcome.attempts, errors=list(outcome.errors))
-            if outcome.is_ok:
-                record.update(status="done", error=None, **outcome.value)
-            else:
-                record.update(status="failed", error=outcome.error, finished=utc_now())
+        for outcome in runner.run(tasks, retries=retries, progress_fn=counter.tasks):
+            values = (outcome.value if engine == "separate" else
+                      {outcome.key: outcome.value}) if outcome.is_ok else {}
+            for unit in groups[outcome.key]:
+                record = manifest.units[unit.name]
+                record.update(attempts=outcome.attempts, errors=list(outcome.errors))
+                value = values.get(unit.name, {"error": outcome.error or "no result"})
+                if "error" in value:
+                    record.update(status="failed", error=value["error"], finished=utc_now())
+                    counter.finished(failed=1)
+                else:
+                    record.update(status="done", error=None, **value)
+                    counter.finished(done=1)
             if time.monotonic() - last_write >= manifest_interval_s:
                 manifest.write(manifest_path)
                 last_write = time.monotonic()
@@ -273,6 +403,43 @@ def fit_batch(
         if owned:
             runner.close()
     return BatchResult(out, manifest)
+
+
+def _check_separate(request: FitRequest) -> None:
+    """Fail early (in the client) when the model cannot be fitted by engine 'separate'."""
+    from carpool.inference.run import resolve_spec
+
+    spec = resolve_spec(request.model, **dict(request.options.get("model_options") or {}))
+    if spec.residual.is_dynamic:
+        raise ValueError(f"engine 'separate' fits i.i.d. residuals only (got "
+                         f"{spec.residual.name!r}); use engine 'fit'")
+
+
+class _UnitProgress:
+    """Turns the executor's task counts into unit counts for ``progress_fn``: finished
+    units are counted from the outcomes, running ones as the running tasks' units."""
+
+    def __init__(self, total: int, groups: Mapping[str, Sequence[Unit]],
+                 progress_fn: Callable[[Progress], Any] | None) -> None:
+        self.total, self.fn = total, progress_fn
+        self.size = max(len(g) for g in groups.values())
+        self.done = self.failed = self.running_tasks = 0
+
+    def tasks(self, p: Progress) -> None:
+        self.running_tasks = p.running
+        self._emit()
+
+    def finished(self, *, done: int = 0, failed: int = 0) -> None:
+        self.done += done
+        self.failed += failed
+        self._emit()
+
+    def _emit(self) -> None:
+        if self.fn is None:
+            return
+        left = self.total - self.done - self.failed
+        self.fn(Progress(self.total, self.done, self.failed,
+                         min(left, self.running_tasks * self.size)))
 
 
 def _earlier_records(manifest_path: Path) -> dict[str, dict[str, Any]]:

@@ -25,7 +25,8 @@ import numpy as np
 
 from carpool.pooling.grouped import GroupedData
 
-__all__ = ["FitFileError", "VersionWarning", "checksums", "data_checksum", "stamp", "verify"]
+__all__ = ["FitFileError", "VersionWarning", "attrs_checksum", "data_checksum",
+           "posterior_checksum", "stamp", "verify"]
 
 
 class FitFileError(ValueError):
@@ -64,30 +65,42 @@ def data_checksum(data: GroupedData) -> str:
     return h.hexdigest()
 
 
-def checksums(idata: Any, data: GroupedData) -> dict[str, str]:
-    """The digests :func:`stamp` writes (see the module docstring)."""
-    post = idata.posterior
+#: The posterior attributes that state what was fitted (hashed as the ``spec`` digest).
+SPEC_ATTRS = ("carpool_spec", "carpool_config", "carpool_groups", "carpool_levels")
+
+
+def posterior_checksum(posterior: Any) -> str:
+    """SHA-256 of every array of a posterior (an ``xarray.Dataset``), by sorted name."""
     h = hashlib.sha256()
-    for name in sorted(post.data_vars):
-        _update(h, name, post[name].values)
-    attrs = post.attrs
-    spec = hashlib.sha256(
-        "\x1f".join(str(attrs.get(k, "")) for k in ("carpool_spec", "carpool_config",
-                                                    "carpool_groups", "carpool_levels"))
-        .encode("utf-8")).hexdigest()
-    return {"data": data_checksum(data), "posterior": h.hexdigest(), "spec": spec}
+    for name in sorted(posterior.data_vars):
+        _update(h, name, posterior[name].values)
+    return h.hexdigest()
 
 
-def stamp(idata: Any, data: GroupedData) -> None:
-    """Write the version and checksums into ``idata.posterior.attrs`` (in place)."""
+def attrs_checksum(attrs: Mapping[str, Any], keys: tuple[str, ...] = SPEC_ATTRS) -> str:
+    """SHA-256 of the attributes ``keys`` (missing ones hash as empty)."""
+    return hashlib.sha256("\x1f".join(str(attrs.get(k, "")) for k in keys)
+                          .encode("utf-8")).hexdigest()
+
+
+def stamp(idata: Any, data: GroupedData, *, spec_attrs: tuple[str, ...] = SPEC_ATTRS) -> None:
+    """Write the version and checksums into ``idata.posterior.attrs`` (in place);
+    ``spec_attrs`` are the attributes that state what was fitted."""
     from carpool import __version__
 
-    idata.posterior.attrs["carpool_version"] = __version__
-    idata.posterior.attrs["carpool_checksums"] = json.dumps(checksums(idata, data))
+    post = idata.posterior
+    post.attrs["carpool_version"] = __version__
+    post.attrs["carpool_checksums"] = json.dumps(
+        {"data": data_checksum(data), "posterior": posterior_checksum(post),
+         "spec": attrs_checksum(post.attrs, spec_attrs)})
 
 
-def verify(idata: Any, data: GroupedData, source: str) -> None:
+def verify(idata: Any, data: GroupedData | None, source: str, *,
+           spec_attrs: tuple[str, ...] = SPEC_ATTRS) -> None:
     """Check a loaded fit against its stamp; ``source`` names the file in messages.
+
+    ``data`` is the input data saved with the fit; ``None`` for a file that records only
+    the input's checksum (separate fits), whose posterior and specification are checked.
 
     Raises
     ------
@@ -113,8 +126,11 @@ def verify(idata: Any, data: GroupedData, source: str) -> None:
     except (TypeError, ValueError):
         raise FitFileError(f"{source}: its checksum attribute is unreadable; the file was "
                            "modified or corrupted") from None
-    found = checksums(idata, data)
-    bad = [k for k in ("data", "spec", "posterior") if saved.get(k) != found[k]]
+    post = idata.posterior
+    found = {"posterior": posterior_checksum(post), "spec": attrs_checksum(attrs, spec_attrs)}
+    if data is not None:
+        found["data"] = data_checksum(data)
+    bad = [k for k in ("data", "spec", "posterior") if k in found and saved.get(k) != found[k]]
     if bad:
         what = {"data": "input data", "spec": "specification", "posterior": "posterior draws"}
         raise FitFileError(f"{source}: the {', '.join(what[k] for k in bad)} do not match the "

@@ -130,34 +130,101 @@ class SeparateFits:
         table.index.name = "variable"
         return table
 
+    def select(self, drivers: list[str] | tuple[str, ...]) -> SeparateFits:
+        """The fits of ``drivers`` only (each driver's draws are its own: nothing is
+        refitted); its checksums are those of the selection."""
+        missing = sorted(set(drivers) - set(self.group_ids))
+        if missing:
+            raise KeyError(f"no fit for driver(s) {missing}")
+        idata = self.idata.sel(driver=list(drivers))
+        attrs = dict(self.idata.posterior.attrs)  # a copy: sel may share the dict
+        idata.posterior.attrs = attrs
+        inputs = json.loads(attrs["carpool_inputs"])
+        attrs["carpool_inputs"] = json.dumps({d: inputs[d] for d in drivers})
+        _stamp(idata)
+        return SeparateFits(idata, self.spec)
+
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fits as netCDF, atomically (temporary file, then rename)."""
+        """Write the fits as netCDF, atomically (temporary file, then rename). The file
+        carries the carpool version and checksums of the draws and of what was fitted
+        (:mod:`carpool.inference.integrity`), checked by :func:`load_separate`."""
         from carpool.io import atomic_write
 
         return atomic_write(path, self.idata.to_netcdf)
 
 
 def load_separate(path: str | os.PathLike[str]) -> SeparateFits:
-    """Read :meth:`SeparateFits.save` output (netCDF; the spec is rebuilt by name)."""
+    """Read :meth:`SeparateFits.save` output (netCDF; the spec is rebuilt by name).
+
+    The checksums of the draws and of what was fitted are verified: an edited or corrupted
+    file raises :class:`~carpool.inference.integrity.FitFileError` (a ``ValueError``).
+    """
     import arviz as az
 
+    from carpool.inference.integrity import verify
     from carpool.inference.run import resolve_spec
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such fit file: {path}")
-    idata = az.from_netcdf(str(path))
-    attrs = idata.posterior.attrs
-    if attrs.get("carpool_kind") != KIND:
+    try:
+        idata = az.from_netcdf(str(path))
+        idata.load()  # read everything now: the file may be replaced later
+        attrs = idata.posterior.attrs
+        kind = attrs.get("carpool_kind")
+        options = json.loads(attrs["carpool_model_options"])
+    except (OSError, KeyError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a carpool fit file ({exc})") from None
+    if kind != KIND:
         raise ValueError(f"{path} is not a file of separate per-driver fits")
-    options = json.loads(attrs["carpool_model_options"])
+    verify(idata, None, str(path), spec_attrs=SPEC_ATTRS)
     return SeparateFits(idata, resolve_spec(attrs["carpool_model"], **options))
 
 
-def _padded(grouped: GroupedData, covariates: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+#: The attributes that state what a separate fit fitted (hashed into its checksum).
+SPEC_ATTRS = ("carpool_kind", "carpool_model", "carpool_model_options", "carpool_settings",
+              "carpool_inputs")
+
+
+def _stamp(idata: Any) -> None:
+    """Write the version and the checksums of the draws and of :data:`SPEC_ATTRS`."""
+    from carpool import __version__
+    from carpool.inference.integrity import attrs_checksum, posterior_checksum
+
+    attrs = idata.posterior.attrs
+    attrs["carpool_version"] = __version__
+    attrs["carpool_checksums"] = json.dumps(
+        {"posterior": posterior_checksum(idata.posterior),
+         "spec": attrs_checksum(attrs, SPEC_ATTRS)})
+
+
+def _input_checksums(drivers: tuple[str, ...], y: np.ndarray, mask: np.ndarray,
+                     covs: np.ndarray) -> dict[str, str]:
+    """``{driver: SHA-256 of its observations and covariates}`` from the padded arrays."""
+    import hashlib
+
+    out = {}
+    for g, name in enumerate(drivers):
+        m = mask[g]
+        h = hashlib.sha256(np.ascontiguousarray(y[g][m], dtype="<f8").tobytes())
+        h.update(np.ascontiguousarray(covs[g][m], dtype="<f8").tobytes())
+        out[str(name)] = h.hexdigest()
+    return out
+
+
+def _padded(grouped: GroupedData, covariates: tuple[str, ...], multiple: int = 1
+            ) -> tuple[np.ndarray, ...]:
+    """(y (G, T), mask (G, T), covs (G, T, C)) with T rounded up to ``multiple`` (the
+    extra cells repeat the last one, masked)."""
     pad = grouped.padded()
+    y, mask = np.asarray(pad.y), np.asarray(pad.mask)
     covs = np.stack([np.asarray(pad.covariates[c]) for c in covariates], axis=-1)
-    return np.asarray(pad.y), np.asarray(pad.mask), covs  # (G, T), (G, T), (G, T, C)
+    extra = -y.shape[1] % max(1, int(multiple))
+    if extra:
+        y = np.concatenate([y, np.repeat(y[:, -1:], extra, axis=1)], axis=1)
+        covs = np.concatenate([covs, np.repeat(covs[:, -1:], extra, axis=1)], axis=1)
+        mask = np.concatenate([mask, np.zeros((mask.shape[0], extra), bool)], axis=1)
+    return y, mask, covs
 
 
 def _sampler(spec: ModelSpec, covariates: tuple[str, ...], num_warmup: int, num_samples: int,
@@ -216,6 +283,7 @@ def fit_separately(
     init_radius: float = 0.5,
     model_options: Mapping[str, Any] | None = None,
     data_options: Mapping[str, Any] | None = None,
+    pad_multiple: int = 1,
 ) -> SeparateFits:
     """Fit every driver on its own with NUTS, one compiled program for all drivers.
 
@@ -232,9 +300,13 @@ def fit_separately(
         Drivers per call for ``"vmap"`` (default: all, rounded up to the device count);
         ignored by ``"loop"`` (one driver per device per call).
     chains, warmup, draws, seed, target_accept, max_tree_depth, init_radius
-        NUTS settings, the same for every driver. Driver ``g``'s chains use keys folded
-        from ``seed`` and ``g``, so a driver's draws do not depend on the strategy's
-        batching or on the other drivers.
+        NUTS settings, the same for every driver. A driver's chains use keys folded from
+        ``seed`` and its id, so its draws do not depend on the strategy's batching or on
+        which other drivers are fitted with it.
+    pad_multiple
+        Round the padded series length up to a multiple of this (masked cells): calls
+        whose drivers' longest series round to the same length reuse the compiled program
+        (kept per process for the last few settings), e.g. the tasks of a batch.
     """
     from carpool.inference.run import resolve_spec
 
@@ -251,21 +323,25 @@ def fit_separately(
     grouped = data if isinstance(data, GroupedData) else spec.prepare(
         data, **dict(data_options or {}))
     covariates = tuple(spec.covariates)
-    y, mask, covs = _padded(grouped, covariates)
+    y, mask, covs = _padded(grouped, covariates, pad_multiple)
     G = grouped.num_groups
     devices = max(1, min(jax.local_device_count(), G))
     # loop: one driver per device per call; vmap: batches rounded up to the devices
     per_call = devices if strategy == "loop" else -(-(batch_size or G) // devices) * devices
     per_device = per_call // devices
 
-    run = _sampler(spec, covariates, int(warmup), int(draws), int(chains), target_accept,
-                   max_tree_depth, init_radius)
-    batched = jax.vmap(run)  # over the drivers of one device
-    program = jax.pmap(batched) if devices > 1 else jax.jit(lambda *a: jax.tree.map(
-        lambda t: t[None], batched(*(b[0] for b in a))))
+    settings = (covariates, int(warmup), int(draws), int(chains), float(target_accept),
+                int(max_tree_depth), float(init_radius), devices)
+    if isinstance(model, str):
+        key = ("registered", model, json.dumps(dict(model_options or {}), sort_keys=True,
+                                               default=str), settings)
+    else:
+        key = ("spec", id(model), settings)
+    program = _program(key, spec, settings)
     base = jax.random.PRNGKey(seed)
-    keys = np.stack([np.asarray(jax.random.split(jax.random.fold_in(base, g), chains))
-                     for g in range(G)])  # (G, chains, 2)
+    keys = np.stack([np.asarray(jax.random.split(jax.random.fold_in(base, _driver_key(g)),
+                                                 chains))
+                     for g in grouped.group_ids])  # (G, chains, 2)
 
     t0 = time.perf_counter()
     outputs = []
@@ -280,7 +356,8 @@ def fit_separately(
     jax.block_until_ready(results)
     wall = time.perf_counter() - t0
     x, diverging, steps = (np.concatenate([r[i] for r in results]) for i in range(3))
-    idata = _to_inference_data(spec, grouped, x, diverging, steps, {
+    inputs = _input_checksums(tuple(grouped.group_ids), y, mask, covs)
+    idata = _to_inference_data(spec, grouped, x, diverging, steps, inputs, {
         "total_s": wall, "strategy": strategy, "drivers_per_call": per_call,
         "calls": len(outputs)},
         settings={"chains": chains, "warmup": warmup, "draws": draws, "seed": seed,
@@ -288,9 +365,42 @@ def fit_separately(
     return SeparateFits(idata, spec)
 
 
+def _driver_key(driver: Any) -> int:
+    """A stable 31-bit integer of a driver id (CRC-32 of its text), to fold into keys."""
+    import zlib
+
+    return zlib.crc32(str(driver).encode("utf-8")) & 0x7FFFFFFF
+
+
+_PROGRAMS: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+_PROGRAMS_KEPT = 4
+
+
+def _program(key: tuple[Any, ...], spec: ModelSpec, settings: tuple[Any, ...]) -> Any:
+    """The jitted (or pmapped) sampler for ``settings``, built once per process and key.
+
+    ``f(keys, y, mask, covs)`` with a leading (devices, drivers per device) shape; JAX
+    compiles it once per distinct series length. A key holding a user's spec object also
+    holds the object (so its ``id`` stays its own).
+    """
+    if key in _PROGRAMS:
+        return _PROGRAMS[key][0]
+    covariates, warmup, draws, chains, target_accept, max_tree_depth, init_radius, devices = (
+        settings)
+    run = _sampler(spec, covariates, warmup, draws, chains, target_accept, max_tree_depth,
+                   init_radius)
+    batched = jax.vmap(run)  # over the drivers of one device
+    program = jax.pmap(batched) if devices > 1 else jax.jit(lambda *a: jax.tree.map(
+        lambda t: t[None], batched(*(b[0] for b in a))))
+    while len(_PROGRAMS) >= _PROGRAMS_KEPT:
+        _PROGRAMS.pop(next(iter(_PROGRAMS)))
+    _PROGRAMS[key] = (program, spec)
+    return program
+
+
 def _to_inference_data(spec: ModelSpec, grouped: GroupedData, x: np.ndarray,
-                       diverging: np.ndarray, steps: np.ndarray, timing: dict[str, Any],
-                       *, settings: dict[str, Any]) -> Any:
+                       diverging: np.ndarray, steps: np.ndarray, inputs: dict[str, str],
+                       timing: dict[str, Any], *, settings: dict[str, Any]) -> Any:
     """x (G, chains, S, P + K) -> InferenceData with natural theta and noise scales."""
     import arviz as az
 
@@ -307,12 +417,14 @@ def _to_inference_data(spec: ModelSpec, grouped: GroupedData, x: np.ndarray,
     coords = {"driver": list(grouped.group_ids), "parameter": params.names}
     attrs = {"carpool_kind": KIND, "carpool_model": spec.name,
              "carpool_model_options": json.dumps(dict(spec.options)),
-             "carpool_timing": json.dumps(timing), "carpool_settings": json.dumps(settings)}
+             "carpool_timing": json.dumps(timing), "carpool_settings": json.dumps(settings),
+             "carpool_inputs": json.dumps(inputs)}
     idata = az.from_dict(
         posterior=posterior,
         sample_stats={"diverging": np.moveaxis(diverging, 0, 2),
                       "n_steps": np.moveaxis(steps, 0, 2)},
         coords=coords, dims=dims)
     idata.posterior.attrs.update(attrs)
+    _stamp(idata)
     return idata
 
