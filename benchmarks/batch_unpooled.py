@@ -1,15 +1,18 @@
-"""Unpooled IDM fits of many drivers: a batch of one-driver fits on 1 and 2 local worker
-processes (carpool.batch) against one unpooled fit of all drivers in this process.
+"""Unpooled IDM fits of many drivers: batches of one-driver fits on 1 and 2 local worker
+processes (carpool.batch) against the single-process paths.
 
 Simulated drivers (:func:`carpool.testing.simulate_drivers`, congested stop-and-go leaders,
-``--duration-s`` at 5 Hz each). Every path fits the same drivers with the same NUTS settings;
-the single-process paths are ``carpool.fit(all drivers, pooling="unpooled")``, one program
-whose drivers are independent in the posterior but share the sampler's step size and tree
-depth, and :func:`carpool.fit_separately` (each driver its own sampler, one compiled
-program for all drivers, ``"vmap"`` and ``"loop"``). The batch paths pay one compilation
-per driver (carpool.fit closes over the data) and one JAX start per worker. Wall times
-include everything from the call to the last saved file (cluster start-up included for the
-batch paths).
+``--duration-s`` at 5 Hz each), every path with the same NUTS settings. The paths:
+
+- batch, engine ``separate``: groups of drivers per task through
+  :func:`carpool.fit_separately`, each worker compiling once (``--drivers`` drivers);
+- batch, engine ``fit``: :func:`carpool.fit` per driver, one compilation per driver
+  (``--fit-engine-drivers`` drivers: it is the slow path, so fewer; compare per driver);
+- this process: ``carpool.fit(all drivers, pooling="unpooled")`` (one joint posterior whose
+  drivers share the sampler's step size and tree depth) and ``carpool.fit_separately``
+  (``"vmap"``: lockstep batches; ``"loop"``: one driver per call).
+
+Wall times run from the call to the last saved file, cluster start-up included.
 
     python benchmarks/batch_unpooled.py               # the documented run
     python benchmarks/batch_unpooled.py --smoke       # seconds: CI keeps it from rotting
@@ -37,18 +40,27 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--drivers", type=int, default=200)
-    ap.add_argument("--duration-s", type=float, default=20.0)
+    ap.add_argument("--fit-engine-drivers", type=int, default=20,
+                    help="drivers for the batch rows of engine 'fit' (one compile each)")
+    ap.add_argument("--duration-s", type=float, default=30.0)
     ap.add_argument("--chains", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=300)
-    ap.add_argument("--draws", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=400)
+    ap.add_argument("--draws", type=int, default=400)
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    ap.add_argument("--paths", default="separate,fit,joint,vmap,loop",
+                    help="comma-separated subset of the paths to run")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the rows of the existing --json file for paths not run now")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="leave local workers unpinned (make_executor(pin_cores=False))")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--json", default="benchmarks/results/batch_unpooled.json")
     args = ap.parse_args()
     if args.smoke:
-        args.drivers, args.duration_s, args.chains = 1, 4.0, 1
+        args.drivers, args.fit_engine_drivers, args.duration_s, args.chains = 2, 1, 4.0, 1
         args.warmup, args.draws, args.workers = 10, 10, "0"
+        args.paths = "separate,fit"
 
     import pandas as pd
 
@@ -59,45 +71,69 @@ def main() -> None:
     df, _ = simulate_drivers(args.drivers, duration_s=args.duration_s, rng_seed=11)
     options = {"chains": args.chains, "warmup": args.warmup, "draws": args.draws,
                "seed": args.seed}
+    paths = args.paths.split(",")
     load_before = _load_average()
     rows = []
-    for workers in (int(w) for w in args.workers.split(",")):
+
+    def row(path: str, drivers: int, wall: float, **extra: float) -> dict:
+        return {"path": path, "drivers": drivers, "wall_s": wall,
+                "per_driver_s": wall / drivers, **extra}
+
+    for engine in ("separate", "fit"):
+        if engine not in paths:
+            continue
+        n = args.drivers if engine == "separate" else min(args.drivers,
+                                                          args.fit_engine_drivers)
+        units = split_table(df, "driver")[:n]
+        for workers in (int(w) for w in args.workers.split(",")):
+            with tempfile.TemporaryDirectory() as out:
+                t = time.perf_counter()
+                with make_executor(local_workers=workers,
+                                   pin_cores=not args.no_pin) as executor:
+                    result = fit_batch(units, "idm", out, pooling="unpooled",
+                                       executor=executor, fit_options=options,
+                                       engine=engine)
+                wall = time.perf_counter() - t
+            records = list(result.manifest.units.values())
+            where = ("this process" if workers == 0 else f"{workers} worker(s)"
+                     + (", unpinned" if args.no_pin else ", pinned"))
+            rhat = [r["max_rhat"] for r in records if r["status"] == "done"]
+            rows.append(row(f"batch {engine}, {where}", n, wall,
+                            failed=result.summary["failed"],
+                            worst_rhat=max(rhat) if rhat else float("nan"),
+                            divergences=sum(r.get("divergences", 0) for r in records)))
+    if "joint" in paths:
+        t = time.perf_counter()
+        fit = carpool.fit(df, "idm", pooling="unpooled", warn=False, **options)
         with tempfile.TemporaryDirectory() as out:
-            t = time.perf_counter()
-            with make_executor(local_workers=workers) as executor:
-                result = fit_batch(split_table(df, "driver"), "idm", out, pooling="unpooled",
-                                   executor=executor, fit_options=options)
-            wall = time.perf_counter() - t
-        records = list(result.manifest.units.values())
-        label = "batch, this process" if workers == 0 else f"batch, {workers} worker(s)"
-        rows.append({"path": label, "fits": len(records), "wall_s": wall,
-                     "per_driver_s": wall / args.drivers,
-                     "compile_s_per_fit": sum(r["compile_s"] for r in records) / len(records),
-                     "sampling_s_per_fit": sum(r["sampling_s"] for r in records)
-                     / len(records), "failed": result.summary["failed"]})
-    t = time.perf_counter()
-    fit = carpool.fit(df, "idm", pooling="unpooled", warn=False, **options)
-    with tempfile.TemporaryDirectory() as out:
-        fit.save(os.path.join(out, "all.nc"))
-    wall = time.perf_counter() - t
-    rows.append({"path": "one unpooled fit, this process", "fits": 1, "wall_s": wall,
-                 "per_driver_s": wall / args.drivers,
-                 "compile_s_per_fit": fit.timing["compile_s"],
-                 "sampling_s_per_fit": fit.timing["sampling_s"], "failed": 0})
-    for strategy in ("vmap",) if args.smoke else ("vmap", "loop"):  # one compiled program
+            fit.save(os.path.join(out, "all.nc"))
+        wall = time.perf_counter() - t
+        d = fit.diagnostics
+        rows.append(row("one joint unpooled fit, this process", args.drivers, wall,
+                        failed=0, worst_rhat=d["max_rhat"], divergences=d["divergences"]))
+    for strategy in ("vmap", "loop"):  # one compiled program
+        if strategy not in paths:
+            continue
         t = time.perf_counter()
         each = carpool.fit_separately(df, "idm", strategy=strategy, **options)
         with tempfile.TemporaryDirectory() as out:
             each.save(os.path.join(out, "each.nc"))
         wall = time.perf_counter() - t
-        rows.append({"path": f"fit_separately ({strategy}), this process", "fits": 1,
-                     "wall_s": wall, "per_driver_s": wall / args.drivers,
-                     "compile_s_per_fit": float("nan"), "sampling_s_per_fit": float("nan"),
-                     "failed": 0})
+        d = each.diagnostics()
+        rows.append(row(f"fit_separately {strategy}, this process", args.drivers, wall,
+                        failed=0, worst_rhat=d["max_rhat"], divergences=d["divergences"]))
+    if args.update and os.path.exists(args.json):
+        import json
+
+        now = {r["path"] for r in rows}
+        with open(args.json) as f:
+            earlier = json.load(f)
+        rows += [dict(r, measured=earlier["meta"]["date"]) for r in earlier["rows"]
+                 if r["path"] not in now]
     load_after = _load_average()
     table = pd.DataFrame(rows).set_index("path")
     pd.set_option("display.width", 200)
-    print(f"unpooled IDM, {args.drivers} drivers x {args.duration_s:g} s at 5 Hz, "
+    print(f"unpooled IDM, drivers x {args.duration_s:g} s at 5 Hz, "
           f"{args.chains} chains x ({args.warmup} + {args.draws}); load average "
           f"{load_before} before, {load_after} after, on {os.cpu_count()} cores")
     print(table.round(3).to_string())

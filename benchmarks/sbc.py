@@ -107,6 +107,9 @@ def main() -> None:
     ap.add_argument("--bins", type=int, default=10)
     ap.add_argument("--alpha", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=0,
+                    help="local worker processes for the replications (0: this process); "
+                         "the ranks do not depend on it")
     ap.add_argument("--docs", action="store_true", help="write figures and the docs table")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--json", default="benchmarks/results/sbc.json")
@@ -121,6 +124,11 @@ def main() -> None:
     from carpool.inference.sbc import SbcSettings, chi_square_power, run_sbc
     from carpool.pooling.spec import Hyperpriors, PoolingConfig
 
+    executor = None
+    if args.workers:
+        from carpool.batch import make_executor
+
+        executor = make_executor(local_workers=args.workers)
     rows, t_all = [], time.perf_counter()
     for model in args.models.split(","):
         spec, data = design(model)
@@ -133,7 +141,8 @@ def main() -> None:
             config = PoolingConfig(pooling=pooling, correlated=False, param="noncentred",
                                    hyperpriors=Hyperpriors.default_for(data.num_groups))
             result = run_sbc(spec, data, config, settings,
-                             log_fn=lambda m: print(m, flush=True))
+                             log_fn=lambda m: print(m, flush=True), executor=executor,
+                             num_chunks=args.workers or None)
             table = result.table(seed=args.seed)
             m = len(table)
             level = args.alpha / m
@@ -159,6 +168,8 @@ def main() -> None:
                                   f"{args.ranks + 1} ranks in {args.bins} bins",
                           ROOT / "docs" / "figures" / f"sbc_{model}_{pooling}.png")
     wall = time.perf_counter() - t_all
+    if executor is not None:
+        executor.close()
     frame = pd.DataFrame([{k: v for k, v in r.items() if k != "per_quantity"} for r in rows])
     pd.set_option("display.width", 250)
     print(frame.set_index(["model", "pooling"]).round(4).to_string())
@@ -173,9 +184,11 @@ def main() -> None:
             cells = [f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        lines.append(f"Measured {pd.Timestamp.today().date()} on {os.cpu_count()} CPU cores, "
-                     f"{wall:.0f} s in all; warm-up {args.warmup}, {args.ranks} ranked draws "
-                     f"thinned by {args.thinning}, seed {args.seed}.")
+        where = (f"on {args.workers} local worker processes" if args.workers
+                 else "in one process")
+        lines.append(f"Measured {pd.Timestamp.today().date()} on {os.cpu_count()} CPU cores "
+                     f"({where}), {wall:.0f} s in all; warm-up {args.warmup}, {args.ranks} "
+                     f"ranked draws thinned by {args.thinning}, seed {args.seed}.")
         update_docs("\n".join(lines))
 
 

@@ -153,7 +153,7 @@ def main() -> None:
         rows = unpooled_rows(args.unpooled_drivers, args.unpooled_iterations,
                              args.duration_s, args.batch_size, args.loop_drivers,
                              args.recompile_drivers, args.seed,
-                             strategies=("vmap",) if args.smoke else ("loop", "vmap"))
+                             strategies=("loop",) if args.smoke else ("loop", "vmap"))
         print(f"\nunpooled IDM, each driver alone, 2 chains x ({args.unpooled_iterations} + "
               f"{args.unpooled_iterations})")
         print(pd.DataFrame(rows).round(3).to_string(index=False))

@@ -149,6 +149,14 @@ def test_dask_worker_environment_pins_jax_to_one_device(cluster):
                for flags in env.values())
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="pinning needs Linux and at least as many cores as workers")
+def test_local_workers_are_pinned_to_one_core_each(cluster):
+    cores = cluster.client.run(lambda: sorted(os.sched_getaffinity(0)))
+    assert all(len(c) == 1 for c in cores.values()), cores
+    assert len({c[0] for c in cores.values()}) == len(cores)  # a core of its own each
+
+
 # ------------------------------------------------------------------ units
 def test_split_table_and_safe_file_names():
     table = pd.DataFrame({"site": ["a b", "a b", "c"], "x": [1.0, 2.0, 3.0]})

@@ -63,6 +63,8 @@ def test_hierarchical_idm_recovers_20_drivers(drivers):
     assert abs(noise.loc["sigma", "mean"] - 0.1) < 0.01  # simulated noise_sd = 0.1 m/s^2
 
 
+@pytest.mark.slow  # ~60 s; in CI the unpooled IDM is fitted by the demo (real data,
+# converged) and per-driver recovery by tests/test_separate.py
 @pytest.mark.filterwarnings("ignore::carpool.WeakIdentificationWarning")
 def test_unpooled_idm_recovers_20_drivers(drivers):
     df, truth = drivers

@@ -15,8 +15,10 @@ rather than passing ``retries=`` to Dask so that the attempts are counted and th
 holds for the serial executor.
 
 JAX inside workers: each local worker is one process with one thread, and its environment
-(:func:`worker_environment`) gives XLA one CPU device and no multi-threaded Eigen, so ``N``
-workers use about ``N`` cores and chains run one after another inside a worker.
+(:func:`worker_environment`) gives XLA one CPU device and no multi-threaded Eigen, so
+chains run one after another inside a worker; XLA's runtime still keeps some work on
+threads of its own, so local workers are also pinned to one core each
+(:class:`carpool.batch.pinning.PinWorkersToCores`): ``N`` workers use ``N`` cores.
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["AbstractExecutor", "DaskExecutor", "Outcome", "Progress", "SerialExecutor",
-           "Task", "WORKER_XLA_FLAGS", "as_executor", "make_executor", "map_logged",
-           "worker_environment"]
+           "Task", "WORKER_XLA_FLAGS", "allowed_cores", "as_executor", "make_executor",
+           "map_logged", "pin_process_to_core", "worker_environment"]
 
 #: XLA flags for a worker process: one host device (chains run sequentially inside the
 #: worker; parallelism comes from the workers) and single-threaded Eigen kernels.
 WORKER_XLA_FLAGS = ("--xla_force_host_platform_device_count=1 "
-                    "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+                    "--xla_cpu_multi_thread_eigen=false")
 
 #: Default number of re-runs of a failed task (so at most three attempts).
 DEFAULT_RETRIES = 2
@@ -303,8 +305,37 @@ class DaskExecutor(AbstractExecutor):
         self._closed = True
 
 
+def pin_process_to_core(core: int) -> None:
+    """Restrict every thread of this process (and threads it starts later) to CPU ``core``.
+
+    XLA's CPU runtime runs some work on its own thread pool whatever ``XLA_FLAGS`` say:
+    ``benchmarks/worker_threads.py`` measured 1.33 cores busy for one single-chain fit
+    with the worker environment, against 1.00 (and 5% more wall time) under a one-core
+    affinity. Linux only (``os.sched_setaffinity``); elsewhere nothing happens.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        threads = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, {core})
+        except OSError:  # a thread that has just ended
+            continue
+
+
+def allowed_cores() -> list[int]:
+    """The CPU cores this process may run on (all of them where that cannot be asked)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def make_executor(scheduler: str | None = None, local_workers: int | None = None, *,
-                  worker_env: Mapping[str, str] | None = None) -> AbstractExecutor:
+                  worker_env: Mapping[str, str] | None = None,
+                  pin_cores: bool = True) -> AbstractExecutor:
     """An executor from the two user-facing choices.
 
     Parameters
@@ -319,6 +350,9 @@ def make_executor(scheduler: str | None = None, local_workers: int | None = None
         processes with one thread each; ``None`` one worker per CPU core.
     worker_env
         Extra environment variables for local workers (see :func:`worker_environment`).
+    pin_cores
+        Give each local worker one core of its own (:mod:`carpool.batch.pinning`) when there
+        are at most as many workers as cores (Linux); ``False`` leaves them to the OS.
     """
     if scheduler is not None and local_workers is not None:
         raise ValueError("give either a scheduler address or a number of local workers, "
@@ -329,7 +363,8 @@ def make_executor(scheduler: str | None = None, local_workers: int | None = None
         if scheduler.endswith(".json"):
             return DaskExecutor(Client(scheduler_file=scheduler), owns_client=True)
         return DaskExecutor(Client(scheduler, timeout="30s"), owns_client=True)
-    n = (os.cpu_count() or 1) if local_workers is None else int(local_workers)
+    cores = allowed_cores()
+    n = len(cores) if local_workers is None else int(local_workers)
     if n < 0:
         raise ValueError(f"local_workers must be >= 0, got {n}")
     if n == 0:
@@ -338,7 +373,12 @@ def make_executor(scheduler: str | None = None, local_workers: int | None = None
 
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            dashboard_address=None, env=worker_environment(worker_env))
-    return DaskExecutor(Client(cluster), owns_client=True)
+    client = Client(cluster)
+    if pin_cores and n <= len(cores) and hasattr(os, "sched_setaffinity"):
+        from carpool.batch.pinning import PinWorkersToCores
+
+        client.register_plugin(PinWorkersToCores(cores))
+    return DaskExecutor(client, owns_client=True)
 
 
 def as_executor(executor: Any) -> tuple[AbstractExecutor, bool]:
