@@ -51,8 +51,8 @@ def main() -> None:
                     help="comma-separated subset of the paths to run")
     ap.add_argument("--update", action="store_true",
                     help="keep the rows of the existing --json file for paths not run now")
-    ap.add_argument("--no-pin", action="store_true",
-                    help="leave local workers unpinned (make_executor(pin_cores=False))")
+    ap.add_argument("--pin", action="store_true",
+                    help="one core per local worker (make_executor(pin_cores=True))")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--json", default="benchmarks/results/batch_unpooled.json")
@@ -89,14 +89,14 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as out:
                 t = time.perf_counter()
                 with make_executor(local_workers=workers,
-                                   pin_cores=not args.no_pin) as executor:
+                                   pin_cores=args.pin) as executor:
                     result = fit_batch(units, "idm", out, pooling="unpooled",
                                        executor=executor, fit_options=options,
                                        engine=engine)
                 wall = time.perf_counter() - t
             records = list(result.manifest.units.values())
             where = ("this process" if workers == 0 else f"{workers} worker(s)"
-                     + (", unpinned" if args.no_pin else ", pinned"))
+                     + (", pinned" if args.pin else ", unpinned"))
             rhat = [r["max_rhat"] for r in records if r["status"] == "done"]
             rows.append(row(f"batch {engine}, {where}", n, wall,
                             failed=result.summary["failed"],

@@ -151,8 +151,9 @@ def test_dask_worker_environment_pins_jax_to_one_device(cluster):
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="pinning needs Linux and at least as many cores as workers")
-def test_local_workers_are_pinned_to_one_core_each(cluster):
-    cores = cluster.client.run(lambda: sorted(os.sched_getaffinity(0)))
+def test_pinned_local_workers_get_one_core_each():
+    with make_executor(local_workers=2, pin_cores=True) as pinned:
+        cores = pinned.client.run(lambda: sorted(os.sched_getaffinity(0)))
     assert all(len(c) == 1 for c in cores.values()), cores
     assert len({c[0] for c in cores.values()}) == len(cores)  # a core of its own each
 

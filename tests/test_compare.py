@@ -222,6 +222,8 @@ def test_sweep_rejects_bad_grids():
 
 
 # ---------------------------------------------------------------- priors
+@pytest.mark.slow  # ~65 s; in CI the report test (tests/test_cli_compare.py) runs the prior
+# sensitivity end to end on saved fits
 def test_prior_sensitivity_moves_small_groups_most():
     df, _ = simulate_linear_groups(6, [2, 3, 5, 40, 80, 160], intercept_sd=0.8, noise_sd=0.5,
                                    rng_seed=3)

@@ -16,9 +16,10 @@ holds for the serial executor.
 
 JAX inside workers: each local worker is one process with one thread, and its environment
 (:func:`worker_environment`) gives XLA one CPU device and no multi-threaded Eigen, so
-chains run one after another inside a worker; XLA's runtime still keeps some work on
-threads of its own, so local workers are also pinned to one core each
-(:class:`carpool.batch.pinning.PinWorkersToCores`): ``N`` workers use ``N`` cores.
+chains run one after another inside a worker. XLA's compiler and runtime still use some
+threads of their own (a worker averages ~1.3 cores); ``make_executor(..., pin_cores=True)``
+holds each local worker to one core (:class:`carpool.batch.pinning.PinWorkersToCores`),
+measured slower on an otherwise idle machine, so it is off by default.
 """
 
 from __future__ import annotations
@@ -335,7 +336,7 @@ def allowed_cores() -> list[int]:
 
 def make_executor(scheduler: str | None = None, local_workers: int | None = None, *,
                   worker_env: Mapping[str, str] | None = None,
-                  pin_cores: bool = True) -> AbstractExecutor:
+                  pin_cores: bool = False) -> AbstractExecutor:
     """An executor from the two user-facing choices.
 
     Parameters
@@ -352,7 +353,10 @@ def make_executor(scheduler: str | None = None, local_workers: int | None = None
         Extra environment variables for local workers (see :func:`worker_environment`).
     pin_cores
         Give each local worker one core of its own (:mod:`carpool.batch.pinning`) when there
-        are at most as many workers as cores (Linux); ``False`` leaves them to the OS.
+        are at most as many workers as cores (Linux). Off by default: XLA's compiler and
+        runtime threads put idle cycles to use, and pinning made the batches of
+        ``benchmarks/batch_unpooled.py`` 4-56% slower; use it where a worker must not
+        exceed its core (a machine shared with other jobs).
     """
     if scheduler is not None and local_workers is not None:
         raise ValueError("give either a scheduler address or a number of local workers, "

@@ -20,9 +20,10 @@ __all__ = ["PinWorkersToCores"]
 class PinWorkersToCores(WorkerPlugin):
     """A Dask worker plugin: local worker ``i`` runs on the ``i``-th allowed core.
 
-    Registered by :func:`make_executor` for a ``LocalCluster`` of at most one worker per
-    core, so ``N`` workers keep exactly ``N`` cores busy; its ``setup`` runs in each worker
-    process when the worker starts (restarted workers included), before any JAX work.
+    Registered by ``make_executor(..., pin_cores=True)`` for a ``LocalCluster`` of at most
+    one worker per core, so ``N`` workers keep at most ``N`` cores busy; its ``setup`` runs
+    in each worker process when the worker starts (restarted workers included), before any
+    JAX work.
     """
 
     name = "carpool-pin-cores"
