@@ -13,7 +13,7 @@ Designs: linear, 5 groups x 10 observations (x ~ N(0, 1)); IDM, 3 simulated driv
 5 Hz (30 one-step observations each, congested leaders, :func:`carpool.testing
 .simulate_drivers`). Hierarchical fits use a diagonal population, non-centred.
 
-    python benchmarks/sbc.py --docs     # the documented run: figures + table in docs/
+    python benchmarks/sbc.py --docs --workers 2   # the documented run: figures + table
     python benchmarks/sbc.py --smoke    # seconds: CI keeps it from rotting
 
 Prints a table, writes JSON to ``benchmarks/results/sbc.json`` (``--json``) and with
@@ -99,8 +99,8 @@ def main() -> None:
     ap.add_argument("--models", default="linear,idm")
     ap.add_argument("--poolings", default="pooled,unpooled,hierarchical")
     ap.add_argument("--replications", type=int, default=200)
-    ap.add_argument("--idm-replications", type=int, default=100,
-                    help="for the unpooled and hierarchical IDM, fewer: 1-3 s each")
+    ap.add_argument("--idm-replications", type=int, default=200,
+                    help="for the unpooled and hierarchical IDM (1-3 s each)")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--ranks", type=int, default=99)
     ap.add_argument("--thinning", type=int, default=4)
