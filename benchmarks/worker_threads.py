@@ -4,9 +4,9 @@ process, with the worker environment (carpool.batch.worker_environment) and with
 A ratio near 1.0 means the fit used one core (N workers then keep about N cores busy, no
 oversubscription); above 1 means XLA fanned work out over more cores than the worker's
 share. The row with a one-core CPU affinity (``os.sched_setaffinity``) is the hard limit:
-its wall time says what the extra cores bought. The fit: a hierarchical IDM
-(``--drivers`` x ``--duration-s`` at 5 Hz), one chain, so any parallelism is XLA's own,
-not carpool's chains.
+its wall time says what the extra cores bought. The fit: an IDM (``--pooling``, default
+hierarchical; ``--drivers`` x ``--duration-s`` at 5 Hz), one chain, so any parallelism is
+XLA's own, not carpool's chains.
 
     python benchmarks/worker_threads.py            # the documented run
     python benchmarks/worker_threads.py --smoke    # seconds: CI keeps it from rotting
@@ -29,8 +29,9 @@ import carpool
 from carpool.testing import simulate_drivers
 drivers, duration, warmup, draws = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), \\
     int(sys.argv[4])
+pooling = sys.argv[5]
 df, _ = simulate_drivers(drivers, duration_s=duration, rng_seed=3)
-f = carpool.fit(df, "idm", pooling="hierarchical", chains=1, warmup=warmup, draws=draws,
+f = carpool.fit(df, "idm", pooling=pooling, chains=1, warmup=warmup, draws=draws,
                 seed=0, warn=False)
 print(f.timing["sampling_s"])
 """
@@ -46,7 +47,8 @@ def run_child(env: dict[str, str], args: argparse.Namespace, pin: bool = False
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", CHILD, str(args.drivers), str(args.duration_s),
-                        str(args.warmup), str(args.draws)], env=env, capture_output=True,
+                        str(args.warmup), str(args.draws), args.pooling], env=env,
+                       capture_output=True,
                        text=True, check=False, preexec_fn=_one_core if pin else None)
     wall = time.perf_counter() - t
     if r.returncode != 0:
@@ -65,11 +67,13 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=40.0)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--draws", type=int, default=300)
+    ap.add_argument("--pooling", default="hierarchical")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--json", default="benchmarks/results/worker_threads.json")
     args = ap.parse_args()
     if args.smoke:
         args.drivers, args.duration_s, args.warmup, args.draws = 2, 4.0, 10, 10
+        args.pooling = "pooled"
 
     import pandas as pd
 
@@ -80,14 +84,15 @@ def main() -> None:
                          "OPENBLAS_NUM_THREADS")}
     rows = []
     worker = {**base, **worker_environment()}
-    for label, env, pin in (("worker environment", worker, False),
-                            ("worker environment, one-core affinity", worker, True),
-                            ("no thread settings", base, False)):
+    runs = [("worker environment", worker, False),
+            ("worker environment, one-core affinity", worker, True),
+            ("no thread settings", base, False)]
+    for label, env, pin in runs[-1:] if args.smoke else runs:  # smoke: one child
         rows.append({"environment": label, "xla_flags": env.get("XLA_FLAGS", ""),
                      **run_child(env, args, pin)})
     table = pd.DataFrame(rows).set_index("environment")
     pd.set_option("display.width", 200)
-    print(f"hierarchical IDM, {args.drivers} drivers x {args.duration_s:g} s at 5 Hz, 1 chain "
+    print(f"{args.pooling} IDM, {args.drivers} drivers x {args.duration_s:g} s at 5 Hz, 1 chain "
           f"x ({args.warmup} + {args.draws}), in a child process on {os.cpu_count()} cores; "
           f"load average {os.getloadavg()[0]:.2f}")
     print(table.drop(columns="xla_flags").round(3).to_string())

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-# heaviest smoke runs first (seconds measured on 2 loaded cores), dealt alternately to the
+# heaviest smoke runs first (seconds measured in a CI run on 2 cores), dealt alternately to the
 # two files so each worker gets about half
-_COST = {"svi_vs_nuts.py": 280, "batch_unpooled.py": 190, "defaults.py": 170,
-         "scale_drivers.py": 160, "compare_pymc.py": 130, "residuals_heldout.py": 80,
-         "residuals_fit.py": 70, "gp_accuracy.py": 65}
+_COST = {"svi_vs_nuts.py": 136, "defaults.py": 53, "residuals_fit.py": 46,
+         "scale_drivers.py": 45, "batch_unpooled.py": 44, "residuals_heldout.py": 43,
+         "worker_threads.py": 30, "compare_pymc.py": 25, "gp_accuracy.py": 24}
 SCRIPTS = sorted((p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")),
                  key=lambda name: (-_COST.get(name, 0), name))
 
