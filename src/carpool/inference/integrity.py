@@ -83,16 +83,20 @@ def attrs_checksum(attrs: Mapping[str, Any], keys: tuple[str, ...] = SPEC_ATTRS)
                           .encode("utf-8")).hexdigest()
 
 
-def stamp(idata: Any, data: GroupedData, *, spec_attrs: tuple[str, ...] = SPEC_ATTRS) -> None:
+def stamp(idata: Any, data: GroupedData | None, *,
+          spec_attrs: tuple[str, ...] = SPEC_ATTRS) -> None:
     """Write the version and checksums into ``idata.posterior.attrs`` (in place);
-    ``spec_attrs`` are the attributes that state what was fitted."""
+    ``spec_attrs`` are the attributes that state what was fitted. ``data=None``: no data
+    digest (a file that records its inputs' checksums itself, as separate fits do)."""
     from carpool import __version__
 
     post = idata.posterior
     post.attrs["carpool_version"] = __version__
-    post.attrs["carpool_checksums"] = json.dumps(
-        {"data": data_checksum(data), "posterior": posterior_checksum(post),
-         "spec": attrs_checksum(post.attrs, spec_attrs)})
+    digests = {"posterior": posterior_checksum(post),
+               "spec": attrs_checksum(post.attrs, spec_attrs)}
+    if data is not None:
+        digests = {"data": data_checksum(data), **digests}
+    post.attrs["carpool_checksums"] = json.dumps(digests)
 
 
 def verify(idata: Any, data: GroupedData | None, source: str, *,

@@ -188,14 +188,9 @@ SPEC_ATTRS = ("carpool_kind", "carpool_model", "carpool_model_options", "carpool
 
 def _stamp(idata: Any) -> None:
     """Write the version and the checksums of the draws and of :data:`SPEC_ATTRS`."""
-    from carpool import __version__
-    from carpool.inference.integrity import attrs_checksum, posterior_checksum
+    from carpool.inference.integrity import stamp
 
-    attrs = idata.posterior.attrs
-    attrs["carpool_version"] = __version__
-    attrs["carpool_checksums"] = json.dumps(
-        {"posterior": posterior_checksum(idata.posterior),
-         "spec": attrs_checksum(attrs, SPEC_ATTRS)})
+    stamp(idata, None, spec_attrs=SPEC_ATTRS)
 
 
 def _input_checksums(drivers: tuple[str, ...], y: np.ndarray, mask: np.ndarray,
