@@ -40,6 +40,8 @@ COLUMNS = {
                                  "worst_rhat", "divergences"],
     ("worker_threads", "rows"): ["environment", "xla_flags", "wall_s", "cpu_s",
                                  "cpu_over_wall", "sampling_s"],
+    ("compile_cache", "rows"): ["cache", "data_seed", "process_s", "fit_s", "compile_s",
+                                "centring_s", "sampling_s"],
     ("residuals_fit_gp", "rows"): ["residual", "observations", "wall_s", "compile_s",
                                    "sampling_s", "centring_s", "min_ess_bulk", "min_ess_var",
                                    "ess_per_s", "max_rhat", "divergences", "steps_per_draw"],

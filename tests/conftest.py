@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # must run before JAX initialises: four CPU devices so up to four chains run in parallel
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# one persistent compilation cache for the run, shared by the xdist workers and the CLI's
+# subprocesses (fits of one structure and shape compile once), kept out of the user's own
+os.environ.setdefault("CARPOOL_COMPILATION_CACHE",
+                      os.path.join(tempfile.gettempdir(), f"carpool-tests-xla-{os.getuid()}"))
 
 import arviz  # noqa: E402
 import jax  # noqa: E402

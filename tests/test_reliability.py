@@ -286,11 +286,11 @@ def _interrupt_on_call(monkeypatch, number: int) -> list[int]:
     calls: list[int] = []
     real = nuts._run_chain
 
-    def run_chain(run_one, key):
+    def run_chain(run_one, key, arrays):
         calls.append(len(calls) + 1)
         if len(calls) == number:
             raise KeyboardInterrupt
-        return real(run_one, key)
+        return real(run_one, key, arrays)
 
     monkeypatch.setattr(nuts, "_run_chain", run_chain)
     return calls

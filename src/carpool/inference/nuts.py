@@ -101,37 +101,69 @@ class _CompileClock:
         jax.monitoring.unregister_event_duration_listener(self)
 
 
-def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = False
-             ) -> SamplerOutput:
-    """Sample ``built`` with NUTS; returns NumPy arrays and timings in seconds.
+def _one_chain(built: BuiltModel, settings: NutsSettings) -> Any:
+    """``one(rng_key, arrays) -> (samples, extra fields)``: warm-up and draws of one chain.
 
-    Warm-up and sampling run in one ``MCMC.run`` (one compilation). ``timing`` has
-    ``compile_s`` (JAX tracing + compilation, from JAX's own compile events),
-    ``sampling_s`` (warm-up + draws, the rest of the wall time) and ``total_s``; all read
-    after blocking on the samples. :func:`carpool.fit` adds ``centring_s`` (the automatic
-    centring choice) to ``total_s``.
+    The data enter as the argument ``arrays`` (:attr:`BuiltModel.arrays`), not as constants
+    of the program: its XLA computation depends only on the model's structure, the settings
+    and the arrays' shapes, so JAX's persistent compilation cache
+    (:mod:`carpool.inference.compile_cache`) serves every later fit of that structure and
+    shape (refits, held-out folds, sweep points, tests) without compiling again.
     """
     from numpyro.infer import MCMC, NUTS
     from numpyro.infer.initialization import init_to_uniform
 
-    kernel = NUTS(
-        built.model,
-        target_accept_prob=settings.target_accept,
-        max_tree_depth=settings.max_tree_depth,
-        dense_mass=settings.dense_mass,
-        init_strategy=init_to_uniform(radius=settings.init_radius),
-    )
+    def one(rng_key: Any, arrays: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        kernel = NUTS(built.model, target_accept_prob=settings.target_accept,
+                      max_tree_depth=settings.max_tree_depth, dense_mass=settings.dense_mass,
+                      init_strategy=init_to_uniform(radius=settings.init_radius))
+        mcmc = MCMC(kernel, num_warmup=settings.num_warmup, num_samples=settings.num_samples,
+                    num_chains=1, progress_bar=False)
+        mcmc.run(rng_key, observed=True, arrays=arrays, extra_fields=EXTRA_FIELDS)
+        return mcmc.get_samples(), mcmc.get_extra_fields()
+
+    return one
+
+
+def chain_keys(settings: NutsSettings) -> Any:
+    """One PRNG key per chain, ``split(PRNGKey(seed), num_chains)`` (NumPyro's own split)."""
+    return jax.random.split(jax.random.PRNGKey(settings.seed), settings.num_chains)
+
+
+def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = False
+             ) -> SamplerOutput:
+    """Sample ``built`` with NUTS; returns NumPy arrays and timings in seconds.
+
+    Warm-up and sampling run in one compiled program per chain (one compilation for all
+    chains). Parallel chains (``jax.local_device_count() >= num_chains``) run as one
+    ``jax.pmap`` over the chains' keys; otherwise chains run one after another (see
+    :func:`_run_chain_by_chain`). Chain ``i`` gets the ``i``-th key of
+    :func:`chain_keys`. With ``progress_bar=True`` NumPyro's own ``MCMC`` runs the chains
+    (it draws the bars) and the data are constants of its program.
+
+    ``timing`` has ``compile_s`` (JAX tracing + compilation, from JAX's own compile events;
+    near zero where the persistent compilation cache held the program),
+    ``sampling_s`` (warm-up + draws, the rest of the wall time) and ``total_s``; all read
+    after blocking on the samples. :func:`carpool.fit` adds ``centring_s`` (the automatic
+    centring choice) to ``total_s``.
+    """
+    from carpool.inference.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()
     method = _chain_method(settings.num_chains)
     if method == "sequential" and settings.num_chains > 1 and not progress_bar:
         return _run_chain_by_chain(built, settings)
-    mcmc = MCMC(kernel, num_warmup=settings.num_warmup, num_samples=settings.num_samples,
-                num_chains=settings.num_chains, chain_method=method,
-                progress_bar=progress_bar)
     with _CompileClock() as clock:
         t0 = time.perf_counter()
-        mcmc.run(jax.random.PRNGKey(settings.seed), observed=True, extra_fields=EXTRA_FIELDS)
-        samples = mcmc.get_samples(group_by_chain=True)
-        stats = mcmc.get_extra_fields(group_by_chain=True)
+        if progress_bar:
+            samples, stats = _run_numpyro_mcmc(built, settings, method)
+        elif settings.num_chains == 1:
+            samples, stats = jax.jit(_one_chain(built, settings))(
+                chain_keys(settings)[0], built.arrays)
+            samples, stats = jax.tree.map(lambda x: x[None], (samples, stats))
+        else:
+            samples, stats = jax.pmap(_one_chain(built, settings), in_axes=(0, None))(
+                chain_keys(settings), built.arrays)
         jax.block_until_ready((samples, stats))
         total = time.perf_counter() - t0
     timing = {"compile_s": clock.seconds, "sampling_s": total - clock.seconds,
@@ -145,12 +177,32 @@ def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = 
     )
 
 
+def _run_numpyro_mcmc(built: BuiltModel, settings: NutsSettings, method: str
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """NumPyro's ``MCMC`` with its progress bars; samples grouped by chain."""
+    from numpyro.infer import MCMC, NUTS
+    from numpyro.infer.initialization import init_to_uniform
+
+    kernel = NUTS(
+        built.model,
+        target_accept_prob=settings.target_accept,
+        max_tree_depth=settings.max_tree_depth,
+        dense_mass=settings.dense_mass,
+        init_strategy=init_to_uniform(radius=settings.init_radius),
+    )
+    mcmc = MCMC(kernel, num_warmup=settings.num_warmup, num_samples=settings.num_samples,
+                num_chains=settings.num_chains, chain_method=method, progress_bar=True)
+    mcmc.run(jax.random.PRNGKey(settings.seed), observed=True, extra_fields=EXTRA_FIELDS)
+    return mcmc.get_samples(group_by_chain=True), mcmc.get_extra_fields(group_by_chain=True)
+
+
 class InterruptedWarning(UserWarning):
     """Sampling was interrupted; the fit holds only the chains that finished."""
 
 
-def _run_chain(run_one: Any, rng_key: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    out = run_one(rng_key)
+def _run_chain(run_one: Any, rng_key: Any, arrays: Any
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    out = run_one(rng_key, arrays)
     jax.block_until_ready(out)
     return out
 
@@ -168,26 +220,14 @@ def _run_chain_by_chain(built: BuiltModel, settings: NutsSettings) -> SamplerOut
     """
     import warnings
 
-    from numpyro.infer import MCMC, NUTS
-    from numpyro.infer.initialization import init_to_uniform
-
-    def one(rng_key: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        kernel = NUTS(built.model, target_accept_prob=settings.target_accept,
-                      max_tree_depth=settings.max_tree_depth, dense_mass=settings.dense_mass,
-                      init_strategy=init_to_uniform(radius=settings.init_radius))
-        mcmc = MCMC(kernel, num_warmup=settings.num_warmup, num_samples=settings.num_samples,
-                    num_chains=1, progress_bar=False)
-        mcmc.run(rng_key, observed=True, extra_fields=EXTRA_FIELDS)
-        return mcmc.get_samples(), mcmc.get_extra_fields()
-
-    run_one = jax.jit(one)
-    keys = jax.random.split(jax.random.PRNGKey(settings.seed), settings.num_chains)
+    run_one = jax.jit(_one_chain(built, settings))
+    keys = chain_keys(settings)
     chains: list[tuple[dict[str, Any], dict[str, Any]]] = []
     with _CompileClock() as clock:
         t0 = time.perf_counter()
         try:
             for key in keys:
-                chains.append(_run_chain(run_one, key))
+                chains.append(_run_chain(run_one, key, built.arrays))
         except KeyboardInterrupt:
             if not chains:
                 raise

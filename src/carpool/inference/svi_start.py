@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from carpool.pooling.grouped import GroupedData
@@ -27,10 +25,6 @@ __all__ = ["LaplaceStart", "init_with_values", "laplace_start", "start_values"]
 #: Floor of the starting population scale (latent units): a start at tau ~ 0 would make the
 #: non-centred innovations' gradients vanish.
 TAU_START_MIN = 0.05
-
-#: Step halvings per Newton step before a group keeps its current value.
-BACKTRACK_HALVINGS = 8
-
 
 @dataclass(frozen=True)
 class LaplaceStart:
@@ -59,49 +53,14 @@ def laplace_start(spec: ModelSpec, data: GroupedData, config: PoolingConfig, *,
                   newton_steps: int = 12) -> LaplaceStart:
     """Pooled MAP, then ``newton_steps`` Newton steps with backtracking per group on the
     group's log-likelihood plus the parameters' latent prior (i.i.d. residuals)."""
-    from carpool.pooling.centring import _psd, _row_loglik_fn, pooled_map
+    from carpool.pooling.centring import group_estimates, pooled_map
 
     params = spec.parameters
     G, P = data.num_groups, len(params)
     z0, noise = pooled_map(spec, data)
-    pad = data.padded()
-    y, mask = jnp.asarray(pad.y), jnp.asarray(pad.mask)
-    covs = {k: jnp.asarray(v) for k, v in pad.covariates.items()}
-    loc, scale = params.latent_prior_arrays()
-    row = _row_loglik_fn(spec, noise)
-    grad_hess = jax.jit(jax.vmap(lambda zg, yr, mr, cr: (
-        jax.grad(row)(zg, yr, mr, cr, {}), jax.hessian(row)(zg, yr, mr, cr, {}))))
-    loglik = jax.jit(jax.vmap(lambda zg, yr, mr, cr: row(zg, yr, mr, cr, {})))
-    prior_prec = 1.0 / scale**2
-
-    def objective(zg: np.ndarray) -> np.ndarray:
-        ll = np.asarray(loglik(jnp.asarray(zg, dtype=y.dtype), y, mask, covs), dtype=float)
-        value = ll - 0.5 * np.sum(prior_prec * (zg - loc) ** 2, axis=1)
-        return np.where(np.isfinite(value), value, -np.inf)
-
-    zg = np.broadcast_to(np.asarray(z0, dtype=float), (G, P)).copy()
-    current = objective(zg)
-    for _ in range(newton_steps):
-        g, h = grad_hess(jnp.asarray(zg, dtype=y.dtype), y, mask, covs)
-        g = np.asarray(g, dtype=float) - prior_prec * (zg - loc)
-        info = _psd(-np.asarray(h, dtype=float)) + np.diag(prior_prec)
-        step = np.clip(np.nan_to_num(np.linalg.solve(info, g[..., None])[..., 0]), -1.0, 1.0)
-        # backtracking per group: a full Newton step from the pooled value overshoots
-        # (it oscillated by +-1 per step on simulated IDM drivers), so halve it until the
-        # group's objective improves
-        t = np.ones(G)
-        for _ in range(BACKTRACK_HALVINGS):
-            trial = objective(zg + t[:, None] * step)
-            better = trial >= current
-            if better.all():
-                break
-            t = np.where(better, t, 0.5 * t)
-        trial = objective(zg + t[:, None] * step)
-        better = trial >= current
-        zg = np.where(better[:, None], zg + t[:, None] * step, zg)
-        current = np.where(better, trial, current)
-    _, h = grad_hess(jnp.asarray(zg, dtype=y.dtype), y, mask, covs)
-    info = _psd(-np.asarray(h, dtype=float))
+    _, scale = params.latent_prior_arrays()
+    zg, info = group_estimates(spec, data, z0, noise, newton_steps=newton_steps,
+                               backtrack=True)
     mu = np.median(zg, axis=0)
     if config.pooling != "hierarchical":
         tau = scale

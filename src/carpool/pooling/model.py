@@ -81,7 +81,11 @@ class BuiltModel:
     """A NumPyro model function with the data and choices it was built with.
 
     ``model(observed=True)`` conditions on the data; ``observed=False`` simulates ``obs``
-    (prior or posterior predictive). ``layout`` is ``"padded"`` or ``"flat"``;
+    (prior or posterior predictive). ``arrays`` is the pytree of JAX arrays the model reads
+    (observations, covariates, masks, indices, centring weights, a fixed tau);
+    ``model(observed, arrays=other)`` runs the same model on other arrays of the same
+    shapes, so a sampler compiled as a function of ``arrays`` serves every data set of that
+    shape (see :func:`carpool.inference.nuts.run_nuts`). ``layout`` is ``"padded"`` or ``"flat"``;
     ``centring`` maps each parameter to ``"centred"`` / ``"noncentred"`` (hierarchical only).
     """
 
@@ -92,6 +96,7 @@ class BuiltModel:
     layout: str
     centring: Mapping[str, str]
     order: tuple[int, ...]  # centring order of parameters (non-centred first)
+    arrays: Mapping[str, Any] = None  # type: ignore[assignment]
 
     def __call__(self, observed: bool = True) -> None:
         self.model(observed)
@@ -156,44 +161,41 @@ def build_model(
     if weights is None:
         weights = np.stack([np.full(G, 1.0 if centring[n] == "centred" else 0.0)
                             for n in params.names], axis=1)
-    weights_j = jnp.asarray(np.asarray(weights, dtype=float))
     nc = [i for i, n in enumerate(params.names) if centring[n] == "noncentred"]
     cc = [i for i, n in enumerate(params.names) if centring[n] in ("centred", "partial")]
     order = tuple(nc + cc)
     inverse = np.argsort(order)
 
-    # data as JAX arrays in the chosen layout
+    # data as JAX arrays in the chosen layout: one pytree, the model's argument
     if layout == "padded":
         pad = data.padded()
-        y_obs = jnp.asarray(pad.y)
-        covs = {k: jnp.asarray(v) for k, v in pad.covariates.items()}
-        mask = jnp.asarray(pad.mask)
+        arrays: dict[str, Any] = {"y": pad.y, "covs": dict(pad.covariates), "mask": pad.mask}
     else:
-        y_obs = jnp.asarray(data.y)
-        covs = {k: jnp.asarray(v) for k, v in data.covariates.items()}
-        mask = None
-    group_index = jnp.asarray(data.group_index)
-    level_index = None if data.level_index is None else jnp.asarray(data.level_index)
+        arrays = {"y": data.y, "covs": dict(data.covariates), "mask": None}
+    arrays["group_index"] = data.group_index
+    arrays["level_index"] = data.level_index
+    arrays["weights"] = np.asarray(weights, dtype=float)
+    arrays["tau"] = config.fixed_tau(params) if config.tau_is_fixed else None
     if dynamic:
         scale_name = lik.scale_covariate
         step = residual_step(residual, data, pad.covariates) if residual.kind == "gp" else None
-        positions = data.positions()
-        flat_index = (jnp.asarray(data.group_index), jnp.asarray(positions))
-
-    tau_fixed = jnp.asarray(config.fixed_tau(params)) if config.tau_is_fixed else None
+        arrays["flat_index"] = (data.group_index, data.positions())
+    default_arrays = _as_jax(arrays)
     tau_priors = [config.hyperpriors.tau_prior(n) for n in params.names]
     eta = config.hyperpriors.lkj_eta
 
-    def group_params(natural: Any) -> dict[str, Any]:
+    def group_params(natural: Any, group_index: Any) -> dict[str, Any]:
         if config.pooling == "pooled":
             return {n: natural[i] for i, n in enumerate(params.names)}
         if layout == "padded":
             return {n: natural[:, i:i + 1] for i, n in enumerate(params.names)}
         return {n: natural[group_index, i] for i, n in enumerate(params.names)}
 
-    def hierarchical_latent() -> Any:
+    def hierarchical_latent(a: Mapping[str, Any]) -> Any:
+        level_index = a["level_index"]
         mu = numpyro.sample("mu", latent_prior(priors))
-        tau = numpyro.sample("tau", latent_prior(tau_priors)) if tau_fixed is None else tau_fixed
+        tau = (numpyro.sample("tau", latent_prior(tau_priors)) if a["tau"] is None
+               else a["tau"])
         if config.use_levels:
             K = data.num_levels
             tau_level = numpyro.sample(
@@ -205,7 +207,7 @@ def build_model(
             centre = jnp.broadcast_to(mu, (G, P))
         if not correlated:
             # partially non-centred (weights 1 = centred, 0 = non-centred), exact for any w
-            w = weights_j
+            w = a["weights"]
             x = numpyro.sample("z_dec", dist.Normal(w * centre, tau**w).to_event(2))
             return numpyro.deterministic("z", centre + tau ** (1.0 - w) * (x - w * centre))
         # permute to centring order
@@ -237,18 +239,20 @@ def build_model(
         theta_o = jnp.concatenate(parts, axis=-1)
         return numpyro.deterministic("z", theta_o[:, jnp.asarray(inverse)])
 
-    def model(observed: bool = True) -> None:
+    def model(observed: bool = True, arrays: Mapping[str, Any] | None = None) -> None:
+        a = default_arrays if arrays is None else arrays
+        y_obs, covs, mask, level_index = a["y"], a["covs"], a["mask"], a["level_index"]
         if config.pooling == "pooled":
             z = numpyro.sample("z", latent_prior(priors))
         elif config.pooling == "unpooled":
             z = numpyro.sample("z", latent_prior(priors, (G,)).to_event(1))
         else:
-            z = hierarchical_latent()
+            z = hierarchical_latent(a)
         natural = natural_params(params, z)
         noise = dict(fixed_noise)
         for name, prior in noise_priors.items():
             noise[name] = numpyro.sample(name, prior.to_numpyro())
-        mean = spec.mean_fn(group_params(natural), covs)
+        mean = spec.mean_fn(group_params(natural, a["group_index"]), covs)
         if dynamic:
             rp = residual.sample_params(num_groups=G, level_index=level_index,
                                         num_levels=data.num_levels, pooling=config.pooling)
@@ -259,7 +263,7 @@ def build_model(
                 y = mean + residual.simulate(white, rp, noise["sigma"], step) * c
                 if lik.lower is not None:
                     y = jnp.maximum(y, lik.lower)
-                numpyro.deterministic("obs", y[flat_index])
+                numpyro.deterministic("obs", y[a["flat_index"]])
                 return
             mean, s_cond = residual.one_step(y_obs, mean, c, rp, noise["sigma"], step)
             noise = {**noise, "sigma": s_cond}
@@ -269,7 +273,15 @@ def build_model(
         numpyro.sample("obs", d.to_event(len(d.batch_shape)),
                        obs=y_obs if observed else None)
 
-    return BuiltModel(model, spec, config, data, layout, dict(centring), order)
+    return BuiltModel(model, spec, config, data, layout, dict(centring), order,
+                      default_arrays)
+
+
+def _as_jax(tree: Any) -> Any:
+    """NumPy leaves -> JAX arrays (``None`` stays ``None``, an empty pytree node)."""
+    import jax
+
+    return jax.tree_util.tree_map(jnp.asarray, tree)
 
 
 def residual_step(residual: Any, data: GroupedData, padded_covariates: Mapping[str, Any]
