@@ -10,6 +10,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+# every benchmark times cold compilation, as a user's first fit pays it: carpool's persistent
+# compilation cache is off for the scripts and the processes they start, unless the caller
+# chose otherwise (compile_cache.py, which studies the cache, sets it per child process)
+os.environ.setdefault("CARPOOL_COMPILATION_CACHE", "off")
+
 
 def machine_info(args: Any) -> dict[str, Any]:
     """Date, machine, cores, Python / JAX / NumPyro / ArviZ versions and the script's args."""
