@@ -110,19 +110,25 @@ def _one_chain(built: BuiltModel, settings: NutsSettings) -> Any:
     (:mod:`carpool.inference.compile_cache`) serves every later fit of that structure and
     shape (refits, held-out folds, sweep points, tests) without compiling again.
     """
-    from numpyro.infer import MCMC, NUTS
-    from numpyro.infer.initialization import init_to_uniform
+    from numpyro.infer import MCMC
 
     def one(rng_key: Any, arrays: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        kernel = NUTS(built.model, target_accept_prob=settings.target_accept,
-                      max_tree_depth=settings.max_tree_depth, dense_mass=settings.dense_mass,
-                      init_strategy=init_to_uniform(radius=settings.init_radius))
-        mcmc = MCMC(kernel, num_warmup=settings.num_warmup, num_samples=settings.num_samples,
-                    num_chains=1, progress_bar=False)
+        mcmc = MCMC(_kernel(built, settings), num_warmup=settings.num_warmup,
+                    num_samples=settings.num_samples, num_chains=1, progress_bar=False)
         mcmc.run(rng_key, observed=True, arrays=arrays, extra_fields=EXTRA_FIELDS)
         return mcmc.get_samples(), mcmc.get_extra_fields()
 
     return one
+
+
+def _kernel(built: BuiltModel, settings: NutsSettings) -> Any:
+    """NumPyro's NUTS kernel on ``built.model`` with ``settings``."""
+    from numpyro.infer import NUTS
+    from numpyro.infer.initialization import init_to_uniform
+
+    return NUTS(built.model, target_accept_prob=settings.target_accept,
+                max_tree_depth=settings.max_tree_depth, dense_mass=settings.dense_mass,
+                init_strategy=init_to_uniform(radius=settings.init_radius))
 
 
 def chain_keys(settings: NutsSettings) -> Any:
@@ -142,7 +148,8 @@ def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = 
     (it draws the bars) and the data are constants of its program.
 
     ``timing`` has ``compile_s`` (JAX tracing + compilation, from JAX's own compile events;
-    near zero where the persistent compilation cache held the program),
+    where the persistent compilation cache held the program, only its tracing and loading,
+    1-2 s for the hierarchical IDM),
     ``sampling_s`` (warm-up + draws, the rest of the wall time) and ``total_s``; all read
     after blocking on the samples. :func:`carpool.fit` adds ``centring_s`` (the automatic
     centring choice) to ``total_s``.
@@ -180,18 +187,11 @@ def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = 
 def _run_numpyro_mcmc(built: BuiltModel, settings: NutsSettings, method: str
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
     """NumPyro's ``MCMC`` with its progress bars; samples grouped by chain."""
-    from numpyro.infer import MCMC, NUTS
-    from numpyro.infer.initialization import init_to_uniform
+    from numpyro.infer import MCMC
 
-    kernel = NUTS(
-        built.model,
-        target_accept_prob=settings.target_accept,
-        max_tree_depth=settings.max_tree_depth,
-        dense_mass=settings.dense_mass,
-        init_strategy=init_to_uniform(radius=settings.init_radius),
-    )
-    mcmc = MCMC(kernel, num_warmup=settings.num_warmup, num_samples=settings.num_samples,
-                num_chains=settings.num_chains, chain_method=method, progress_bar=True)
+    mcmc = MCMC(_kernel(built, settings), num_warmup=settings.num_warmup,
+                num_samples=settings.num_samples, num_chains=settings.num_chains,
+                chain_method=method, progress_bar=True)
     mcmc.run(jax.random.PRNGKey(settings.seed), observed=True, extra_fields=EXTRA_FIELDS)
     return mcmc.get_samples(group_by_chain=True), mcmc.get_extra_fields(group_by_chain=True)
 
