@@ -177,8 +177,21 @@ def pooled_map_with_residual(spec: ModelSpec, data: GroupedData, *, seed: int = 
             residual_params)
 
 
-#: Compiled pooled log posteriors, by (id(spec), residual step); the spec is kept beside them.
-_MAP_FUNCTIONS: dict[tuple[int, Any], tuple[Any, Any]] = {}
+#: Functions kept per spec: (kind, id(spec), ...) -> (functions, spec); the spec is kept
+#: alive beside them so its id is not reused. The oldest go first beyond :data:`_KEPT`.
+_PER_SPEC: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+_KEPT = 16
+
+
+def _kept_per_spec(key: tuple[Any, ...] | None, spec: ModelSpec, build: Any) -> Any:
+    """``build()`` once per ``key`` (``None``: not kept, built every time)."""
+    if key is None:
+        return build()
+    if key not in _PER_SPEC:
+        while len(_PER_SPEC) >= _KEPT:
+            _PER_SPEC.pop(next(iter(_PER_SPEC)))
+        _PER_SPEC[key] = (build(), spec)
+    return _PER_SPEC[key][0]
 
 
 def _map_value_and_grad(spec: ModelSpec, step: Any) -> Any:
@@ -187,9 +200,12 @@ def _map_value_and_grad(spec: ModelSpec, step: Any) -> Any:
     step): ``mask=None`` is the flat i.i.d. layout, a mask the padded one of a residual
     process. The data are arguments, so refits of one spec trace and compile it once."""
     # a GP step with one dt per group (an array) is not a key: such specs are traced anew
-    key = (id(spec), step) if step is None or isinstance(step[0], float) else None
-    if key in _MAP_FUNCTIONS:
-        return _MAP_FUNCTIONS[key][0]
+    key = (("map", id(spec), step) if step is None or isinstance(step[0], float)
+           else None)
+    return _kept_per_spec(key, spec, lambda: _build_map_value_and_grad(spec, step))
+
+
+def _build_map_value_and_grad(spec: ModelSpec, step: Any) -> Any:
     params = spec.parameters
     lik = spec.likelihood
     names = params.names
@@ -218,13 +234,7 @@ def _map_value_and_grad(spec: ModelSpec, step: Any) -> Any:
         lp_y = jnp.where(mask, lik.log_prob(y, mean, noise, covs), 0.0)
         return -(lp + lp_r + jnp.sum(lp_y))
 
-    value_and_grad = jax.jit(jax.value_and_grad(neg_log_post))
-    if key is None:
-        return value_and_grad
-    while len(_MAP_FUNCTIONS) >= 8:
-        _MAP_FUNCTIONS.pop(next(iter(_MAP_FUNCTIONS)))
-    _MAP_FUNCTIONS[key] = (value_and_grad, spec)
-    return value_and_grad
+    return jax.jit(jax.value_and_grad(neg_log_post))
 
 
 def _residual_scale(objective: Any, x0: np.ndarray, P: int, K: int) -> float:
@@ -279,10 +289,6 @@ def _row_loglik_fn(spec: ModelSpec, window: int | None = None):
     return row_loglik
 
 
-#: Compiled per-row functions, by (id(spec), GP window); the spec is kept alive beside them.
-_ROW_FUNCTIONS: dict[tuple[int, int | None], tuple[Any, Any, Any]] = {}
-_ROW_FUNCTIONS_KEPT = 8
-
 #: Step halvings per Newton step before a group keeps its current value.
 BACKTRACK_HALVINGS = 8
 
@@ -292,18 +298,15 @@ def row_functions(spec: ModelSpec, window: int | None = None) -> tuple[Any, Any]
     gradient and Hessian in ``z_g``, jitted and vectorised over rows (arguments ``z (G, P),
     y (G, T), mask (G, T), covs {name: (G, T)}, residual params {name: (G, ...)}, noise``).
     Kept per spec, so refits and comparisons of one model trace them once."""
-    key = (id(spec), window)
-    if key not in _ROW_FUNCTIONS:
+    def build() -> tuple[Any, Any]:
         row = _row_loglik_fn(spec, window)
         axes = (0, 0, 0, 0, 0, None)
         loglik = jax.jit(jax.vmap(row, in_axes=axes))
         grad_hess = jax.jit(jax.vmap(lambda *a: (jax.grad(row)(*a), jax.hessian(row)(*a)),
                                      in_axes=axes))
-        while len(_ROW_FUNCTIONS) >= _ROW_FUNCTIONS_KEPT:
-            _ROW_FUNCTIONS.pop(next(iter(_ROW_FUNCTIONS)))
-        _ROW_FUNCTIONS[key] = (loglik, grad_hess, spec)
-    loglik, grad_hess, _ = _ROW_FUNCTIONS[key]
-    return loglik, grad_hess
+        return loglik, grad_hess
+
+    return _kept_per_spec(("rows", id(spec), window), spec, build)
 
 
 def group_estimates(spec: ModelSpec, data: GroupedData, z: np.ndarray,
