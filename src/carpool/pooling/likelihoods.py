@@ -16,10 +16,12 @@ from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import jax.scipy.stats as jstats
+import numpy as np
 
 from carpool.pooling.priors import HalfNormal, Prior
 
-__all__ = ["AbstractLikelihood", "Gaussian", "StudentT", "likelihood_from_dict"]
+__all__ = ["AbstractLikelihood", "Gaussian", "StudentT", "censored_positions",
+           "likelihood_from_dict"]
 
 Array = Any
 
@@ -44,8 +46,16 @@ class AbstractLikelihood(ABC):
 
     @abstractmethod
     def distribution(self, mean: Array, noise: Mapping[str, Array],
-                     covariates: Mapping[str, Array]) -> Any:
-        """The NumPyro distribution of the observations."""
+                     covariates: Mapping[str, Array], censored_at: Any = None) -> Any:
+        """The NumPyro distribution of the observations.
+
+        ``censored_at``: :func:`censored_positions` of the observations this distribution
+        will score, for a censored likelihood (``None``: found per evaluation).
+        """
+
+    def censored_at(self, y: Array, mask: Array | None = None) -> Any:
+        """:func:`censored_positions` of ``y`` for a censored likelihood, else ``None``."""
+        return None
 
     @abstractmethod
     def to_dict(self) -> dict[str, Any]:
@@ -73,11 +83,59 @@ def _censored_logpdf(y: Array, mean: Array, scale: Array, lower: float | None) -
     return jnp.where(y <= lower, log_ndtr((lower - mean) / scale), lp)
 
 
+def censored_positions(y: Array, mask: Array | None, lower: float, *, min_size: int = 8
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``y`` is censored: ``(positions, valid)``, flat indices into ``y.ravel()`` of the
+    observations ``y <= lower`` (inside ``mask`` where given), as int32 (K,), and float32
+    (K,) weights, 1 for a position and 0 for padding.
+
+    K is the count rounded up to a power of two (at least ``min_size``), so data sets with a
+    similar share of censored observations share array shapes and hence compiled programs.
+    Padding points at position 0 with weight 0.
+
+    Why: the censored term ``log Phi((lower - mean) / scale)`` costs several times a normal
+    log-density per element (and its gradient more), and evaluating it for every observation
+    under a ``where`` doubled the hierarchical IDM's gradient (5,460 observations of which 41
+    at 0 m/s: 323 -> 150 us). With the positions known, it runs on those K only.
+    """
+    y = np.asarray(y)
+    hit = y <= lower
+    if mask is not None:
+        hit &= np.asarray(mask, dtype=bool)
+    found = np.flatnonzero(hit.ravel())
+    size = max(min_size, 1 << int(np.ceil(np.log2(max(found.size, 1)))))
+    positions = np.zeros(size, dtype=np.int32)
+    positions[:found.size] = found
+    valid = np.zeros(size, dtype=np.float32)
+    valid[:found.size] = 1.0
+    return positions, valid
+
+
+def _censored_logpdf_at(y: Array, mean: Array, scale: Array, lower: float,
+                        censored_at: tuple[Array, Array]) -> Array:
+    """:func:`_censored_logpdf` with the censored observations given by
+    :func:`censored_positions` of ``y``; equal to it for that ``y``."""
+    from jax.scipy.special import log_ndtr
+
+    shape = jnp.broadcast_shapes(jnp.shape(y), jnp.shape(mean), jnp.shape(scale))
+    lp = jnp.where(y <= lower, 0.0, jstats.norm.logpdf(y, mean, scale))
+    positions, valid = censored_at
+    mean_c = jnp.broadcast_to(mean, shape).reshape(-1)[positions]
+    scale_c = jnp.broadcast_to(scale, shape).reshape(-1)[positions]
+    tail = valid * log_ndtr((lower - mean_c) / scale_c)
+    return jnp.broadcast_to(lp, shape).reshape(-1).at[positions].add(tail).reshape(shape)
+
+
 _CENSORED_CLASS: Any = None
 
 
-def censored_normal(mean: Array, scale: Array, lower: float) -> Any:
-    """A NumPyro Normal left-censored at ``lower``: samples are ``max(lower, normal)``."""
+def censored_normal(mean: Array, scale: Array, lower: float, censored_at: Any = None) -> Any:
+    """A NumPyro Normal left-censored at ``lower``: samples are ``max(lower, normal)``.
+
+    ``censored_at``: :func:`censored_positions` of the values it will score (the observed
+    data), which then pay the censored term only where they are censored; ``None`` finds
+    them per evaluation (any values).
+    """
     global _CENSORED_CLASS
     if _CENSORED_CLASS is None:
         import jax
@@ -88,9 +146,10 @@ def censored_normal(mean: Array, scale: Array, lower: float) -> Any:
             support = dist.constraints.real
             reparametrized_params = ["loc", "scale"]
 
-            def __init__(self, loc, scale, lower, validate_args=None):
+            def __init__(self, loc, scale, lower, censored_at=None, validate_args=None):
                 self.loc, self.scale = promote_shapes(loc, scale)
                 self.lower = lower
+                self.censored_at = censored_at
                 batch = jax.lax.broadcast_shapes(jnp.shape(loc), jnp.shape(scale))
                 super().__init__(batch_shape=batch, validate_args=validate_args)
 
@@ -99,10 +158,13 @@ def censored_normal(mean: Array, scale: Array, lower: float) -> Any:
                 return jnp.maximum(self.lower, self.loc + self.scale * eps)
 
             def log_prob(self, value):
-                return _censored_logpdf(value, self.loc, self.scale, self.lower)
+                if self.censored_at is None:
+                    return _censored_logpdf(value, self.loc, self.scale, self.lower)
+                return _censored_logpdf_at(value, self.loc, self.scale, self.lower,
+                                           self.censored_at)
 
         _CENSORED_CLASS = CensoredNormal
-    return _CENSORED_CLASS(mean, scale, lower)
+    return _CENSORED_CLASS(mean, scale, lower, censored_at)
 
 
 @dataclass(frozen=True)
@@ -148,13 +210,16 @@ class Gaussian(AbstractLikelihood):
     def log_prob(self, y, mean, noise, covariates):
         return _censored_logpdf(y, mean, self._scale(noise, covariates), self.lower)
 
-    def distribution(self, mean, noise, covariates):
+    def distribution(self, mean, noise, covariates, censored_at=None):
         import numpyro.distributions as dist
 
         scale = self._scale(noise, covariates)
         if self.lower is not None:
-            return censored_normal(mean, scale, self.lower)
+            return censored_normal(mean, scale, self.lower, censored_at)
         return dist.Normal(mean, scale)
+
+    def censored_at(self, y, mask=None):
+        return None if self.lower is None else censored_positions(y, mask, self.lower)
 
     def to_dict(self) -> dict[str, Any]:
         sigma = self.sigma.to_dict() if isinstance(self.sigma, Prior) else float(self.sigma)
@@ -183,7 +248,7 @@ class StudentT(AbstractLikelihood):
     def log_prob(self, y, mean, noise, covariates):
         return jstats.t.logpdf(y, self.df, mean, self._scale(noise, covariates))
 
-    def distribution(self, mean, noise, covariates):
+    def distribution(self, mean, noise, covariates, censored_at=None):
         import numpyro.distributions as dist
 
         return dist.StudentT(self.df, mean, self._scale(noise, covariates))

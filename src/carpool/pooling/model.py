@@ -176,6 +176,8 @@ def build_model(
     arrays["level_index"] = data.level_index
     arrays["weights"] = np.asarray(weights, dtype=float)
     arrays["tau"] = config.fixed_tau(params) if config.tau_is_fixed else None
+    # where a censored likelihood's observations sit at the bound (its costly term runs there)
+    arrays["censored"] = lik.censored_at(arrays["y"], arrays["mask"])
     if dynamic:
         scale_name = lik.scale_covariate
         step = residual_step(residual, data, pad.covariates) if residual.kind == "gp" else None
@@ -267,7 +269,8 @@ def build_model(
                 return
             mean, s_cond = residual.one_step(y_obs, mean, c, rp, noise["sigma"], step)
             noise = {**noise, "sigma": s_cond}
-        d = lik.distribution(mean, noise, covs)
+        censored = {} if a["censored"] is None else {"censored_at": a["censored"]}
+        d = lik.distribution(mean, noise, covs, **censored)
         if mask is not None:
             d = d.mask(mask)
         numpyro.sample("obs", d.to_event(len(d.batch_shape)),
