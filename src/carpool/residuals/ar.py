@@ -101,14 +101,22 @@ def ar_conditional(r: jax.Array, kappa: jax.Array, sigma: ArrayLike
     p = kappa.shape[-1]
     kappa = jnp.broadcast_to(kappa, (G, p))
     coefficients, sd_factor = durbin_levinson(kappa)  # (G, p+1, p), (G, p+1)
-    order = jnp.minimum(jnp.arange(T), p)
-    coef_t = jnp.take(coefficients, order, axis=-2)  # (G, T, p)
-    lags = shift_lags(r, p)  # (G, T, p)
-    mean = jnp.sum(lags * coef_t, axis=-1)
+    # from t = p on every step uses the AR(p) row: p shifted multiply-adds over the whole
+    # series, no per-step gather of coefficients (whose gradient is a scatter, the costly
+    # part of this likelihood: 235 -> 117 us per gradient for 39 drivers x 140 steps, AR(4));
+    # the first min(p, T) steps use the lower-order rows and are replaced below
+    padded = jnp.concatenate([jnp.zeros((G, p), r.dtype), r], axis=-1)
+    phi = coefficients[:, p, :]
+    mean = sum(phi[:, j - 1:j] * padded[:, p - j:p - j + T] for j in range(1, p + 1))
+    h = min(p, T)
+    head = jnp.sum(shift_lags(r[:, :h], p) * coefficients[:, :h, :], axis=-1)  # (G, h)
+    mean = jnp.concatenate([head, mean[:, h:]], axis=-1)
     sigma = jnp.asarray(sigma, r.dtype)
     if sigma.ndim == 1:
         sigma = sigma[:, None]
-    sd = sigma * jnp.take(sd_factor, order, axis=-1)
+    # sd_factor is 1 at order p
+    factor = jnp.concatenate([sd_factor[:, :h], jnp.ones((G, T - h), r.dtype)], axis=-1)
+    sd = sigma * factor
     return mean, jnp.broadcast_to(sd, mean.shape)
 
 
