@@ -16,8 +16,26 @@ from typing import Any
 os.environ.setdefault("CARPOOL_COMPILATION_CACHE", "off")
 
 
+def _commit() -> str | None:
+    """The carpool commit measured (``+`` when the working tree had changes), if known."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def machine_info(args: Any) -> dict[str, Any]:
-    """Date, machine, cores, Python / JAX / NumPyro / ArviZ versions and the script's args."""
+    """Date, carpool commit, machine, cores, Python / JAX / NumPyro / ArviZ versions and the
+    script's args."""
     versions = {}
     for name in ("jax", "numpyro", "arviz"):
         try:
@@ -27,7 +45,8 @@ def machine_info(args: Any) -> dict[str, Any]:
     for name in ("pymc", "pytensor", "dask", "distributed"):  # where the script used them
         if name in sys.modules:
             versions[name] = sys.modules[name].__version__
-    return {"date": date.today().isoformat(), "machine": platform.machine(),
+    return {"date": date.today().isoformat(), "commit": _commit(),
+            "machine": platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version(), **versions,
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
 

@@ -29,8 +29,14 @@ mcse_b^2)``; with 11 comparisons the largest |z| exceeds 3.3 with probability ~1
 posteriors agree, so "match" means max |z| < 3.3.
 
     python -m pip install -e ".[bench]"          # PyMC, for this script only
-    python benchmarks/compare_pymc.py            # the documented run (~30 min on 2 cores)
+    python benchmarks/compare_pymc.py            # the documented run (~80 min on 2 cores)
+    python benchmarks/compare_pymc.py --seeds 2 --resume   # add a seed to an earlier run
     python benchmarks/compare_pymc.py --smoke    # seconds; PyMC rows only where installed
+
+A PyMC seed takes ~22 minutes on an idle 2-core machine (2026-12-01), carpool's two fits ~3.
+``--resume`` keeps the finished fits of an earlier run with the same data and sampler
+settings (its JSON, written after every fit) and runs only the missing (engine, seed)
+pairs, so the run can be spread over sessions or survive an interruption.
 
 Prints a table and writes JSON to ``benchmarks/results/compare_pymc.json`` (``--json``).
 """
@@ -40,6 +46,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
@@ -147,7 +154,43 @@ def posterior_stats(idata: Any) -> dict[str, Any]:
     }
 
 
-def max_z(a: dict[str, Any], b: dict[str, Any]) -> float:
+#: Settings that must match for an earlier run's fits to be kept (``--resume``).
+RUN_SETTINGS = ("drivers", "duration_s", "chains", "warmup", "draws", "data_seed")
+
+
+def finished_fits(path: str, args: Any) -> tuple[list[dict[str, Any]], dict[Any, Any]]:
+    """The rows and posterior statistics of an earlier run with the same settings at
+    ``path`` (``--resume``): a run of ~40 minutes per PyMC seed on 2 cores can be done one
+    seed at a time. Rows written before the statistics were stored keep their numbers but
+    have none (their seed gets no mean comparison)."""
+    import json
+
+    import numpy as np
+
+    try:
+        old = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return [], {}
+    done = old.get("meta", {}).get("args", {})
+    if any(done.get(k) != getattr(args, k) for k in RUN_SETTINGS):
+        print(f"{path}: other settings ({ {k: done.get(k) for k in RUN_SETTINGS} }); "
+              "not resumed")
+        return [], {}
+    rows = list(old.get("rows", []))
+    stats = {}
+    for r in rows:
+        st = {k: r[k] for k in ("min_ess_bulk", "max_rhat", "divergences", "steps_per_draw")}
+        if "population_means" in r:
+            st["means"] = {v: np.asarray(x) for v, x in r["population_means"].items()}
+            st["mcse"] = {v: np.asarray(x) for v, x in r["population_mcse"].items()}
+        stats[(r["engine"], r["seed"])] = st
+    print(f"resumed from {path}: {sorted(stats)}")
+    return rows, stats
+
+
+def max_z(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    if "means" not in a or "means" not in b:
+        return None
     import numpy as np
 
     z = [np.abs(a["means"][v] - b["means"][v]) / np.hypot(a["mcse"][v], b["mcse"][v])
@@ -167,6 +210,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--data-seed", type=int, default=11)
     ap.add_argument("--engines", default="pymc,carpool,carpool-default")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the finished fits of an earlier run with the same settings "
+                         "(in --json) and run only the missing (engine, seed) pairs")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--json", default="benchmarks/results/compare_pymc.json")
     args = ap.parse_args()
@@ -193,9 +239,11 @@ def main() -> None:
           f" {grouped.num_obs} one-step observations; speed {np.min(c['speed']):.1f}-"
           f"{np.max(c['speed']):.1f} m/s, gap {np.min(c['gap']):.1f}-{np.max(c['gap']):.1f} m")
 
-    rows, stats = [], {}
+    rows, stats = finished_fits(args.json, args) if args.resume else ([], {})
     for seed in (int(s) for s in args.seeds.split(",")):
         for engine in engines:
+            if (engine, seed) in stats:
+                continue
             if engine == "pymc":
                 idata, t = run_pymc(grouped, args.chains, args.warmup, args.draws, seed)
                 priors = "zhang-sun-2023"
@@ -211,8 +259,11 @@ def main() -> None:
                          "ess_per_s": s["min_ess_bulk"] / t["wall_s"],
                          "max_rhat": s["max_rhat"], "divergences": s["divergences"],
                          "steps_per_draw": s["steps_per_draw"],
-                         "centring": t.get("centring", "")})
-            print(pd.DataFrame(rows[-1:]).round(3).to_string(index=False, header=len(rows) == 1))
+                         "centring": t.get("centring", ""),
+                         "population_means": {k: v.tolist() for k, v in s["means"].items()},
+                         "population_mcse": {k: v.tolist() for k, v in s["mcse"].items()}})
+            print(pd.DataFrame(rows[-1:]).drop(columns=["population_means", "population_mcse"])
+                  .round(3).to_string(index=False))
             # written after every fit, so a long run cut short keeps what finished
             write_results(args.json, args, rows=rows, complete=False,
                           load_average=os.getloadavg())
@@ -220,19 +271,24 @@ def main() -> None:
     pd.set_option("display.width", 220)
     print(f"\nhierarchical IDM, {grouped.num_groups} drivers, {grouped.num_obs} observations, "
           f"{args.chains} chains x ({args.warmup} + {args.draws})")
-    print(table.drop(columns="centring").round(3).to_string(index=False))
+    print(table[[c for c in table.columns if c not in ("centring", "population_means",
+                                                       "population_mcse")]]
+          .round(3).to_string(index=False))
 
     comparisons = []
     if "pymc" in engines and "carpool" in engines:
         for seed in sorted({r["seed"] for r in rows}):
+            if ("pymc", seed) not in stats or ("carpool", seed) not in stats:
+                continue
             a, b = stats[("pymc", seed)], stats[("carpool", seed)]
             both = a["max_rhat"] < 1.01 and b["max_rhat"] < 1.01
+            z = max_z(a, b) if both else None
             row_a = table[(table.engine == "pymc") & (table.seed == seed)].iloc[0]
             row_b = table[(table.engine == "carpool") & (table.seed == seed)].iloc[0]
             comparisons.append({
                 "seed": seed, "both_converged": both,
-                "max_abs_z_population_means": max_z(a, b) if both else None,
-                "means_match": (max_z(a, b) < MATCH_Z) if both else None,
+                "max_abs_z_population_means": z,
+                "means_match": None if z is None else z < MATCH_Z,
                 "wall_ratio_pymc_over_carpool": row_a.wall_s / row_b.wall_s,
                 "ess_per_s_ratio_carpool_over_pymc": row_b.ess_per_s / max(row_a.ess_per_s,
                                                                              1e-12),
@@ -245,10 +301,7 @@ def main() -> None:
               & (goal.wall_s < 20.0))
         print(f"\ncarpool defaults: goal (R-hat < 1.01, 0 divergences, ESS >= 400, < 20 s) "
               f"met in {int(ok.sum())} of {len(goal)} seeds")
-    write_results(args.json, args, rows=table.to_dict("records"), comparisons=comparisons,
-                  complete=True,
-                  population_means={f"{e}/{s}": {k: v.tolist() for k, v in st["means"].items()}
-                                    for (e, s), st in stats.items()},
+    write_results(args.json, args, rows=rows, comparisons=comparisons, complete=True,
                   load_average=os.getloadavg())
 
 

@@ -43,11 +43,10 @@ COLUMNS = {
     ("defaults", "rows"): ["variant", "seed", "wall_s", "compile_s", "min_ess_bulk",
                            "min_ess_var", "ess_per_s", "max_rhat", "divergences",
                            "steps_per_draw", "chain_method"],
+    ("gradient_cost", "rows"): ["residual", "variant", "observations", "censored",
+                                "dimension", "us_per_gradient", "relative", "compile_s"],
     ("compile_cache", "rows"): ["cache", "data_seed", "process_s", "fit_s", "compile_s",
                                 "centring_s", "sampling_s"],
-    ("residuals_fit_gp", "rows"): ["residual", "observations", "wall_s", "compile_s",
-                                   "sampling_s", "centring_s", "min_ess_bulk", "min_ess_var",
-                                   "ess_per_s", "max_rhat", "divergences", "steps_per_draw"],
     ("residuals_fit", "rows"): ["residual", "observations", "wall_s", "compile_s",
                                 "sampling_s", "centring_s", "min_ess_bulk", "min_ess_var",
                                 "ess_per_s", "max_rhat", "divergences", "steps_per_draw"],
@@ -55,7 +54,7 @@ COLUMNS = {
 
 
 #: Result files written by a script of another name (``--json``).
-SCRIPT_OF = {"residuals_fit_gp": "residuals_fit"}
+SCRIPT_OF: dict[str, str] = {}
 
 
 def _cell(value: Any, column: str = "") -> str:
@@ -84,7 +83,8 @@ def render(result: dict[str, Any], name: str) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in meta.items()
                          if k in ("jax", "numpyro", "arviz", "pymc", "dask") and v)
     load = result.get("load_average")
-    parts = [f"*{meta['date']}, {meta['cpus']} CPUs ({meta['machine']}), Python "
+    commit = f", carpool {meta['commit']}" if meta.get("commit") else ""
+    parts = [f"*{meta['date']}{commit}, {meta['cpus']} CPUs ({meta['machine']}), Python "
              f"{meta['python']}, {versions}"
              + (f"; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
                 if load else "") + f"; from `benchmarks/{SCRIPT_OF.get(name, name)}.py`.*"]

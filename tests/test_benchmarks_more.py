@@ -2,10 +2,42 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from test_benchmarks import SCRIPTS, run_smoke
+from test_benchmarks import BENCHMARKS, SCRIPTS, run_smoke
 
 
 @pytest.mark.parametrize("script", SCRIPTS[1::2])
 def test_benchmark_smoke_more(script, tmp_path):
     run_smoke(script, tmp_path)
+
+
+def test_compare_pymc_resumes_only_runs_with_the_same_settings(tmp_path, monkeypatch):
+    """--resume keeps an earlier run's fits (and their means for the z comparison) only
+    when the data and sampler settings match."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from compare_pymc import RUN_SETTINGS, finished_fits, max_z
+
+    settings = dict(drivers=39, duration_s=28.0, chains=2, warmup=1000, draws=1000,
+                    data_seed=11)
+    assert set(settings) == set(RUN_SETTINGS)
+    row = {"min_ess_bulk": 400.0, "max_rhat": 1.005, "divergences": 0, "steps_per_draw": 100}
+    means = {"mu": [0.1], "tau": [0.2], "sigma": [0.3]}
+    rows = [{"engine": "pymc", "seed": 0, **row, "population_means": means,
+             "population_mcse": {k: [0.01] for k in means}},
+            {"engine": "carpool", "seed": 0, **row, "population_means": means,
+             "population_mcse": {k: [0.01] for k in means}},
+            {"engine": "pymc", "seed": 1, **row}]  # written before means were stored
+    path = tmp_path / "compare_pymc.json"
+    path.write_text(json.dumps({"meta": {"args": settings}, "rows": rows}))
+
+    kept, stats = finished_fits(str(path), argparse.Namespace(**settings))
+    assert kept == rows and set(stats) == {("pymc", 0), ("carpool", 0), ("pymc", 1)}
+    assert max_z(stats[("pymc", 0)], stats[("carpool", 0)]) == 0.0
+    assert max_z(stats[("pymc", 1)], stats[("carpool", 0)]) is None
+    other = argparse.Namespace(**{**settings, "draws": 500})
+    assert finished_fits(str(path), other) == ([], {})
+    assert finished_fits(str(tmp_path / "missing.json"), other) == ([], {})

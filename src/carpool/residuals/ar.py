@@ -103,7 +103,7 @@ def ar_conditional(r: jax.Array, kappa: jax.Array, sigma: ArrayLike
     coefficients, sd_factor = durbin_levinson(kappa)  # (G, p+1, p), (G, p+1)
     # from t = p on every step uses the AR(p) row: p shifted multiply-adds over the whole
     # series, no per-step gather of coefficients (whose gradient is a scatter, the costly
-    # part of this likelihood: 235 -> 117 us per gradient for 39 drivers x 140 steps, AR(4));
+    # part of this likelihood: 1.4-1.9x its gradient, benchmarks/gradient_cost.py);
     # the first min(p, T) steps use the lower-order rows and are replaced below
     padded = jnp.concatenate([jnp.zeros((G, p), r.dtype), r], axis=-1)
     phi = coefficients[:, p, :]
