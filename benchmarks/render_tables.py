@@ -45,6 +45,8 @@ COLUMNS = {
                            "steps_per_draw", "chain_method"],
     ("gradient_cost", "rows"): ["residual", "variant", "observations", "censored",
                                 "dimension", "us_per_gradient", "relative", "compile_s"],
+    ("gradient_cost", "nuts_step"): ["potential", "dimension", "steps", "us_per_step",
+                                     "compile_s"],
     ("compile_cache", "rows"): ["cache", "data_seed", "process_s", "fit_s", "compile_s",
                                 "centring_s", "sampling_s"],
     ("residuals_fit", "rows"): ["residual", "observations", "wall_s", "compile_s",
@@ -88,6 +90,9 @@ def render(result: dict[str, Any], name: str) -> str:
              f"{meta['python']}, {versions}"
              + (f"; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
                 if load else "") + f"; from `benchmarks/{SCRIPT_OF.get(name, name)}.py`.*"]
+    if result.get("incomplete"):
+        parts.append("*The run was stopped before it finished; these are the parts it "
+                     "completed.*")
     for (script, section), columns in COLUMNS.items():
         if script == name and result.get(section):
             if section not in ("rows",):

@@ -37,7 +37,8 @@ import time
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 
-def hierarchical_rows(sizes, iterations, duration_s, chains, seed):
+def hierarchical_rows(sizes, iterations, duration_s, chains, seed, on_row=None):
+    """One row per size; ``on_row(rows)`` after each, so a run stopped early keeps them."""
     import numpy as np
 
     import carpool
@@ -63,7 +64,9 @@ def hierarchical_rows(sizes, iterations, duration_s, chains, seed):
             # chains run in parallel, one per core: per-chain gradients over sampling time
             "ms_per_gradient": 1e3 * sampling / (steps * 2 * its),
         })
-        print(rows[-1])
+        print(rows[-1], flush=True)
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
@@ -143,8 +146,14 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     iterations = [int(s) for s in args.iterations.split(",")]
     result = {}
+
+    def save_partial(rows):  # the sizes done so far, written as each finishes
+        write_results(args.json, args, hierarchical=rows, incomplete=True,
+                      load_average=os.getloadavg())
+
     if "hierarchical" not in args.skip:
-        rows = hierarchical_rows(sizes, iterations, args.duration_s, args.chains, args.seed)
+        rows = hierarchical_rows(sizes, iterations, args.duration_s, args.chains, args.seed,
+                                 on_row=save_partial)
         print(f"\nhierarchical IDM, {args.duration_s:g} s per driver at 5 Hz, "
               f"{args.chains} chains")
         print(pd.DataFrame(rows).round(3).to_string(index=False))
