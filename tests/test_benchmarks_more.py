@@ -41,3 +41,34 @@ def test_compare_pymc_resumes_only_runs_with_the_same_settings(tmp_path, monkeyp
     other = argparse.Namespace(**{**settings, "draws": 500})
     assert finished_fits(str(path), other) == ([], {})
     assert finished_fits(str(tmp_path / "missing.json"), other) == ([], {})
+
+
+def test_a_stopped_scale_run_keeps_its_finished_sizes_and_the_table_says_so(tmp_path,
+                                                                           monkeypatch):
+    """scale_drivers writes each hierarchical size as it finishes (marked incomplete), and
+    the rendered table says the run was stopped; the final write drops the mark."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import scale_drivers
+    from render_tables import render
+
+    out = tmp_path / "scale.json"
+    seen = []
+
+    def fake_rows(sizes, iterations, duration_s, chains, seed, on_row=None):
+        rows = []
+        for n in sizes:
+            rows.append({"drivers": n, "wall_s": 1.0})
+            on_row(rows)
+            seen.append(json.loads(out.read_text()))
+        return rows
+
+    monkeypatch.setattr(scale_drivers, "hierarchical_rows", fake_rows)
+    monkeypatch.setattr("sys.argv", ["scale_drivers.py", "--sizes", "10,100", "--iterations",
+                                     "5,5", "--skip", "unpooled", "--json", str(out)])
+    scale_drivers.main()
+    assert [len(r["hierarchical"]) for r in seen] == [1, 2]
+    assert all(r["incomplete"] for r in seen)
+    assert "stopped before it finished" in render(seen[0], "scale_drivers")
+    final = json.loads(out.read_text())
+    assert "incomplete" not in final and len(final["hierarchical"]) == 2
+    assert "stopped" not in render(final, "scale_drivers")
