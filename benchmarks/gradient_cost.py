@@ -106,6 +106,26 @@ def old_form(variant: str) -> Iterator[None]:
         idm.safe_power, process.ar_conditional = saved
 
 
+def flat_potential(built: Any, arrays: Any, data_as_constants: bool = False
+                   ) -> tuple[Any, Any]:
+    """``(x0 (D,), potential(x, data))``: the model's potential energy on its flat
+    unconstrained vector, the data as an argument (or closed over, ``data_as_constants``)."""
+    import jax
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import initialize_model, potential_energy
+
+    info = initialize_model(jax.random.PRNGKey(0), built.model,
+                            model_kwargs={"observed": True, "arrays": arrays})
+    flat, unravel = ravel_pytree(info.param_info.z)
+
+    def potential(x: Any, data: Any) -> Any:
+        data = arrays if data_as_constants else data
+        return potential_energy(built.model, (), {"observed": True, "arrays": data},
+                                unravel(x))
+
+    return flat, potential
+
+
 def time_gradient(built: Any, evals: int, censored_everywhere: bool,
                   data_as_constants: bool = False) -> dict[str, float]:
     """Microseconds per value-and-gradient of the potential energy, and the compile time.
@@ -116,21 +136,11 @@ def time_gradient(built: Any, evals: int, censored_everywhere: bool,
     time (the row that shows what that is worth).
     """
     import jax
-    from jax.flatten_util import ravel_pytree
-    from numpyro.infer.util import initialize_model, potential_energy
 
     arrays = dict(built.arrays)
     if censored_everywhere:
         arrays["censored"] = None  # the likelihood then finds the censored ones per element
-    info = initialize_model(jax.random.PRNGKey(0), built.model,
-                            model_kwargs={"observed": True, "arrays": arrays})
-    flat, unravel = ravel_pytree(info.param_info.z)
-
-    def potential(x: Any, data: Any) -> Any:
-        data = arrays if data_as_constants else data
-        return potential_energy(built.model, (), {"observed": True, "arrays": data},
-                                unravel(x))
-
+    flat, potential = flat_potential(built, arrays, data_as_constants)
     grad = jax.value_and_grad(potential)
 
     @jax.jit
@@ -176,24 +186,19 @@ def time_nuts_step(built: Any | None, dimension: int, draws: int) -> dict[str, f
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from jax.flatten_util import ravel_pytree
     from numpyro.infer import MCMC, NUTS
-    from numpyro.infer.util import initialize_model, potential_energy
 
     if built is None:
-        unravel, arrays = None, {}
+        model_potential, arrays = None, {}
     else:
-        info = initialize_model(jax.random.PRNGKey(0), built.model,
-                                model_kwargs={"observed": True, "arrays": built.arrays})
-        flat, unravel = ravel_pytree(info.param_info.z)
+        flat, model_potential = flat_potential(built, built.arrays)
         dimension, arrays = int(flat.size), built.arrays
 
     def chain(key: Any, x0: Any, data: Any) -> Any:
         def potential(x: Any) -> Any:
-            if unravel is None:
+            if model_potential is None:
                 return 0.5 * jnp.sum(x * x)
-            return potential_energy(built.model, (), {"observed": True, "arrays": data},
-                                    unravel(x))
+            return model_potential(x, data)
 
         kernel = NUTS(potential_fn=potential, step_size=0.01, adapt_step_size=False,
                       adapt_mass_matrix=False, max_tree_depth=8)
@@ -245,15 +250,18 @@ def main() -> None:
     check_old_ar_form()
     df, _ = stand_in(args.drivers, args.duration_s, args.data_seed)
     rows = []
-    for residual, variant in ROWS:
+    def hierarchical(residual: str, layout: str = "auto") -> Any:
         spec = resolve_spec("idm", residual=residual)
         grouped = spec.prepare(df)
         config = PoolingConfig(pooling="hierarchical",
                                hyperpriors=(spec.default_hyperpriors
                                             or Hyperpriors.default_for(grouped.num_groups)))
+        return build_model(spec, grouped, config, centring=CENTRING, layout=layout)
+
+    for residual, variant in ROWS:
         with old_form(variant):
-            built = build_model(spec, grouped, config, centring=CENTRING,
-                                layout="flat" if variant == "flat layout" else "auto")
+            built = hierarchical(residual, "flat" if variant == "flat layout" else "auto")
+            grouped = built.data
             row = time_gradient(built, args.evals, "censored term everywhere" in variant,
                                 data_as_constants=variant == "data as program constants")
         rows.append({"residual": residual, "variant": variant or "carpool",
@@ -270,12 +278,7 @@ def main() -> None:
           f"({rows[0]['censored']} censored); one CPU device, {args.evals} gradients per row")
     print(table.round(2).to_string(index=False))
 
-    spec = resolve_spec("idm")
-    grouped = spec.prepare(df)
-    config = PoolingConfig(pooling="hierarchical",
-                           hyperpriors=(spec.default_hyperpriors
-                                        or Hyperpriors.default_for(grouped.num_groups)))
-    built = build_model(spec, grouped, config, centring=CENTRING)
+    built = hierarchical("iid")
     draws = 20 if args.smoke else args.nuts_draws
     nuts = [{"potential": "hierarchical IDM, iid (as sampled)",
              **time_nuts_step(built, 0, draws)}]
