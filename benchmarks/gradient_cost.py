@@ -10,22 +10,29 @@ observations, 41 of them at 0 m/s, i.e. censored). carpool's default priors, the
 centring choice for these data (v0 non-centred, s0 T a b centred). Rows:
 
 - ``iid``: the model as carpool builds it (padded drivers x time layout, whole exponent by
-  repeated multiplication, censored term at the censored observations only);
+  repeated multiplication, the Gaussian log density summed with its data-only parts done
+  once at build time: mask, censoring, the time step's logarithm and reciprocal; the
+  censored term at the censored observations only);
 - ``iid, data as program constants``: the same model with the data closed over (constants
   of the compiled loop) instead of passed as its argument: XLA then folds every data-only
   computation at compile time. carpool's sampler takes the data as an argument (one
   compiled program per shape, kept on disk), so the argument form is what it pays;
-- ``iid, censored term everywhere``: the censored ``log Phi`` evaluated for every
-  observation under a ``where`` (carpool before 2026-12-01);
+- ``iid, per-observation log density``: each observation's log density (a logarithm and a
+  division of its scale sigma * dt per cell) under the mask, summed by NumPyro (carpool
+  before 2026-12-02);
+- ``iid, censored term everywhere``: that, with the censored ``log Phi`` evaluated for
+  every observation under a ``where`` (carpool before 2026-12-01);
 - ``iid, exp-log power``: ``(v / v0) ** 4`` as ``exp(4 log(v / v0))`` (before 2026-12-01);
 - ``iid, censored term everywhere + exp-log power``: both, i.e. carpool's likelihood as it
   was before 2026-12-01;
 - ``iid, flat layout``: one row per observation with a per-observation gather of the
   driver's parameters (``layout="flat"``);
 - ``ar4``: AR(4) residuals (per-step coefficients by shifted multiply-adds);
-- ``ar4, gathered coefficients``: the AR(4) likelihood with a per-step gather of the
-  predictor coefficients (before 2026-12-01; checked equal to the current form);
-- ``gp``: the sliding-window GP residual (10 s window, 50 neighbours).
+- ``ar4, per-observation log density``: as for iid (before 2026-12-02);
+- ``ar4, gathered coefficients``: that, with a per-step gather of the predictor
+  coefficients (before 2026-12-01; checked equal to the current form);
+- ``gp``: the sliding-window GP residual (10 s window, 50 neighbours);
+- ``gp, per-observation log density``: as for iid (before 2026-12-02).
 
 Each gradient is evaluated ``--evals`` times inside one compiled ``fori_loop`` (no Python
 dispatch in the clock), with the data as the loop's argument as in the sampler, one CPU
@@ -85,7 +92,7 @@ def check_old_ar_form() -> None:
 
 @contextlib.contextmanager
 def old_form(variant: str) -> Iterator[None]:
-    """Swap in the pre-2026-12-01 form a row measures (restored afterwards)."""
+    """Swap in the older power or AR form a row measures (restored afterwards)."""
     import jax.numpy as jnp
 
     from carpool.carfollowing import idm
@@ -98,7 +105,7 @@ def old_form(variant: str) -> Iterator[None]:
             return jnp.where(positive, jnp.power(jnp.where(positive, x, 1.0), exponent), 0.0)
 
         idm.safe_power = general_power
-    if variant == "gathered coefficients":
+    if "gathered coefficients" in variant:
         process.ar_conditional = gathered_ar_conditional
     try:
         yield
@@ -126,21 +133,26 @@ def flat_potential(built: Any, arrays: Any, data_as_constants: bool = False
     return flat, potential
 
 
-def time_gradient(built: Any, evals: int, censored_everywhere: bool,
-                  data_as_constants: bool = False) -> dict[str, float]:
+def time_gradient(built: Any, evals: int, variant: str) -> dict[str, float]:
     """Microseconds per value-and-gradient of the potential energy, and the compile time.
 
     The data enter the compiled loop as an argument, as they enter carpool's sampler (so
     that one compiled program serves every data set of a shape); ``data_as_constants``
     closes over them instead, which lets XLA fold every data-only computation at compile
-    time (the row that shows what that is worth).
+    time (the row that shows what that is worth). ``variant``: the row's variant (see the
+    module docstring).
     """
     import jax
 
     arrays = dict(built.arrays)
-    if censored_everywhere:
+    if PER_OBSERVATION in variant:  # the likelihood then scores the NumPyro distribution
+        arrays["terms"] = None
+        arrays["censored"] = jax.tree_util.tree_map(jax.numpy.asarray, built.spec.likelihood
+                                                    .censored_at(arrays["y"], arrays["mask"]))
+    if "censored term everywhere" in variant:
+        arrays["terms"] = None
         arrays["censored"] = None  # the likelihood then finds the censored ones per element
-    flat, potential = flat_potential(built, arrays, data_as_constants)
+    flat, potential = flat_potential(built, arrays, variant == "data as program constants")
     grad = jax.value_and_grad(potential)
 
     @jax.jit
@@ -218,10 +230,13 @@ def time_nuts_step(built: Any | None, dimension: int, draws: int) -> dict[str, f
             "compile_s": compile_s, "dimension": dimension}
 
 
-ROWS = (("iid", ""), ("iid", "data as program constants"), ("iid", "censored term everywhere"),
-        ("iid", "exp-log power"),
+PER_OBSERVATION = "per-observation log density"
+ROWS = (("iid", ""), ("iid", "data as program constants"), ("iid", PER_OBSERVATION),
+        ("iid", "censored term everywhere"), ("iid", "exp-log power"),
         ("iid", "censored term everywhere + exp-log power"), ("iid", "flat layout"),
-        ("ar4", ""), ("ar4", "gathered coefficients"), ("gp", ""))
+        ("ar4", ""), ("ar4", PER_OBSERVATION),
+        ("ar4", f"{PER_OBSERVATION} + gathered coefficients"), ("gp", ""),
+        ("gp", PER_OBSERVATION))
 
 
 def main() -> None:
@@ -262,8 +277,7 @@ def main() -> None:
         with old_form(variant):
             built = hierarchical(residual, "flat" if variant == "flat layout" else "auto")
             grouped = built.data
-            row = time_gradient(built, args.evals, "censored term everywhere" in variant,
-                                data_as_constants=variant == "data as program constants")
+            row = time_gradient(built, args.evals, variant)
         rows.append({"residual": residual, "variant": variant or "carpool",
                      "observations": grouped.num_obs,
                      "censored": int(np.sum(np.asarray(grouped.y) <= 0.0)), **row})

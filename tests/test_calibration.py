@@ -145,7 +145,7 @@ def test_demo_on_bundled_real_data(tmp_path):
 
     # the fits only: the report part is the CLI's (tests/test_cli_compare.py) and CI runs the
     # whole demo as the README's first command
-    result = run_demo(tmp_path, draws=500, tune=500, chains=4, report=False)
+    result = run_demo(tmp_path, report=False)  # the demo's own settings
     for pooling, f in result.fits.items():
         d = f.diagnostics
         assert d["max_rhat"] < 1.01, (pooling, d)

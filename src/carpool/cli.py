@@ -542,7 +542,7 @@ def demo(
     model: Annotated[str, typer.Option(help="Car-following model")] = "linear_acc",
     duration_s: Annotated[float, typer.Option(help="Seconds of each vehicle's record")]
     = 300.0,
-    draws: Annotated[int, typer.Option(help="Draws per chain")] = 500,
+    draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 500,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,

@@ -57,6 +57,19 @@ class AbstractLikelihood(ABC):
         """:func:`censored_positions` of ``y`` for a censored likelihood, else ``None``."""
         return None
 
+    def observed_terms(self, y: Array, mask: Array | None,
+                       covariates: Mapping[str, Array]) -> dict[str, Any] | None:
+        """Data-only parts of :meth:`summed_log_prob` for the observations ``y``, computed
+        once (NumPy), or ``None`` where the likelihood has no summed form (the sampler then
+        scores :meth:`distribution`)."""
+        return None
+
+    def summed_log_prob(self, terms: Mapping[str, Any], y: Array, mean: Array,
+                        noise: Mapping[str, Array]) -> Array:
+        """``sum(log_prob(y, mean, noise, covariates))`` over the observations inside the
+        mask, from :meth:`observed_terms` of the same ``y``, ``mask`` and covariates."""
+        raise NotImplementedError(f"{type(self).__name__} has no summed log density")
+
     @abstractmethod
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable description (see :func:`likelihood_from_dict`)."""
@@ -220,6 +233,62 @@ class Gaussian(AbstractLikelihood):
 
     def censored_at(self, y, mask=None):
         return None if self.lower is None else censored_positions(y, mask, self.lower)
+
+    def observed_terms(self, y, mask, covariates):
+        """``inv_c`` (1 / scale covariate at the exactly observed cells, 0 elsewhere),
+        ``weight`` (1 there, else 0), ``count`` (their number), ``const`` (their
+        ``-log c - log(2 pi) / 2``, summed) and, when censored, ``censored``
+        (:func:`censored_positions`) and ``c_censored`` (the covariate there)."""
+        y = np.asarray(y, dtype=float)
+        inside = np.ones(y.shape, bool) if mask is None else np.asarray(mask, bool)
+        exact = inside if self.lower is None else inside & (y > self.lower)
+        if self.scale_covariate is None:
+            c = np.ones(y.shape)
+        else:
+            c = np.broadcast_to(np.asarray(covariates[self.scale_covariate], float), y.shape)
+            bad = np.flatnonzero(inside.ravel() & ~(c.ravel() > 0))
+            if bad.size:
+                raise ValueError(f"the scale covariate {self.scale_covariate!r} must be "
+                                 f"positive; observation {int(bad[0])} has {c.ravel()[bad[0]]}")
+        safe_c = np.where(inside, c, 1.0)
+        terms: dict[str, Any] = {
+            "inv_c": np.where(exact, 1.0 / safe_c, 0.0),
+            "weight": exact.astype(float),
+            "count": float(exact.sum()),
+            "const": float(-np.sum(np.where(exact, np.log(safe_c), 0.0))
+                           - 0.5 * np.log(2 * np.pi) * exact.sum()),
+        }
+        if self.lower is not None:
+            positions, valid = censored_positions(y, mask, self.lower)
+            terms["censored"] = (positions, valid)
+            terms["c_censored"] = safe_c.ravel()[positions]
+        return terms
+
+    def summed_log_prob(self, terms, y, mean, noise):
+        """The Gaussian log density summed with the data-only work done once: per cell one
+        subtraction, two products and a square (no logarithm or division of a per-cell
+        scale), the censored ``log Phi`` term at the censored cells only. Equal to the
+        masked sum of :meth:`log_prob` up to float rounding (tested); the hierarchical
+        IDM's gradient is ~2x cheaper for it (benchmarks/gradient_cost.py)."""
+        sigma = jnp.asarray(noise["sigma"])
+        r = (y - mean) * terms["inv_c"]
+        if sigma.ndim == 0:
+            total = -0.5 * jnp.sum(r * r) / (sigma * sigma) - terms["count"] * jnp.log(sigma)
+        else:  # a per-cell scale, e.g. a residual process's conditional sd
+            r = r / sigma
+            total = -0.5 * jnp.sum(r * r) - jnp.sum(terms["weight"] * jnp.log(sigma))
+        total = total + terms["const"]
+        if self.lower is None:
+            return total
+        from jax.scipy.special import log_ndtr
+
+        positions, valid = terms["censored"]
+        shape = jnp.shape(r)
+        mean_c = jnp.broadcast_to(mean, shape).reshape(-1)[positions]
+        sigma_c = sigma if sigma.ndim == 0 else jnp.broadcast_to(sigma, shape).reshape(-1)[
+            positions]
+        tail = valid * log_ndtr((self.lower - mean_c) / (sigma_c * terms["c_censored"]))
+        return total + jnp.sum(tail)
 
     def to_dict(self) -> dict[str, Any]:
         sigma = self.sigma.to_dict() if isinstance(self.sigma, Prior) else float(self.sigma)

@@ -176,8 +176,12 @@ def build_model(
     arrays["level_index"] = data.level_index
     arrays["weights"] = np.asarray(weights, dtype=float)
     arrays["tau"] = config.fixed_tau(params) if config.tau_is_fixed else None
-    # where a censored likelihood's observations sit at the bound (its costly term runs there)
-    arrays["censored"] = lik.censored_at(arrays["y"], arrays["mask"])
+    # the data-only parts of the summed log density, done once here instead of per gradient
+    arrays["terms"] = lik.observed_terms(arrays["y"], arrays["mask"], arrays["covs"])
+    # else where a censored likelihood's observations sit at the bound (its costly term runs
+    # there)
+    arrays["censored"] = (lik.censored_at(arrays["y"], arrays["mask"])
+                          if arrays["terms"] is None else None)
     if dynamic:
         scale_name = lik.scale_covariate
         step = residual_step(residual, data, pad.covariates) if residual.kind == "gp" else None
@@ -269,6 +273,9 @@ def build_model(
                 return
             mean, s_cond = residual.one_step(y_obs, mean, c, rp, noise["sigma"], step)
             noise = {**noise, "sigma": s_cond}
+        if observed and a["terms"] is not None:
+            numpyro.factor("obs", lik.summed_log_prob(a["terms"], y_obs, mean, noise))
+            return
         censored = {} if a["censored"] is None else {"censored_at": a["censored"]}
         d = lik.distribution(mean, noise, covs, **censored)
         if mask is not None:
