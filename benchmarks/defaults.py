@@ -10,7 +10,9 @@ target acceptance 0.95. Each variant changes ONE thing against the defaults:
 - ``dense-population``: a dense mass-matrix block for the population parameters
   (mu, tau, L_corr), diagonal for the rest;
 - ``float64``: JAX in double precision;
-- ``sequential``: both chains on one device, one after the other.
+- ``sequential``: both chains on one device, one after the other;
+- ``target-0.99``: target acceptance 0.99 (smaller steps, the usual cure for a few
+  divergent transitions).
 
 Each variant runs in its own process (precision and device count are fixed when JAX
 starts), so compilation is counted every time. Clocks are read after blocking on the
@@ -31,7 +33,8 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("default", "noncentred", "centred", "dense-population", "float64", "sequential")
+VARIANTS = ("default", "noncentred", "centred", "dense-population", "float64", "sequential",
+            "target-0.99")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -53,7 +56,8 @@ def child(args: argparse.Namespace) -> None:
                                         or Hyperpriors.default_for(grouped.num_groups)))
     dense = [("mu", "tau", "L_corr")] if v == "dense-population" else False
     settings = NutsSettings(num_chains=2, num_warmup=args.warmup, num_samples=args.draws,
-                            seed=args.seed, target_accept=0.95, dense_mass=dense)
+                            seed=args.seed, target_accept=0.99 if v == "target-0.99" else 0.95,
+                            dense_mass=dense)
     t = time.perf_counter()
     fit = fit_grouped(spec, grouped, config, settings, warn=False)
     wall = time.perf_counter() - t

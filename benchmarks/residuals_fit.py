@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gp-window-s", type=float, default=10.0)  # the library default
     ap.add_argument("--pooling", default="hierarchical")
+    ap.add_argument("--target-accept", type=float, default=None,
+                    help="NUTS target acceptance (default: carpool's, 0.95 hierarchical)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--json", default="benchmarks/results/residuals_fit.json")
     args = ap.parse_args()
@@ -60,12 +62,13 @@ def main() -> None:
         fit = carpool.fit(df, "idm", pooling=args.pooling, residual=residual,
                           model_options={"gp_window_s": args.gp_window_s},
                           chains=args.chains, warmup=args.warmup, draws=args.draws,
-                          seed=args.seed, warn=False)
+                          seed=args.seed, target_accept=args.target_accept, warn=False)
         wall = time.perf_counter() - t
         d, timing = fit.diagnostics, fit.timing
         steps = fit.idata.sample_stats["n_steps"].values
         rows.append({
-            "residual": residual, "observations": fit.data.num_obs,
+            "residual": residual, "target_accept": fit.settings["target_accept"],
+            "observations": fit.data.num_obs,
             "wall_s": wall, "compile_s": timing["compile_s"],
             "sampling_s": timing["sampling_s"], "centring_s": timing["centring_s"],
             "min_ess_bulk": d["min_ess_bulk"], "min_ess_var": d["min_ess_bulk_var"],
