@@ -12,7 +12,10 @@ target acceptance 0.95. Each variant changes ONE thing against the defaults:
 - ``float64``: JAX in double precision;
 - ``sequential``: both chains on one device, one after the other;
 - ``target-0.99``: target acceptance 0.99 (smaller steps, the usual cure for a few
-  divergent transitions).
+  divergent transitions);
+- ``tau-v0-0.25``: a tighter population-scale prior on the desired speed,
+  ``tau[v0] ~ HalfNormal(0.25)`` (the other parameters keep HalfNormal(0.5)): a prior, not
+  a sampler setting, so its row answers "what would a user's informative prior buy".
 
 Each variant runs in its own process (precision and device count are fixed when JAX
 starts), so compilation is counted every time. Clocks are read after blocking on the
@@ -34,16 +37,19 @@ import sys
 import time
 
 VARIANTS = ("default", "noncentred", "centred", "dense-population", "float64", "sequential",
-            "target-0.99")
+            "target-0.99", "tau-v0-0.25")
 
 
 def child(args: argparse.Namespace) -> None:
     """Fit one variant and print its row as JSON (run in a fresh process)."""
+    from dataclasses import replace
+
     import numpy as np
     from compare_pymc import stand_in
 
     from carpool.inference.nuts import NutsSettings
     from carpool.inference.run import fit_grouped, resolve_spec
+    from carpool.pooling.priors import HalfNormal
     from carpool.pooling.spec import Hyperpriors, PoolingConfig
 
     df, _ = stand_in(args.drivers, args.duration_s, args.data_seed)
@@ -51,9 +57,12 @@ def child(args: argparse.Namespace) -> None:
     grouped = spec.prepare(df)
     v = args.variant
     param = v if v in ("centred", "noncentred") else "auto"
-    config = PoolingConfig(pooling="hierarchical", param=param,
-                           hyperpriors=(spec.default_hyperpriors
-                                        or Hyperpriors.default_for(grouped.num_groups)))
+    hyperpriors = spec.default_hyperpriors or Hyperpriors.default_for(grouped.num_groups)
+    if v == "tau-v0-0.25":
+        hyperpriors = replace(hyperpriors, tau={n: HalfNormal(0.25) if n == "v0"
+                                               else hyperpriors.tau_prior(n)
+                                               for n in spec.parameters.names})
+    config = PoolingConfig(pooling="hierarchical", param=param, hyperpriors=hyperpriors)
     dense = [("mu", "tau", "L_corr")] if v == "dense-population" else False
     settings = NutsSettings(num_chains=2, num_warmup=args.warmup, num_samples=args.draws,
                             seed=args.seed, target_accept=0.99 if v == "target-0.99" else 0.95,
