@@ -100,3 +100,38 @@ def test_the_sampled_potential_is_the_per_observation_one(drivers, pooling, resi
             # measured: differences at most 5e-7 of the largest gradient component
             np.testing.assert_allclose(g_new[k], g_old[k], rtol=1e-4, atol=1e-5 * float(
                 jnp.max(jnp.abs(g_old[k])) + 1e-3), err_msg=k)
+
+
+def test_separate_fits_row_density_summed_equals_per_observation():
+    # carpool.fit_separately scores each driver's summed log density from its own row of
+    # data-only terms (censored positions per row, padded to one bucket over the rows);
+    # value and gradient must equal the masked per-observation sum for every driver,
+    # including one with no stop at all and the padded tail of a shorter series
+    from carpool.inference.separate import _padded, row_log_density, row_terms
+
+    df, _ = simulate_drivers(3, duration_s=20.0, rng_seed=4)
+    df = df[~((df.driver == "d02") & (df.time > 12.0))]  # a shorter series: padding
+    spec = get_spec("idm")
+    grouped = spec.prepare(df)
+    covariates = tuple(spec.covariates)
+    y, mask, covs = _padded(grouped, covariates, 8)
+    named = {c: covs[..., i] for i, c in enumerate(covariates)}
+    # a stop at a driver's second step, none for another: the per-row positions differ
+    y = y.copy()
+    y[0, 1] = 0.0
+    y[1] = np.maximum(y[1], 0.5)
+    terms = row_terms(spec, y, mask, named)
+    assert terms["censored"][0].shape[0] == 3 and terms["censored"][1][1].sum() == 0
+    assert terms["censored"][1][0].sum() >= 1
+    f = row_log_density(spec)
+    loc, _ = spec.parameters.latent_prior_arrays()
+    x = jnp.asarray(np.concatenate([loc + 0.1, [np.log(0.2)]]))
+    for g in range(3):
+        row = jax.tree_util.tree_map(lambda t, g=g: jnp.asarray(t[g]), terms)
+        args = (jnp.asarray(y[g]), jnp.asarray(mask[g]),
+                {k: jnp.asarray(v[g]) for k, v in named.items()})
+        new = jax.value_and_grad(lambda x, a=args, r=row: f(x, *a, r))(x)
+        old = jax.value_and_grad(lambda x, a=args: f(x, *a))(x)
+        np.testing.assert_allclose(new[0], old[0], rtol=1e-4)
+        np.testing.assert_allclose(new[1], old[1], rtol=1e-4,
+                                   atol=1e-5 * float(jnp.max(jnp.abs(old[1]))))

@@ -44,18 +44,22 @@ import pandas as pd
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.spec import ModelSpec
 
-__all__ = ["SeparateFits", "fit_separately", "load_separate", "row_log_density"]
+__all__ = ["SeparateFits", "fit_separately", "load_separate", "row_log_density",
+           "row_terms"]
 
 STRATEGIES = ("loop", "vmap")
 KIND = "separate"
 
 
 def row_log_density(spec: ModelSpec) -> Any:
-    """``f(x (P + K,), y (T,), mask (T,), covs {name: (T,)}) -> log density`` of one driver.
+    """``f(x (P + K,), y (T,), mask (T,), covs {name: (T,)}, terms=None) -> log density`` of
+    one driver.
 
     The unnormalised log posterior of one driver fitted alone, in the unconstrained
     coordinates ``x = (z, log noise)`` (log-Jacobian included); masked cells (padding) add
-    nothing. i.i.d. residuals only.
+    nothing. ``terms``: the row's :func:`row_terms` (the likelihood's data-only parts, done
+    once), which score the summed log density (``summed_log_prob``); ``None`` scores each
+    observation's log density under the mask. i.i.d. residuals only.
     """
     params = spec.parameters
     names = params.names
@@ -68,7 +72,7 @@ def row_log_density(spec: ModelSpec) -> Any:
     fixed = {k: jnp.asarray(v) for k, v in lik.fixed_noise().items()}
 
     def log_density(x: jax.Array, y: jax.Array, mask: jax.Array,
-                    covs: Mapping[str, jax.Array]) -> jax.Array:
+                    covs: Mapping[str, jax.Array], terms: Any = None) -> jax.Array:
         z, log_noise = x[:P], x[P:]
         lp = sum(d.log_prob(z[i]) for i, d in enumerate(priors))
         noise = dict(fixed)
@@ -77,10 +81,41 @@ def row_log_density(spec: ModelSpec) -> Any:
             lp = lp + d.log_prob(noise[n]) + log_noise[k]
         natural = params.to_natural(z)
         mean = spec.mean_fn({n: natural[i] for i, n in enumerate(names)}, covs)
+        if terms is not None:
+            return lp + lik.summed_log_prob(terms, y, mean, noise)
         lp_y = jnp.where(mask, lik.log_prob(y, mean, noise, covs), 0.0)
         return lp + jnp.sum(lp_y)
 
     return log_density
+
+
+def row_terms(spec: ModelSpec, y: np.ndarray, mask: np.ndarray,
+              covs: Mapping[str, np.ndarray]) -> dict[str, Any] | None:
+    """Each row's data-only likelihood terms (``observed_terms``), stacked: arrays with a
+    leading axis of rows (G), or ``None`` where the likelihood has no summed form.
+
+    ``y``, ``mask`` and each covariate are padded (G, T). A censored likelihood's
+    positions are per row (indices into the row), padded to one bucket size over the rows
+    (a power of two, so that similar data share the compiled program)."""
+    lik = spec.likelihood
+    rows = [lik.observed_terms(y[g], mask[g], {k: v[g] for k, v in covs.items()})
+            for g in range(y.shape[0])]
+    if rows[0] is None:
+        return None
+    out: dict[str, Any] = {k: np.stack([np.asarray(r[k], dtype=float) for r in rows])
+                           for k in ("inv_c", "weight", "count", "const")}
+    if "censored" in rows[0]:
+        size = max(len(r["censored"][0]) for r in rows)
+        positions = np.zeros((len(rows), size), np.int32)
+        valid = np.zeros((len(rows), size), np.float32)
+        c_cens = np.ones((len(rows), size))
+        for g, r in enumerate(rows):
+            pos, ok = r["censored"]
+            positions[g, :len(pos)], valid[g, :len(ok)] = pos, ok
+            c_cens[g, :len(pos)] = r["c_censored"]
+        out["censored"] = (positions, valid)
+        out["c_censored"] = c_cens
+    return out
 
 
 @dataclass(frozen=True)
@@ -225,8 +260,9 @@ def _padded(grouped: GroupedData, covariates: tuple[str, ...], multiple: int = 1
 def _sampler(spec: ModelSpec, covariates: tuple[str, ...], num_warmup: int, num_samples: int,
              num_chains: int, target_accept: float, max_tree_depth: int,
              init_radius: float) -> Any:
-    """``run(keys (chains, 2), y (T,), mask (T,), covs (T, C)) -> (x, diverging, steps)``
-    for one driver, all chains vectorised: draws (chains, S, P + K)."""
+    """``run(keys (chains, 2), y (T,), mask (T,), covs (T, C), terms) -> (x, diverging,
+    steps)`` for one driver, all chains vectorised: draws (chains, S, P + K). ``terms``: the
+    driver's row of :func:`row_terms`, or ``None`` (per-observation log density)."""
     from numpyro.infer.hmc import hmc
 
     log_density = row_log_density(spec)
@@ -234,31 +270,32 @@ def _sampler(spec: ModelSpec, covariates: tuple[str, ...], num_warmup: int, num_
     noise0 = np.log([p.median() for p in spec.likelihood.noise_priors().values()])
     x_centre = jnp.asarray(np.concatenate([loc, noise0]))
 
-    def potential_gen(y, mask, covs):
+    def potential_gen(y, mask, covs, terms):
         named = {c: covs[..., i] for i, c in enumerate(covariates)}
-        return lambda x: -log_density(x, y, mask, named)
+        return lambda x: -log_density(x, y, mask, named, terms)
 
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
 
-    def one_chain(key, y, mask, covs):
+    def one_chain(key, y, mask, covs, terms):
         k_init, k_run = jax.random.split(key)
         x0 = x_centre + jax.random.uniform(k_init, x_centre.shape, minval=-init_radius,
                                            maxval=init_radius)
+        data = (y, mask, covs, terms)
         state = init_kernel(x0, num_warmup, target_accept_prob=target_accept,
-                            max_tree_depth=max_tree_depth, model_args=(y, mask, covs),
-                            rng_key=k_run)
+                            max_tree_depth=max_tree_depth, model_args=data, rng_key=k_run)
 
         def step(s, _):
-            s = sample_kernel(s, model_args=(y, mask, covs))
+            s = sample_kernel(s, model_args=data)
             return s, (s.z, s.diverging, s.num_steps)
 
-        state, _ = jax.lax.scan(lambda s, _: (sample_kernel(s, model_args=(y, mask, covs)),
-                                              None), state, None, length=num_warmup)
+        state, _ = jax.lax.scan(lambda s, _: (sample_kernel(s, model_args=data), None),
+                                state, None, length=num_warmup)
         _, out = jax.lax.scan(step, state, None, length=num_samples)
         return out
 
-    def run(keys, y, mask, covs):
-        return jax.vmap(one_chain, in_axes=(0, None, None, None))(keys, y, mask, covs)
+    def run(keys, y, mask, covs, terms):
+        return jax.vmap(one_chain, in_axes=(0, None, None, None, None))(keys, y, mask, covs,
+                                                                        terms)
 
     return run
 
@@ -319,6 +356,7 @@ def fit_separately(
         data, **dict(data_options or {}))
     covariates = tuple(spec.covariates)
     y, mask, covs = _padded(grouped, covariates, pad_multiple)
+    terms = row_terms(spec, y, mask, {c: covs[..., i] for i, c in enumerate(covariates)})
     G = grouped.num_groups
     devices = max(1, min(jax.local_device_count(), G))
     # loop: one driver per device per call; vmap: batches rounded up to the devices
@@ -343,8 +381,10 @@ def fit_separately(
     for start in range(0, G, per_call):
         idx = np.arange(start, start + per_call) % G  # the last batch wraps (and is cut)
         shape = (devices, per_device)
-        args = (keys[idx], y[idx], mask[idx], covs[idx])
-        out = program(*(jnp.asarray(a).reshape(shape + a.shape[1:]) for a in args))
+        args = (keys[idx], y[idx], mask[idx], covs[idx],
+                None if terms is None else jax.tree.map(lambda t, i=idx: t[i], terms))
+        out = program(*jax.tree.map(
+            lambda a, s=shape: jnp.asarray(a).reshape(s + a.shape[1:]), args))
         outputs.append((out, min(per_call, G - start)))
     results = [[np.asarray(o).reshape((per_call,) + o.shape[2:])[:n] for o in out]
                for out, n in outputs]
@@ -374,7 +414,7 @@ _PROGRAMS_KEPT = 4
 def _program(key: tuple[Any, ...], spec: ModelSpec, settings: tuple[Any, ...]) -> Any:
     """The jitted (or pmapped) sampler for ``settings``, built once per process and key.
 
-    ``f(keys, y, mask, covs)`` with a leading (devices, drivers per device) shape; JAX
+    ``f(keys, y, mask, covs, terms)`` with a leading (devices, drivers per device) shape; JAX
     compiles it once per distinct series length. A key holding a user's spec object also
     holds the object (so its ``id`` stays its own).
     """
@@ -386,7 +426,7 @@ def _program(key: tuple[Any, ...], spec: ModelSpec, settings: tuple[Any, ...]) -
                    init_radius)
     batched = jax.vmap(run)  # over the drivers of one device
     program = jax.pmap(batched) if devices > 1 else jax.jit(lambda *a: jax.tree.map(
-        lambda t: t[None], batched(*(b[0] for b in a))))
+        lambda t: t[None], batched(*jax.tree.map(lambda b: b[0], a))))
     while len(_PROGRAMS) >= _PROGRAMS_KEPT:
         _PROGRAMS.pop(next(iter(_PROGRAMS)))
     _PROGRAMS[key] = (program, spec)
