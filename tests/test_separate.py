@@ -62,3 +62,16 @@ def test_bad_options_raise(drivers):
         carpool.fit_separately(df, "idm", model_options={"residual": "ar1"})
     with pytest.raises(ValueError, match="draws must be at least 1"):
         carpool.fit_separately(df, "idm", draws=0)
+
+
+def test_drivers_per_call():
+    # "vmap" takes VMAP_BATCH (64) drivers per call unless told, at most all of them,
+    # rounded up to the devices; "loop" one per device; a batch size below 1 is named
+    from carpool.inference.separate import VMAP_BATCH, drivers_per_call
+
+    assert drivers_per_call("vmap", None, 1000, 2) == VMAP_BATCH == 64
+    assert drivers_per_call("vmap", None, 3, 2) == 4  # 3 drivers -> one call of 2 x 2
+    assert drivers_per_call("vmap", 5, 1000, 2) == 6
+    assert drivers_per_call("loop", None, 1000, 2) == 2
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        drivers_per_call("vmap", 0, 10, 2)
