@@ -121,7 +121,7 @@ def test_separate_fits_row_density_summed_equals_per_observation():
     y[0, 1] = 0.0
     y[1] = np.maximum(y[1], 0.5)
     terms = row_terms(spec, y, mask, named)
-    assert terms["censored"][0].shape[0] == 3 and terms["censored"][1][1].sum() == 0
+    assert terms["censored"][0].shape == (3, 16) and terms["censored"][1][1].sum() == 0
     assert terms["censored"][1][0].sum() >= 1
     f = row_log_density(spec)
     loc, _ = spec.parameters.latent_prior_arrays()
@@ -135,3 +135,12 @@ def test_separate_fits_row_density_summed_equals_per_observation():
         np.testing.assert_allclose(new[0], old[0], rtol=1e-4)
         np.testing.assert_allclose(new[1], old[1], rtol=1e-4,
                                    atol=1e-5 * float(jnp.max(jnp.abs(old[1]))))
+
+
+def test_separate_fits_censored_bucket_is_coarse_and_capped():
+    # few shapes, so that the calls of a batch share one compiled program
+    from carpool.inference.separate import censored_bucket
+
+    assert [censored_bucket(n, 200) for n in (0, 1, 16, 17, 64, 65, 300)] == [
+        16, 16, 16, 64, 64, 200, 200]
+    assert censored_bucket(3, 10) == 10

@@ -101,8 +101,8 @@ def row_terms(spec: ModelSpec, y: np.ndarray, mask: np.ndarray,
     leading axis of rows (G), or ``None`` where the likelihood has no summed form.
 
     ``y``, ``mask`` and each covariate are padded (G, T). A censored likelihood's
-    positions are per row (indices into the row), padded to one bucket size over the rows
-    (a power of two, so that similar data share the compiled program)."""
+    positions are per row (indices into the row), padded to one size over the rows
+    (:func:`censored_bucket`)."""
     lik = spec.likelihood
     rows = [lik.observed_terms(y[g], mask[g], {k: v[g] for k, v in covs.items()})
             for g in range(y.shape[0])]
@@ -111,17 +111,29 @@ def row_terms(spec: ModelSpec, y: np.ndarray, mask: np.ndarray,
     out: dict[str, Any] = {k: np.stack([np.asarray(r[k], dtype=float) for r in rows])
                            for k in ("inv_c", "weight", "count", "const")}
     if "censored" in rows[0]:
-        size = max(len(r["censored"][0]) for r in rows)
+        counts = [int(np.sum(r["censored"][1])) for r in rows]
+        size = censored_bucket(max(counts), y.shape[1])
         positions = np.zeros((len(rows), size), np.int32)
         valid = np.zeros((len(rows), size), np.float32)
         c_cens = np.ones((len(rows), size))
-        for g, r in enumerate(rows):
-            pos, ok = r["censored"]
-            positions[g, :len(pos)], valid[g, :len(ok)] = pos, ok
-            c_cens[g, :len(pos)] = r["c_censored"]
+        for g, (r, n) in enumerate(zip(rows, counts, strict=True)):
+            positions[g, :n] = r["censored"][0][:n]
+            valid[g, :n] = 1.0
+            c_cens[g, :n] = r["c_censored"][:n]
         out["censored"] = (positions, valid)
         out["c_censored"] = c_cens
     return out
+
+
+def censored_bucket(count: int, length: int) -> int:
+    """Censored positions kept per driver: ``count`` rounded up to a power of 4 (at least
+    16), at most the series ``length``. The size is part of the compiled program's shape,
+    so coarse buckets let the calls of a batch (and later batches) share one program; the
+    censored term on a few padded positions costs nothing next to the series' gradient."""
+    size = 16
+    while size < count:
+        size *= 4
+    return int(min(size, max(length, 1)))
 
 
 @dataclass(frozen=True)
@@ -355,6 +367,9 @@ def fit_separately(
                                ("draws", draws, 1)):
         if int(value) < least:
             raise ValueError(f"{name} must be at least {least}, got {value}")
+    from carpool.inference.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()  # the compiled sampler is kept on disk, as carpool.fit's
     spec = resolve_spec(model, **dict(model_options or {}))
     if spec.residual.is_dynamic:
         raise ValueError(f"separate fits support i.i.d. residuals only (got "
