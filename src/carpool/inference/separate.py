@@ -403,10 +403,10 @@ def fit_separately(
     for start in range(0, G, per_call):
         idx = np.arange(start, start + per_call) % G  # the last batch wraps (and is cut)
         shape = (devices, per_device)
-        args = (keys[idx], y[idx], mask[idx], covs[idx],
-                None if terms is None else jax.tree.map(lambda t, i=idx: t[i], terms))
+        # this call's drivers of every argument (terms may be None: an empty pytree)
         out = program(*jax.tree.map(
-            lambda a, s=shape: jnp.asarray(a).reshape(s + a.shape[1:]), args))
+            lambda a, i=idx, s=shape: jnp.asarray(a[i]).reshape(s + a.shape[1:]),
+            (keys, y, mask, covs, terms)))
         outputs.append((out, min(per_call, G - start)))
     results = [[np.asarray(o).reshape((per_call,) + o.shape[2:])[:n] for o in out]
                for out, n in outputs]
