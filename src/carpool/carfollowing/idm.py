@@ -46,10 +46,11 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from carpool.carfollowing._numerics import safe_power
-from carpool.carfollowing.model import CarFollowingModel, register_model
+from carpool.carfollowing.model import CarFollowingModel, LinearForm, register_model
 from carpool.pooling.parameters import Parameter, ParameterTable
 from carpool.pooling.priors import Normal
 
@@ -62,6 +63,8 @@ __all__ = [
     "idm_acceleration",
     "idm_desired_gap",
     "idm_equilibrium_gap",
+    "idm_features",
+    "idm_coefficients",
 ]
 
 #: Acceleration exponent delta (dimensionless), the standard value of [THH2000]_ / [TK2013]_.
@@ -154,6 +157,43 @@ def idm_acceleration(
     return params["a"] * (1.0 - free - interaction)
 
 
+#: The IDM's acceleration as features of the state times functions of the parameters
+#: (:func:`idm_features`, :func:`idm_coefficients`): with ``c = 1 / (2 sqrt(ab))``,
+#: ``(s0 + vT + v dv c)^2`` expands into six products.
+IDM_FEATURES = ("1", "v^delta", "1/s^2", "v^2/s^2", "v^2 dv^2/s^2", "v/s^2", "v dv/s^2",
+                "v^2 dv/s^2")
+
+
+def idm_features(speed: ArrayLike, gap: ArrayLike, leader_speed: ArrayLike,
+                 constants: Mapping[str, float]) -> np.ndarray:
+    """The state's features (..., 8) of the IDM acceleration (:data:`IDM_FEATURES`), NumPy
+    float64: data only, computed once per fit (never traced). Speed is clipped at 0 in the
+    free-road feature and the gap floored at :data:`IDM_MIN_GAP`, as in
+    :func:`idm_acceleration`."""
+    v = np.asarray(speed, dtype=float)
+    s = np.maximum(np.asarray(gap, dtype=float), IDM_MIN_GAP)
+    dv = v - np.asarray(leader_speed, dtype=float)
+    inv = 1.0 / (s * s)
+    v2 = v * v
+    free = np.maximum(v, 0.0) ** constants["delta"]
+    return np.stack(np.broadcast_arrays(
+        np.ones_like(v), free, inv, v2 * inv, v2 * dv * dv * inv, v * inv, v * dv * inv,
+        v2 * dv * inv), axis=-1)
+
+
+def idm_coefficients(params: Mapping[str, ArrayLike], constants: Mapping[str, float]
+                     ) -> jax.Array:
+    """The coefficients (..., 8) of :func:`idm_features` for natural-unit ``params`` (``v0``
+    m/s, ``s0`` m, ``T`` s, ``a``, ``b`` m/s^2; any common shape): ``idm_acceleration =
+    idm_features @ idm_coefficients`` exactly."""
+    a, b = jnp.asarray(params["a"]), jnp.asarray(params["b"])
+    s0, T = jnp.asarray(params["s0"]), jnp.asarray(params["T"])
+    root = jnp.sqrt(a / b)  # a c = sqrt(a / b) / 2
+    terms = (a, -a * jnp.asarray(params["v0"]) ** -constants["delta"], -a * s0 * s0,
+             -a * T * T, -0.25 / b, -2.0 * a * s0 * T, -s0 * root, -T * root)
+    return jnp.stack(jnp.broadcast_arrays(*terms), axis=-1)
+
+
 def idm_equilibrium_gap(
     params: Mapping[str, ArrayLike], speed: ArrayLike, *, delta: float = IDM_DELTA
 ) -> jax.Array:
@@ -240,6 +280,7 @@ IDM = CarFollowingModel(
         "M. Treiber, A. Kesting, Traffic Flow Dynamics, Springer (2013), Ch. 11"
     ),
     plausible_ranges=IDM_PLAUSIBLE_RANGES,
+    linear_form=LinearForm(idm_features, idm_coefficients, IDM_FEATURES),
 )
 
 register_model(IDM)
