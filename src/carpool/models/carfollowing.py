@@ -88,6 +88,25 @@ def _one_step_mean(model: Any, params: Mapping[str, Any], covs: Mapping[str, Any
     return covs["speed"] + acc * covs["dt"]
 
 
+def _offset(covs: Mapping[str, Any]) -> Any:
+    return covs["speed"]
+
+
+def _design(model: Any, covs: Mapping[str, Any]) -> Any:
+    features = model.acceleration_features(covs["speed"], covs["gap"], covs["leader_speed"])
+    return features * covs["dt"][..., None]
+
+
+def _linear_mean(model: Any) -> Any:
+    """The one-step mean ``v + dt features @ coefficients`` where the model has a linear
+    form (:class:`carpool.carfollowing.LinearForm`), else ``None``."""
+    if model.linear_form is None:
+        return None
+    from carpool.pooling.linear_mean import LinearMean
+
+    return LinearMean(_offset, partial(_design, model), model.acceleration_coefficients)
+
+
 def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str = "iid",
                       ar_pooling: str = "shared", gp_window_s: float | None = 10.0,
                       gp_method: str = "sliding") -> ModelSpec:
@@ -143,6 +162,7 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
         prepare_fn=trajectories_to_grouped,
         default_hyperpriors=hyper,
         residual=process,
+        linear_mean=_linear_mean(cf),
     )
 
 

@@ -42,6 +42,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from carpool.pooling.grouped import GroupedData, choose_layout
+from carpool.pooling.likelihoods import AbstractLikelihood
 from carpool.pooling.parameters import ParameterTable
 from carpool.pooling.priors import Prior
 from carpool.pooling.spec import ModelSpec, PoolingConfig
@@ -182,6 +183,8 @@ def build_model(
     # there)
     arrays["censored"] = (lik.censored_at(arrays["y"], arrays["mask"])
                           if arrays["terms"] is None else None)
+    # a mean linear in data features: each group's series as its projected statistics
+    arrays["projected"] = None if dynamic else projected_terms(spec, data)
     if dynamic:
         scale_name = lik.scale_covariate
         step = residual_step(residual, data, pad.covariates) if residual.kind == "gp" else None
@@ -258,6 +261,11 @@ def build_model(
         noise = dict(fixed_noise)
         for name, prior in noise_priors.items():
             noise[name] = numpyro.sample(name, prior.to_numpyro())
+        if observed and a["projected"] is not None:
+            beta = spec.linear_mean.coefficients(
+                {n: natural[..., i] for i, n in enumerate(params.names)})
+            numpyro.factor("obs", lik.projected_log_prob(a["projected"], beta, noise))
+            return
         mean = spec.mean_fn(group_params(natural, a["group_index"]), covs)
         if dynamic:
             rp = residual.sample_params(num_groups=G, level_index=level_index,
@@ -285,6 +293,49 @@ def build_model(
 
     return BuiltModel(model, spec, config, data, layout, dict(centring), order,
                       default_arrays)
+
+
+def projected_terms(spec: ModelSpec, data: GroupedData, *, seed: int = 0
+                    ) -> dict[str, Any] | None:
+    """The likelihood's :meth:`~carpool.pooling.likelihoods.AbstractLikelihood.projected_terms`
+    of ``data`` where ``spec`` has a linear mean (:mod:`carpool.pooling.linear_mean`) that
+    agrees with its ``mean_fn`` on these data, else ``None`` (the per-observation sum is
+    scored; a disagreement warns). Checked at the parameters' reference values and at two
+    random latent draws per group, ``Normal(0, 0.5)`` (seeded)."""
+    if not linear_mean_usable(spec, data, seed=seed):
+        return None
+    linear = spec.linear_mean
+    covs = {k: np.asarray(v, dtype=float) for k, v in data.covariates.items()}
+    return spec.likelihood.projected_terms(data.y, None, covs, linear.offset(covs),
+                                           linear.design(covs), data.group_index,
+                                           data.num_groups)
+
+
+def linear_mean_usable(spec: ModelSpec, data: GroupedData, *, seed: int = 0) -> bool:
+    """Whether the fits may score ``data`` through ``spec``'s linear mean: it has one, the
+    residuals are i.i.d., the likelihood has a projected form and the linear form agrees
+    with ``mean_fn`` on these data (:func:`~carpool.pooling.linear_mean.linear_mean_check`
+    at the reference values and two seeded latent draws per group; a disagreement warns)."""
+    from carpool.pooling.linear_mean import linear_mean_check
+
+    linear, lik = spec.linear_mean, spec.likelihood
+    if (linear is None or spec.residual.is_dynamic
+            or type(lik).projected_terms is AbstractLikelihood.projected_terms):
+        return False
+    covs = {k: np.asarray(v, dtype=float) for k, v in data.covariates.items()}
+    G, P = data.num_groups, len(spec.parameters)
+    z = np.random.default_rng(seed).normal(0.0, 0.5, (3, G, P))
+    z[0] = 0.0
+    natural = np.asarray(spec.parameters.to_natural(jnp.asarray(z), axis=-1))
+    problem = linear_mean_check(linear, spec.mean_fn, spec.parameters.names, natural, covs,
+                                np.asarray(data.group_index))
+    if problem is not None:
+        import warnings
+
+        warnings.warn(f"model {spec.name!r}: {problem}; scoring each observation instead",
+                      stacklevel=3)
+        return False
+    return True
 
 
 def _as_jax(tree: Any) -> Any:

@@ -70,6 +70,11 @@ class ModelSpec:
         (:class:`carpool.residuals.IID` by default; :class:`~carpool.residuals.AR` or
         :class:`~carpool.residuals.GP` for dynamic residuals, which need a Gaussian
         likelihood and observations in time order within each group).
+    linear_mean
+        Optional :class:`~carpool.pooling.linear_mean.LinearMean`: ``mean_fn`` as data
+        features times functions of the parameters. With i.i.d. Gaussian residuals the fits
+        then score each group's series from its projected statistics (exact; checked
+        against ``mean_fn`` on the data first, see :mod:`carpool.pooling.linear_mean`).
     """
 
     name: str
@@ -82,6 +87,7 @@ class ModelSpec:
     prepare_fn: Callable[..., GroupedData] | None = None
     default_hyperpriors: Hyperpriors | None = None
     residual: Any = field(default_factory=lambda: _iid())
+    linear_mean: Any = None
 
     def prepare(self, table: Any, *, level: str | None = None, **kwargs: Any) -> GroupedData:
         """Turn a user's table into :class:`GroupedData` with this model's ``prepare_fn``."""
