@@ -64,7 +64,8 @@ def row_log_density(spec: ModelSpec) -> Any:
     The unnormalised log posterior of one driver fitted alone, in the unconstrained
     coordinates ``x = (z, log noise)`` (log-Jacobian included); masked cells (padding) add
     nothing. ``terms``: the row's :func:`row_terms` (the likelihood's data-only parts, done
-    once), which score the summed log density (``summed_log_prob``); ``None`` scores each
+    once), which score the summed log density (``summed_log_prob``), or its projected
+    statistics (``projected=True``: ``projected_log_prob``); ``None`` scores each
     observation's log density under the mask. i.i.d. residuals only.
     """
     params = spec.parameters
@@ -86,7 +87,11 @@ def row_log_density(spec: ModelSpec) -> Any:
             noise[n] = jnp.exp(log_noise[k])
             lp = lp + d.log_prob(noise[n]) + log_noise[k]
         natural = params.to_natural(z)
-        mean = spec.mean_fn({n: natural[i] for i, n in enumerate(names)}, covs)
+        named = {n: natural[i] for i, n in enumerate(names)}
+        if terms is not None and "R" in terms:  # projected statistics of a linear mean
+            return lp + lik.projected_log_prob(terms, spec.linear_mean.coefficients(named),
+                                               noise)
+        mean = spec.mean_fn(named, covs)
         if terms is not None:
             return lp + lik.summed_log_prob(terms, y, mean, noise)
         lp_y = jnp.where(mask, lik.log_prob(y, mean, noise, covs), 0.0)
@@ -96,14 +101,19 @@ def row_log_density(spec: ModelSpec) -> Any:
 
 
 def row_terms(spec: ModelSpec, y: np.ndarray, mask: np.ndarray,
-              covs: Mapping[str, np.ndarray]) -> dict[str, Any] | None:
+              covs: Mapping[str, np.ndarray], *, projected: bool = False
+              ) -> dict[str, Any] | None:
     """Each row's data-only likelihood terms (``observed_terms``), stacked: arrays with a
     leading axis of rows (G), or ``None`` where the likelihood has no summed form.
 
     ``y``, ``mask`` and each covariate are padded (G, T). A censored likelihood's
     positions are per row (indices into the row), padded to one size over the rows
-    (:func:`censored_bucket`)."""
+    (:func:`censored_bucket`). ``projected``: each row's ``projected_terms`` of the spec's
+    linear mean instead (:mod:`carpool.pooling.linear_mean`; the caller checks that it
+    holds on these data)."""
     lik = spec.likelihood
+    if projected:
+        return _row_projected_terms(spec, y, mask, covs)
     rows = [lik.observed_terms(y[g], mask[g], {k: v[g] for k, v in covs.items()})
             for g in range(y.shape[0])]
     if rows[0] is None:
@@ -123,6 +133,26 @@ def row_terms(spec: ModelSpec, y: np.ndarray, mask: np.ndarray,
         out["censored"] = (positions, valid)
         out["c_censored"] = c_cens
     return out
+
+
+def _row_projected_terms(spec: ModelSpec, y: np.ndarray, mask: np.ndarray,
+                         covs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """:func:`row_terms` with ``projected=True``: per row R (1, K, K), c (1, K), rss, count,
+    const and the censored cells' rows padded to one :func:`censored_bucket` size."""
+    lik, linear = spec.likelihood, spec.linear_mean
+    G, T = y.shape
+    size = None
+    if getattr(lik, "lower", None) is not None:
+        inside = np.asarray(mask, bool)
+        most = int(np.max(np.sum(inside & (np.asarray(y) <= lik.lower), axis=1)))
+        size = censored_bucket(most, T)
+    rows = []
+    for g in range(G):
+        row_covs = {k: np.asarray(v[g], dtype=float) for k, v in covs.items()}
+        rows.append(lik.projected_terms(y[g], mask[g], row_covs, linear.offset(row_covs),
+                                        linear.design(row_covs), np.zeros(T, np.int32), 1,
+                                        censored_size=size))
+    return jax.tree.map(lambda *leaves: np.stack([np.asarray(v) for v in leaves]), *rows)
 
 
 def censored_bucket(count: int, length: int) -> int:
@@ -277,7 +307,7 @@ def _padded(grouped: GroupedData, covariates: tuple[str, ...], multiple: int = 1
 
 def _sampler(spec: ModelSpec, covariates: tuple[str, ...], num_warmup: int, num_samples: int,
              num_chains: int, target_accept: float, max_tree_depth: int,
-             init_radius: float) -> Any:
+             init_radius: float, dense_mass: bool = False) -> Any:
     """``run(keys (chains, 2), y (T,), mask (T,), covs (T, C), terms) -> (x, diverging,
     steps)`` for one driver, all chains vectorised: draws (chains, S, P + K). ``terms``: the
     driver's row of :func:`row_terms`, or ``None`` (per-observation log density)."""
@@ -300,7 +330,8 @@ def _sampler(spec: ModelSpec, covariates: tuple[str, ...], num_warmup: int, num_
                                            maxval=init_radius)
         data = (y, mask, covs, terms)
         state = init_kernel(x0, num_warmup, target_accept_prob=target_accept,
-                            max_tree_depth=max_tree_depth, model_args=data, rng_key=k_run)
+                            max_tree_depth=max_tree_depth, dense_mass=dense_mass,
+                            model_args=data, rng_key=k_run)
 
         def step(s, _):
             s = sample_kernel(s, model_args=data)
@@ -331,6 +362,7 @@ def fit_separately(
     target_accept: float = 0.8,
     max_tree_depth: int = 10,
     init_radius: float = 0.5,
+    dense_mass: bool = False,
     model_options: Mapping[str, Any] | None = None,
     data_options: Mapping[str, Any] | None = None,
     pad_multiple: int = 1,
@@ -378,7 +410,11 @@ def fit_separately(
         data, **dict(data_options or {}))
     covariates = tuple(spec.covariates)
     y, mask, covs = _padded(grouped, covariates, pad_multiple)
-    terms = row_terms(spec, y, mask, {c: covs[..., i] for i, c in enumerate(covariates)})
+    from carpool.pooling.model import linear_mean_usable
+
+    named_covs = {c: covs[..., i] for i, c in enumerate(covariates)}
+    terms = row_terms(spec, y, mask, named_covs,
+                      projected=linear_mean_usable(spec, grouped))
     G = grouped.num_groups
     devices = max(1, min(jax.local_device_count(), G))
     # loop: one driver per device per call; vmap: batches rounded up to the devices
@@ -386,7 +422,7 @@ def fit_separately(
     per_device = per_call // devices
 
     settings = (covariates, int(warmup), int(draws), int(chains), float(target_accept),
-                int(max_tree_depth), float(init_radius), devices)
+                int(max_tree_depth), float(init_radius), devices, bool(dense_mass))
     if isinstance(model, str):
         key = ("registered", model, json.dumps(dict(model_options or {}), sort_keys=True,
                                                default=str), settings)
@@ -455,10 +491,10 @@ def _program(key: tuple[Any, ...], spec: ModelSpec, settings: tuple[Any, ...]) -
     """
     if key in _PROGRAMS:
         return _PROGRAMS[key][0]
-    covariates, warmup, draws, chains, target_accept, max_tree_depth, init_radius, devices = (
-        settings)
+    (covariates, warmup, draws, chains, target_accept, max_tree_depth, init_radius, devices,
+     dense_mass) = settings
     run = _sampler(spec, covariates, warmup, draws, chains, target_accept, max_tree_depth,
-                   init_radius)
+                   init_radius, dense_mass)
     batched = jax.vmap(run)  # over the drivers of one device
     program = jax.pmap(batched) if devices > 1 else jax.jit(lambda *a: jax.tree.map(
         lambda t: t[None], batched(*jax.tree.map(lambda b: b[0], a))))
