@@ -9,10 +9,15 @@ Data: the 39-driver congested stand-in of ``compare_pymc.py`` (5,460 one-step
 observations, 41 of them at 0 m/s, i.e. censored). carpool's default priors, the default
 centring choice for these data (v0 non-centred, s0 T a b centred). Rows:
 
-- ``iid``: the model as carpool builds it (padded drivers x time layout, whole exponent by
-  repeated multiplication, the Gaussian log density summed with its data-only parts done
-  once at build time: mask, censoring, the time step's logarithm and reciprocal; the
-  censored term at the censored observations only);
+- ``iid``: the model as carpool builds it: the IDM's mean is linear in eight data
+  features, so each driver's series enters as its projected statistics (an 8 x 8
+  triangle, 8 numbers and a constant, :mod:`carpool.pooling.linear_mean`) and the
+  censored observations' rows, whatever the series length;
+- ``iid, summed density``: the Gaussian log density summed over the observations with its
+  data-only parts done once at build time (mask, censoring, the time step's logarithm and
+  reciprocal; the censored term at the censored observations only), padded drivers x time
+  layout, whole exponent by repeated multiplication (carpool before 2026-12-02's
+  projection); the rows below are variants of this one;
 - ``iid, data as program constants``: the same model with the data closed over (constants
   of the compiled loop) instead of passed as its argument: XLA then folds every data-only
   computation at compile time. carpool's sampler takes the data as an argument (one
@@ -145,6 +150,8 @@ def time_gradient(built: Any, evals: int, variant: str) -> dict[str, float]:
     import jax
 
     arrays = dict(built.arrays)
+    if variant not in ("", "data as program constants"):
+        arrays["projected"] = None  # every older form scores the observations
     if PER_OBSERVATION in variant:  # the likelihood then scores the NumPyro distribution
         arrays["terms"] = None
         arrays["censored"] = jax.tree_util.tree_map(jax.numpy.asarray, built.spec.likelihood
@@ -231,7 +238,8 @@ def time_nuts_step(built: Any | None, dimension: int, draws: int) -> dict[str, f
 
 
 PER_OBSERVATION = "per-observation log density"
-ROWS = (("iid", ""), ("iid", "data as program constants"), ("iid", PER_OBSERVATION),
+ROWS = (("iid", ""), ("iid", "summed density"), ("iid", "data as program constants"),
+        ("iid", PER_OBSERVATION),
         ("iid", "censored term everywhere"), ("iid", "exp-log power"),
         ("iid", "censored term everywhere + exp-log power"), ("iid", "flat layout"),
         ("ar4", ""), ("ar4", PER_OBSERVATION),
