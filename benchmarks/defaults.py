@@ -15,7 +15,10 @@ target acceptance 0.95. Each variant changes ONE thing against the defaults:
   divergent transitions);
 - ``tau-v0-0.25``: a tighter population-scale prior on the desired speed,
   ``tau[v0] ~ HalfNormal(0.25)`` (the other parameters keep HalfNormal(0.5)): a prior, not
-  a sampler setting, so its row answers "what would a user's informative prior buy".
+  a sampler setting, so its row answers "what would a user's informative prior buy";
+- ``summed-density``: each observation's residual summed in the likelihood, as carpool did
+  before the projected statistics of :mod:`carpool.pooling.linear_mean` (the same
+  posterior; the row shows what the projection is worth in a whole fit).
 
 Each variant runs in its own process (precision and device count are fixed when JAX
 starts), so compilation is counted every time. Clocks are read after blocking on the
@@ -37,7 +40,7 @@ import sys
 import time
 
 VARIANTS = ("default", "noncentred", "centred", "dense-population", "float64", "sequential",
-            "target-0.99", "tau-v0-0.25")
+            "target-0.99", "tau-v0-0.25", "summed-density")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -54,6 +57,8 @@ def child(args: argparse.Namespace) -> None:
 
     df, _ = stand_in(args.drivers, args.duration_s, args.data_seed)
     spec = resolve_spec("idm")
+    if args.variant == "summed-density":
+        spec = replace(spec, linear_mean=None)
     grouped = spec.prepare(df)
     v = args.variant
     param = v if v in ("centred", "noncentred") else "auto"

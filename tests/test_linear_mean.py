@@ -51,6 +51,24 @@ def test_idm_features_times_coefficients_is_the_acceleration():
     np.testing.assert_allclose(linear, exact, rtol=1e-10, atol=1e-10 * np.abs(exact).max())
 
 
+def test_linear_acc_features_times_coefficients_is_the_acceleration():
+    rng = np.random.default_rng(2)
+    speed, gap, leader = _states(rng, 500)
+    params = {"k_gap": rng.uniform(0.04, 1.2, 500), "k_speed": rng.uniform(0.03, 1.4, 500),
+              "s0": rng.uniform(1.0, 5.0, 500), "T": rng.uniform(0.6, 2.5, 500)}
+    model = get_model("linear_acc")
+    with jax.enable_x64(True):
+        exact = np.asarray(model.acceleration(params, speed, gap, leader))
+        linear = np.sum(model.acceleration_features(speed, gap, leader)
+                        * np.asarray(model.acceleration_coefficients(params)), -1)
+    np.testing.assert_allclose(linear, exact, rtol=1e-10, atol=1e-10 * np.abs(exact).max())
+    # and the fits use it (the spec's linear mean agrees with its mean_fn on the data)
+    df, _ = simulate_drivers(3, duration_s=10.0, rng_seed=5)
+    spec = get_spec("linear_acc")
+    config = PoolingConfig(pooling="hierarchical", hyperpriors=Hyperpriors.default_for(3))
+    assert build_model(spec, spec.prepare(df), config).arrays["projected"] is not None
+
+
 def test_fixing_keeps_and_freeing_a_constant_drops_the_linear_form():
     idm = get_model("idm")
     fixed = idm.fix(v0=33.0)

@@ -31,13 +31,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
-from carpool.carfollowing.model import CarFollowingModel, register_model
+from carpool.carfollowing.model import CarFollowingModel, LinearForm, register_model
 from carpool.pooling.parameters import Parameter, ParameterTable
 from carpool.pooling.priors import Normal
 
-__all__ = ["LINEAR_ACC", "LINEAR_ACC_PLAUSIBLE_RANGES", "linear_acc_acceleration"]
+__all__ = ["LINEAR_ACC", "LINEAR_ACC_FEATURES", "LINEAR_ACC_PLAUSIBLE_RANGES",
+           "linear_acc_acceleration", "linear_acc_coefficients", "linear_acc_features"]
 
 #: Plausible ranges (natural units) covered by the latent priors' 95% intervals.
 LINEAR_ACC_PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
@@ -61,6 +64,32 @@ def linear_acc_acceleration(
     return params["k_gap"] * spacing_error + params["k_speed"] * (leader_speed - speed)
 
 
+#: Names of :func:`linear_acc_features`.
+LINEAR_ACC_FEATURES = ("s", "v", "dv_leader", "1")
+
+
+def linear_acc_features(speed: ArrayLike, gap: ArrayLike, leader_speed: ArrayLike,
+                        constants: Mapping[str, float]) -> np.ndarray:
+    """The state's features (..., 4): gap (m), speed, leader speed minus speed (m/s) and 1;
+    NumPy float64, data only."""
+    del constants
+    v = np.asarray(speed, dtype=float)
+    s = np.asarray(gap, dtype=float)
+    dv = np.asarray(leader_speed, dtype=float) - v
+    return np.stack(np.broadcast_arrays(s, v, dv, np.ones_like(v)), axis=-1)
+
+
+def linear_acc_coefficients(params: Mapping[str, ArrayLike], constants: Mapping[str, float]
+                            ) -> jax.Array:
+    """The coefficients (..., 4) of :func:`linear_acc_features`: ``k_gap``,
+    ``-k_gap T``, ``k_speed``, ``-k_gap s0``."""
+    del constants
+    k_gap, k_speed = jnp.asarray(params["k_gap"]), jnp.asarray(params["k_speed"])
+    terms = (k_gap, -k_gap * jnp.asarray(params["T"]), k_speed,
+             -k_gap * jnp.asarray(params["s0"]))
+    return jnp.stack(jnp.broadcast_arrays(*terms), axis=-1)
+
+
 LINEAR_ACC = CarFollowingModel(
     name="linear_acc",
     parameters=ParameterTable([
@@ -77,6 +106,7 @@ LINEAR_ACC = CarFollowingModel(
     description="Linear constant-time-gap ACC controller (Milanes & Shladover 2014)",
     reference="V. Milanes, S. E. Shladover, Transportation Research Part C 48, 285 (2014)",
     plausible_ranges=LINEAR_ACC_PLAUSIBLE_RANGES,
+    linear_form=LinearForm(linear_acc_features, linear_acc_coefficients, LINEAR_ACC_FEATURES),
 )
 
 register_model(LINEAR_ACC)
