@@ -156,3 +156,45 @@ def test_dynamic_residuals_do_not_use_the_projection():
     spec = get_spec("idm", residual="ar1")
     config = PoolingConfig(pooling="hierarchical", hyperpriors=Hyperpriors.default_for(2))
     assert build_model(spec, spec.prepare(df), config).arrays["projected"] is None
+
+
+def test_a_users_linear_mean_gives_the_same_potential():
+    # a ModelSpec of one's own (docs/pooling.md): intercept + slope x with a LinearMean;
+    # the sampled potential must be the per-observation one at any point. float32 sums of
+    # ~300 terms of size ~1-100: 1e-4 relative leaves room for the reordering
+    from numpyro.infer.util import initialize_model, potential_energy
+
+    from carpool.pooling.grouped import GroupedData
+    from carpool.pooling.parameters import ParameterTable
+    from carpool.pooling.spec import ModelSpec
+
+    rng = np.random.default_rng(7)
+    G, n = 6, 300
+    group = rng.integers(0, G, n)
+    x = rng.normal(size=n)
+    y = 1.0 + 0.3 * group + (0.5 + 0.1 * group) * x + rng.normal(0.0, 0.4, n)
+    table = ParameterTable([Parameter("intercept", "y", "identity", 0.0, Normal(0, 5)),
+                            Parameter("slope", "y per x", "identity", 0.0, Normal(0, 5))])
+    linear = LinearMean(offset=lambda c: np.zeros_like(c["x"]),
+                        design=lambda c: np.stack([np.ones_like(c["x"]), c["x"]], -1),
+                        coefficients=lambda p: jnp.stack([p["intercept"], p["slope"]], -1))
+    spec = ModelSpec("line", table, lambda p, c: p["intercept"] + p["slope"] * c["x"], ("x",),
+                     likelihood=Gaussian(HalfNormal(1.0)), linear_mean=linear)
+    import pandas as pd
+
+    df = pd.DataFrame({"g": [f"g{k}" for k in group], "x": x, "y": y})
+    data = GroupedData.from_frame(df, y="y", group="g", covariates=["x"])
+    config = PoolingConfig(pooling="hierarchical", hyperpriors=Hyperpriors.default_for(G))
+    built = build_model(spec, data, config)
+    assert built.arrays["projected"] is not None
+    plain = build_model(dataclasses.replace(spec, linear_mean=None), data, config)
+    assert plain.arrays["projected"] is None
+    info = initialize_model(jax.random.PRNGKey(0), built.model,
+                            model_kwargs={"observed": True, "arrays": built.arrays})
+    for shift in (0.0, 0.4):
+        point = jax.tree_util.tree_map(lambda v, s=shift: v + s, info.param_info.z)
+        a = potential_energy(built.model, (), {"observed": True, "arrays": built.arrays},
+                             point)
+        b = potential_energy(plain.model, (), {"observed": True, "arrays": plain.arrays},
+                             point)
+        np.testing.assert_allclose(float(a), float(b), rtol=1e-4)

@@ -38,6 +38,7 @@ from carpool.carfollowing.linear_acc import (
 from carpool.carfollowing.model import (
     AccelerationFn,
     CarFollowingModel,
+    LinearForm,
     as_model,
     get_model,
     list_models,
@@ -73,6 +74,7 @@ __all__ = [
     "IDM_ZHANG_SUN_REFERENCE",
     "LINEAR_ACC",
     "LINEAR_ACC_PLAUSIBLE_RANGES",
+    "LinearForm",
     "OVM",
     "OVM_PLAUSIBLE_RANGES",
     "Rollout",
