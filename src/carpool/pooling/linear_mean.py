@@ -113,15 +113,19 @@ def linear_mean_check(linear: LinearMean, mean_fn: Any, names: list[str],
 
     covs = {k: np.asarray(v, dtype=float) for k, v in covariates.items()}
     offset, design = linear.offset(covs), linear.design(covs)
+    theta = np.asarray(natural, dtype=float)[:, np.asarray(group_index)]  # (S, n, P)
+    # every parameter set in one compiled call: op by op, each of the model's operations
+    # would be compiled on its own (measured 0.7-1 s for the IDM, against ~0.2 s)
+    both = jax.jit(lambda p, c: (mean_fn(p, c), linear.coefficients(p)))
     with jax.enable_x64(True):
-        for theta in np.asarray(natural, dtype=float):
-            params = {n: jnp.asarray(theta[group_index, i]) for i, n in enumerate(names)}
-            exact = np.asarray(mean_fn(params, {k: jnp.asarray(v) for k, v in covs.items()}))
-            coef = np.asarray(linear.coefficients(params))
-            approx = offset + np.sum(design * coef, axis=-1)
-            err = np.abs(approx - exact) / (1.0 + np.abs(exact))
-            if not np.all(np.isfinite(approx)) or not np.all(err <= rtol):
-                row = int(np.nanargmax(np.where(np.isfinite(err), err, np.inf)))
-                return (f"the linear form of the mean differs from mean_fn at observation "
-                        f"{row}: {approx[row]!r} against {exact[row]!r}")
+        params = {n: jnp.asarray(theta[..., i]) for i, n in enumerate(names)}
+        exact, coef = (np.asarray(a) for a in both(
+            params, {k: jnp.asarray(v) for k, v in covs.items()}))
+    approx = offset + np.sum(design * coef, axis=-1)  # (S, n)
+    err = np.abs(approx - exact) / (1.0 + np.abs(exact))
+    if not np.all(np.isfinite(approx)) or not np.all(err <= rtol):
+        at = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(err), err, np.inf))),
+                              err.shape)
+        return (f"the linear form of the mean differs from mean_fn at observation "
+                f"{int(at[1])}: {approx[at]!r} against {exact[at]!r}")
     return None

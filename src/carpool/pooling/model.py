@@ -326,7 +326,11 @@ def linear_mean_usable(spec: ModelSpec, data: GroupedData, *, seed: int = 0) -> 
     G, P = data.num_groups, len(spec.parameters)
     z = np.random.default_rng(seed).normal(0.0, 0.5, (3, G, P))
     z[0] = 0.0
-    natural = np.asarray(spec.parameters.to_natural(jnp.asarray(z), axis=-1))
+    import jax
+
+    # one compiled call (op by op, each transform's operations compile on their own)
+    natural = np.asarray(jax.jit(lambda x: spec.parameters.to_natural(x, axis=-1))(
+        jnp.asarray(z)))
     problem = linear_mean_check(linear, spec.mean_fn, spec.parameters.names, natural, covs,
                                 np.asarray(data.group_index))
     if problem is not None:
