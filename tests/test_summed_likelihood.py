@@ -151,7 +151,7 @@ def test_separate_fits_row_density_summed_equals_per_observation():
 
 def test_separate_fits_censored_bucket_is_coarse_and_capped():
     # few shapes, so that the calls of a batch share one compiled program
-    from carpool.inference.separate import censored_bucket
+    from carpool.pooling.linear_mean import censored_bucket
 
     assert [censored_bucket(n, 200) for n in (0, 1, 16, 17, 64, 65, 300)] == [
         16, 16, 16, 64, 64, 200, 200]

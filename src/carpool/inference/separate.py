@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from carpool.pooling.grouped import GroupedData
+from carpool.pooling.linear_mean import censored_bucket, row_projected_terms
 from carpool.pooling.spec import ModelSpec
 
 __all__ = ["SeparateFits", "fit_separately", "load_separate", "row_log_density",
@@ -113,7 +114,7 @@ def row_terms(spec: ModelSpec, y: np.ndarray, mask: np.ndarray,
     holds on these data)."""
     lik = spec.likelihood
     if projected:
-        return _row_projected_terms(spec, y, mask, covs)
+        return row_projected_terms(spec, y, mask, covs)
     rows = [lik.observed_terms(y[g], mask[g], {k: v[g] for k, v in covs.items()})
             for g in range(y.shape[0])]
     if rows[0] is None:
@@ -133,37 +134,6 @@ def row_terms(spec: ModelSpec, y: np.ndarray, mask: np.ndarray,
         out["censored"] = (positions, valid)
         out["c_censored"] = c_cens
     return out
-
-
-def _row_projected_terms(spec: ModelSpec, y: np.ndarray, mask: np.ndarray,
-                         covs: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """:func:`row_terms` with ``projected=True``: per row R (1, K, K), c (1, K), rss, count,
-    const and the censored cells' rows padded to one :func:`censored_bucket` size."""
-    lik, linear = spec.likelihood, spec.linear_mean
-    G, T = y.shape
-    size = None
-    if getattr(lik, "lower", None) is not None:
-        inside = np.asarray(mask, bool)
-        most = int(np.max(np.sum(inside & (np.asarray(y) <= lik.lower), axis=1)))
-        size = censored_bucket(most, T)
-    rows = []
-    for g in range(G):
-        row_covs = {k: np.asarray(v[g], dtype=float) for k, v in covs.items()}
-        rows.append(lik.projected_terms(y[g], mask[g], row_covs, linear.offset(row_covs),
-                                        linear.design(row_covs), np.zeros(T, np.int32), 1,
-                                        censored_size=size))
-    return jax.tree.map(lambda *leaves: np.stack([np.asarray(v) for v in leaves]), *rows)
-
-
-def censored_bucket(count: int, length: int) -> int:
-    """Censored positions kept per driver: ``count`` rounded up to a power of 4 (at least
-    16), at most the series ``length``. The size is part of the compiled program's shape,
-    so coarse buckets let the calls of a batch (and later batches) share one program; the
-    censored term on a few padded positions costs nothing next to the series' gradient."""
-    size = 16
-    while size < count:
-        size *= 4
-    return int(min(size, max(length, 1)))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LinearMean", "linear_mean_check", "projected_statistics"]
+__all__ = ["LinearMean", "censored_bucket", "linear_mean_check", "projected_statistics",
+           "row_projected_terms"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +130,39 @@ def linear_mean_check(linear: LinearMean, mean_fn: Any, names: list[str],
         return (f"the linear form of the mean differs from mean_fn at observation "
                 f"{int(at[1])}: {approx[at]!r} against {exact[at]!r}")
     return None
+
+
+def row_projected_terms(spec: Any, y: np.ndarray, mask: np.ndarray,
+                        covs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Each padded row's (G, T) ``projected_terms`` of ``spec``'s linear mean, stacked with
+    a leading axis of rows: R (G, 1, K, K), c (G, 1, K), rss, count, const (G,) and the
+    censored cells' rows padded to one :func:`censored_bucket` size. Used where each group
+    is scored on its own (separate fits, the per-group Newton steps of the centring). The
+    caller checks that the linear mean holds on these data."""
+    import jax
+
+    lik, linear = spec.likelihood, spec.linear_mean
+    G, T = y.shape
+    size = None
+    if getattr(lik, "lower", None) is not None:
+        inside = np.asarray(mask, bool)
+        most = int(np.max(np.sum(inside & (np.asarray(y) <= lik.lower), axis=1)))
+        size = censored_bucket(most, T)
+    rows = []
+    for g in range(G):
+        row_covs = {k: np.asarray(v[g], dtype=float) for k, v in covs.items()}
+        rows.append(lik.projected_terms(y[g], mask[g], row_covs, linear.offset(row_covs),
+                                        linear.design(row_covs), np.zeros(T, np.int32), 1,
+                                        censored_size=size))
+    return jax.tree.map(lambda *leaves: np.stack([np.asarray(v) for v in leaves]), *rows)
+
+
+def censored_bucket(count: int, length: int) -> int:
+    """Censored positions kept per row: ``count`` rounded up to a power of 4 (at least
+    16), at most the series ``length``. The size is part of the compiled program's shape,
+    so coarse buckets let the calls of a batch (and later batches) share one program; the
+    censored term on a few padded positions costs nothing next to the series' gradient."""
+    size = 16
+    while size < count:
+        size *= 4
+    return int(min(size, max(length, 1)))
