@@ -32,10 +32,12 @@ prior is exchangeable, so sampling the factor in that order changes nothing.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -43,6 +45,7 @@ import numpyro.distributions as dist
 
 from carpool.pooling.grouped import GroupedData, choose_layout
 from carpool.pooling.likelihoods import AbstractLikelihood
+from carpool.pooling.linear_mean import linear_mean_check
 from carpool.pooling.parameters import ParameterTable
 from carpool.pooling.priors import Prior
 from carpool.pooling.spec import ModelSpec, PoolingConfig
@@ -316,8 +319,6 @@ def linear_mean_usable(spec: ModelSpec, data: GroupedData, *, seed: int = 0) -> 
     residuals are i.i.d., the likelihood has a projected form and the linear form agrees
     with ``mean_fn`` on these data (:func:`~carpool.pooling.linear_mean.linear_mean_check`
     at the reference values and two seeded latent draws per group; a disagreement warns)."""
-    from carpool.pooling.linear_mean import linear_mean_check
-
     linear, lik = spec.linear_mean, spec.likelihood
     if (linear is None or spec.residual.is_dynamic
             or type(lik).projected_terms is AbstractLikelihood.projected_terms):
@@ -326,16 +327,12 @@ def linear_mean_usable(spec: ModelSpec, data: GroupedData, *, seed: int = 0) -> 
     G, P = data.num_groups, len(spec.parameters)
     z = np.random.default_rng(seed).normal(0.0, 0.5, (3, G, P))
     z[0] = 0.0
-    import jax
-
     # one compiled call (op by op, each transform's operations compile on their own)
     natural = np.asarray(jax.jit(lambda x: spec.parameters.to_natural(x, axis=-1))(
         jnp.asarray(z)))
     problem = linear_mean_check(linear, spec.mean_fn, spec.parameters.names, natural, covs,
                                 np.asarray(data.group_index))
     if problem is not None:
-        import warnings
-
         warnings.warn(f"model {spec.name!r}: {problem}; scoring each observation instead",
                       stacklevel=3)
         return False
@@ -344,8 +341,6 @@ def linear_mean_usable(spec: ModelSpec, data: GroupedData, *, seed: int = 0) -> 
 
 def _as_jax(tree: Any) -> Any:
     """NumPy leaves -> JAX arrays (``None`` stays ``None``, an empty pytree node)."""
-    import jax
-
     return jax.tree_util.tree_map(jnp.asarray, tree)
 
 
