@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from carpool.pooling.model import BuiltModel
@@ -101,7 +102,8 @@ class _CompileClock:
         jax.monitoring.unregister_event_duration_listener(self)
 
 
-def _one_chain(built: BuiltModel, settings: NutsSettings) -> Any:
+def _one_chain(built: BuiltModel, settings: NutsSettings, *, search_start: bool = False
+               ) -> Any:
     """``one(rng_key, arrays) -> (samples, extra fields)``: warm-up and draws of one chain.
 
     The data enter as the argument ``arrays`` (:attr:`BuiltModel.arrays`), not as constants
@@ -109,16 +111,49 @@ def _one_chain(built: BuiltModel, settings: NutsSettings) -> Any:
     and the arrays' shapes, so JAX's persistent compilation cache
     (:mod:`carpool.inference.compile_cache`) serves every later fit of that structure and
     shape (refits, held-out folds, sweep points, tests) without compiling again.
+
+    The chain starts at a uniform draw in ``(-init_radius, init_radius)`` of every latent
+    site's unconstrained space (NumPyro's ``init_to_uniform``), from the first half of
+    ``split(rng_key)``; NUTS runs on the second. NumPyro's own start (``search_start=True``)
+    searches up to 100 such draws for a finite potential *and gradient* in a loop of its
+    own, which puts one more copy of the model's gradient into the program: 3-4 s of the
+    hierarchical IDM's 8-9 s of XLA compilation (measured, ``docs/speed.md``). The start
+    is not checked here; :func:`run_nuts` checks the chains' potential energies and runs
+    the searching program where a chain never reached a finite one.
     """
     from numpyro.infer import MCMC
+    from numpyro.infer.util import initialize_model
 
-    def one(rng_key: Any, arrays: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def searched(rng_key: Any, arrays: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         mcmc = MCMC(_kernel(built, settings), num_warmup=settings.num_warmup,
                     num_samples=settings.num_samples, num_chains=1, progress_bar=False)
         mcmc.run(rng_key, observed=True, arrays=arrays, extra_fields=EXTRA_FIELDS)
         return mcmc.get_samples(), mcmc.get_extra_fields()
 
-    return one
+    def drawn(rng_key: Any, arrays: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        from numpyro.infer import NUTS
+
+        kwargs = {"observed": True, "arrays": arrays}
+        # the model's potential and its map to constrained values and deterministic sites;
+        # initialize_model's own start search is unused, so it is dead code in the program
+        info = initialize_model(rng_key, built.model, model_kwargs=kwargs, dynamic_args=True)
+        key_start, key_run = jax.random.split(rng_key)
+        names = sorted(info.param_info.z)
+        keys = jax.random.split(key_start, len(names))
+        r = settings.init_radius
+        start = {n: jax.random.uniform(k, jnp.shape(info.param_info.z[n]),
+                                       jnp.result_type(info.param_info.z[n]), -r, r)
+                 for n, k in zip(names, keys, strict=True)}
+        kernel = NUTS(potential_fn=info.potential_fn(**kwargs),
+                      target_accept_prob=settings.target_accept,
+                      max_tree_depth=settings.max_tree_depth, dense_mass=settings.dense_mass)
+        mcmc = MCMC(kernel, num_warmup=settings.num_warmup,
+                    num_samples=settings.num_samples, num_chains=1, progress_bar=False)
+        mcmc.run(key_run, init_params=start, extra_fields=EXTRA_FIELDS)
+        constrain = info.postprocess_fn(**kwargs)
+        return jax.lax.map(constrain, mcmc.get_samples()), mcmc.get_extra_fields()
+
+    return searched if search_start else drawn
 
 
 def _kernel(built: BuiltModel, settings: NutsSettings) -> Any:
@@ -157,20 +192,54 @@ def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = 
     from carpool.inference.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()
+    out = _sample(built, settings, progress_bar=progress_bar)
+    stuck = _stuck_chains(out)
+    if stuck and not progress_bar:
+        # a chain whose uniform start had no finite potential stays there (every proposal
+        # from an infinite or NaN energy is rejected): sample again from NumPyro's searched
+        # start (up to 100 draws until the potential and its gradient are finite)
+        log.warning("chain(s) %s never reached a finite potential from their start; "
+                    "sampling again from a searched start", stuck)
+        again = _sample(built, settings, search_start=True)
+        timing = {k: out.timing[k] + again.timing[k] for k in out.timing}
+        out = SamplerOutput(again.samples, again.stats, timing, again.chain_method)
+        stuck = _stuck_chains(out)
+    if stuck:
+        import warnings
+
+        warnings.warn(f"chain(s) {stuck} found no start with a finite log density (100 "
+                      "random starts); their draws are not from the posterior: check the "
+                      "priors against the data's scale", RuntimeWarning, stacklevel=3)
+    return out
+
+
+def _stuck_chains(out: SamplerOutput) -> list[int]:
+    """Chains with a non-finite potential energy at some draw: NUTS accepts only finite
+    energies, so such a chain never left a start where the log density was not finite."""
+    pe = out.stats.get("potential_energy")
+    if pe is None:
+        return []
+    pe = np.asarray(pe).reshape(pe.shape[0], -1)
+    return [int(c) for c in np.flatnonzero(~np.all(np.isfinite(pe), axis=1))]
+
+
+def _sample(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = False,
+            search_start: bool = False) -> SamplerOutput:
+    """One run of every chain (see :func:`run_nuts`)."""
     method = _chain_method(settings.num_chains)
     if method == "sequential" and settings.num_chains > 1 and not progress_bar:
-        return _run_chain_by_chain(built, settings)
+        return _run_chain_by_chain(built, settings, search_start=search_start)
+    one = _one_chain(built, settings, search_start=search_start)
     with _CompileClock() as clock:
         t0 = time.perf_counter()
         if progress_bar:
             samples, stats = _run_numpyro_mcmc(built, settings, method)
         elif settings.num_chains == 1:
-            samples, stats = jax.jit(_one_chain(built, settings))(
-                chain_keys(settings)[0], built.arrays)
+            samples, stats = jax.jit(one)(chain_keys(settings)[0], built.arrays)
             samples, stats = jax.tree.map(lambda x: x[None], (samples, stats))
         else:
-            samples, stats = jax.pmap(_one_chain(built, settings), in_axes=(0, None))(
-                chain_keys(settings), built.arrays)
+            samples, stats = jax.pmap(one, in_axes=(0, None))(chain_keys(settings),
+                                                              built.arrays)
         jax.block_until_ready((samples, stats))
         total = time.perf_counter() - t0
     timing = {"compile_s": clock.seconds, "sampling_s": total - clock.seconds,
@@ -207,7 +276,8 @@ def _run_chain(run_one: Any, rng_key: Any, arrays: Any
     return out
 
 
-def _run_chain_by_chain(built: BuiltModel, settings: NutsSettings) -> SamplerOutput:
+def _run_chain_by_chain(built: BuiltModel, settings: NutsSettings, *,
+                        search_start: bool = False) -> SamplerOutput:
     """Sequential chains one at a time, so an interrupt keeps the finished ones.
 
     One jitted program samples one chain (warm-up and draws) and is compiled once for all
@@ -220,7 +290,7 @@ def _run_chain_by_chain(built: BuiltModel, settings: NutsSettings) -> SamplerOut
     """
     import warnings
 
-    run_one = jax.jit(_one_chain(built, settings))
+    run_one = jax.jit(_one_chain(built, settings, search_start=search_start))
     keys = chain_keys(settings)
     chains: list[tuple[dict[str, Any], dict[str, Any]]] = []
     with _CompileClock() as clock:
