@@ -182,6 +182,12 @@ def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = 
     :func:`chain_keys`. With ``progress_bar=True`` NumPyro's own ``MCMC`` runs the chains
     (it draws the bars) and the data are constants of its program.
 
+    Each chain starts at a uniform draw of the unconstrained space (:func:`_one_chain`).
+    Where a chain's potential energy is not finite at some draw (it never left a start
+    where the log density is not finite: NUTS rejects every proposal from it), all chains
+    are sampled again from NumPyro's searched start, with a logged warning; if a chain is
+    still stuck, a ``RuntimeWarning`` names it. ``timing`` then sums both runs.
+
     ``timing`` has ``compile_s`` (JAX tracing + compilation, from JAX's own compile events;
     where the persistent compilation cache held the program, only its tracing and loading,
     1-2 s for the hierarchical IDM),
