@@ -125,14 +125,12 @@ def _one_chain(built: BuiltModel, settings: NutsSettings, *, search_start: bool 
     from numpyro.infer.util import initialize_model
 
     def searched(rng_key: Any, arrays: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        mcmc = MCMC(_kernel(built, settings), num_warmup=settings.num_warmup,
+        mcmc = MCMC(_kernel(settings, model=built.model), num_warmup=settings.num_warmup,
                     num_samples=settings.num_samples, num_chains=1, progress_bar=False)
         mcmc.run(rng_key, observed=True, arrays=arrays, extra_fields=EXTRA_FIELDS)
         return mcmc.get_samples(), mcmc.get_extra_fields()
 
     def drawn(rng_key: Any, arrays: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        from numpyro.infer import NUTS
-
         kwargs = {"observed": True, "arrays": arrays}
         # the model's potential and its map to constrained values and deterministic sites;
         # initialize_model's own start search is unused, so it is dead code in the program
@@ -144,10 +142,8 @@ def _one_chain(built: BuiltModel, settings: NutsSettings, *, search_start: bool 
         start = {n: jax.random.uniform(k, jnp.shape(info.param_info.z[n]),
                                        jnp.result_type(info.param_info.z[n]), -r, r)
                  for n, k in zip(names, keys, strict=True)}
-        kernel = NUTS(potential_fn=info.potential_fn(**kwargs),
-                      target_accept_prob=settings.target_accept,
-                      max_tree_depth=settings.max_tree_depth, dense_mass=settings.dense_mass)
-        mcmc = MCMC(kernel, num_warmup=settings.num_warmup,
+        mcmc = MCMC(_kernel(settings, potential_fn=info.potential_fn(**kwargs)),
+                    num_warmup=settings.num_warmup,
                     num_samples=settings.num_samples, num_chains=1, progress_bar=False)
         mcmc.run(key_run, init_params=start, extra_fields=EXTRA_FIELDS)
         constrain = info.postprocess_fn(**kwargs)
@@ -156,12 +152,13 @@ def _one_chain(built: BuiltModel, settings: NutsSettings, *, search_start: bool 
     return searched if search_start else drawn
 
 
-def _kernel(built: BuiltModel, settings: NutsSettings) -> Any:
-    """NumPyro's NUTS kernel on ``built.model`` with ``settings``."""
+def _kernel(settings: NutsSettings, *, model: Any = None, potential_fn: Any = None) -> Any:
+    """NumPyro's NUTS kernel with ``settings``, on a model (started by NumPyro's
+    ``init_to_uniform`` search) or on a potential function (started where the caller says)."""
     from numpyro.infer import NUTS
     from numpyro.infer.initialization import init_to_uniform
 
-    return NUTS(built.model, target_accept_prob=settings.target_accept,
+    return NUTS(model, potential_fn=potential_fn, target_accept_prob=settings.target_accept,
                 max_tree_depth=settings.max_tree_depth, dense_mass=settings.dense_mass,
                 init_strategy=init_to_uniform(radius=settings.init_radius))
 
@@ -264,7 +261,7 @@ def _run_numpyro_mcmc(built: BuiltModel, settings: NutsSettings, method: str
     """NumPyro's ``MCMC`` with its progress bars; samples grouped by chain."""
     from numpyro.infer import MCMC
 
-    mcmc = MCMC(_kernel(built, settings), num_warmup=settings.num_warmup,
+    mcmc = MCMC(_kernel(settings, model=built.model), num_warmup=settings.num_warmup,
                 num_samples=settings.num_samples, num_chains=settings.num_chains,
                 chain_method=method, progress_bar=True)
     mcmc.run(jax.random.PRNGKey(settings.seed), observed=True, extra_fields=EXTRA_FIELDS)

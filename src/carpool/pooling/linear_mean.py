@@ -137,8 +137,8 @@ def row_projected_terms(spec: Any, y: np.ndarray, mask: np.ndarray,
     """Each padded row's (G, T) ``projected_terms`` of ``spec``'s linear mean, stacked with
     a leading axis of rows: R (G, 1, K, K), c (G, 1, K), rss, count, const (G,) and the
     censored cells' rows padded to one :func:`censored_bucket` size. Used where each group
-    is scored on its own (separate fits, the per-group Newton steps of the centring). The
-    caller checks that the linear mean holds on these data."""
+    is sampled on its own (:func:`carpool.inference.separate.fit_separately`); the caller
+    checks that the linear mean holds on these data."""
     import jax
 
     lik, linear = spec.likelihood, spec.linear_mean
