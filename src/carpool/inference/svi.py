@@ -8,8 +8,10 @@ guide is
   unconstrained scale), in carpool's per-parameter centring (centred where the data
   identify a driver's parameter, non-centred where they do not); or
 - ``"structured"``: a full-covariance normal over the population and noise sites
-  (``AutoMultivariateNormal``) and, independently, one full-covariance normal per group
-  over that group's latents (:class:`StructuredGuide`).
+  (what NumPyro's ``AutoMultivariateNormal`` is, set up in one compiled trace instead of
+  op by op) and, independently, one full-covariance normal per group over that group's
+  latents (:class:`StructuredGuide`); its SVI state is built directly
+  (:func:`init_state`), without NumPyro's op-by-op ``SVI.init``.
 
 The optimiser is Adam with gradient clipping (``ClippedAdam``, elements to +-10) and a learning
 rate that decays geometrically to ``lr_final_fraction`` of its start over the run. The
@@ -124,7 +126,8 @@ def _make_guide(plated: PlatedModel, settings: SviSettings, start: LaplaceStart)
     values, cov = start_values(plated, start)
     values = {k: jnp.asarray(v, dtype=jnp.result_type(float)) for k, v in values.items()}
     if settings.guide == "structured":
-        return StructuredGuide(plated, values, cov, settings.init_scale)
+        return StructuredGuide(plated, values, cov, settings.init_scale,
+                               jax.random.PRNGKey(settings.seed))
     guide = AutoNormal(plated.model, init_loc_fn=init_with_values(values, _median()),
                        init_scale=settings.init_scale,
                        create_plates=_plates(plated.data.num_groups))
@@ -147,6 +150,81 @@ def _plates(num_groups: int) -> Callable[..., Any]:
     return plates
 
 
+@dataclass(frozen=True)
+class GlobalSite:
+    """A latent site outside the group plate, as the structured guide samples it.
+
+    ``shape``: its constrained value's shape; ``width``: the size of its unconstrained
+    value (NumPyro's ``biject_to(support)``), a slice of the guide's global vector;
+    ``event_dim``: the distribution's event dimensions; ``support``: its constraint."""
+
+    name: str
+    shape: tuple[int, ...]
+    unconstrained_shape: tuple[int, ...]
+    event_dim: int
+    support: Any
+
+    @property
+    def width(self) -> int:
+        return int(np.prod(self.unconstrained_shape, dtype=int))
+
+
+def global_start(plated: PlatedModel, values: dict[str, Any], rng_key: Any
+                 ) -> tuple[tuple[GlobalSite, ...], np.ndarray]:
+    """The global sites of ``plated`` (in the model's order) and their unconstrained start, (K,).
+
+    One compiled trace of the model: ``values`` where given, the median of 15 prior draws
+    elsewhere (NumPyro's ``init_to_median``), each mapped to the unconstrained scale. This is
+    what an ``AutoMultivariateNormal`` finds when it sets itself up, which NumPyro does op by
+    op (one small compilation per operation: 17-27 s on 2 cores, whatever the data size).
+    Raises ``ValueError`` where a site's support depends on traced values (it could not be
+    kept outside the trace), or where the model has ``param`` or ``mutable`` sites.
+    """
+    from numpyro.distributions.transforms import biject_to
+    from numpyro.handlers import seed, substitute, trace
+
+    wanted = set(plated.global_sites)
+    found: list[GlobalSite] = []
+    others: list[str] = []
+
+    def start(key: Any) -> Any:
+        init = init_with_values(values, _median())
+        tr = trace(substitute(seed(plated.model, key), substitute_fn=init)).get_trace(
+            observed=True, batch_size=None)
+        found.clear()
+        others.clear()
+        others.extend(n for n, site in tr.items() if site["type"] in ("param", "mutable"))
+        parts = []
+        for name in (n for n in tr if n in wanted):  # the model's order, as NumPyro's
+            site = tr[name]
+            u = biject_to(site["fn"].support).inv(site["value"])
+            found.append(GlobalSite(name, tuple(jnp.shape(site["value"])),
+                                    tuple(jnp.shape(u)), int(site["fn"].event_dim),
+                                    site["fn"].support))
+            parts.append(jnp.reshape(u, -1))
+        return jnp.concatenate(parts) if parts else jnp.zeros(0)
+
+    loc = np.asarray(jax.jit(start)(rng_key))
+    if others:
+        raise ValueError(f"the model has param or mutable sites {others}")
+    missing = wanted - {g.name for g in found}
+    if missing:
+        raise ValueError(f"global sites {sorted(missing)} are not in the model")
+    for g in found:
+        if _holds_tracer(g.support):
+            raise ValueError(f"the support of {g.name!r} depends on traced values")
+    return tuple(found), loc
+
+
+def _holds_tracer(obj: Any, depth: int = 0) -> bool:
+    """Whether a constraint object (or one it wraps) holds a JAX tracer."""
+    if isinstance(obj, jax.core.Tracer):
+        return True
+    if depth > 4 or not hasattr(obj, "__dict__"):
+        return False
+    return any(_holds_tracer(v, depth + 1) for v in vars(obj).values())
+
+
 class StructuredGuide:
     """A full-covariance normal over the global (population, noise) sites and an independent
     full-covariance normal per group over that group's latents.
@@ -155,6 +233,12 @@ class StructuredGuide:
     ``a`` with a smaller ``T`` fits about as well), which a mean-field guide cannot
     represent: it reports each parameter's *conditional* spread, too narrow. Call it like
     the model; :meth:`sample_posterior` draws every site for all groups.
+
+    The global part is what NumPyro's ``AutoMultivariateNormal`` is (a normal over the
+    concatenated unconstrained sites in the model's order; each site's value its support's
+    ``biject_to`` with the log-Jacobian in a ``Delta``), built from :func:`global_start`
+    so that setting it up costs one compilation. :meth:`initial_params` gives the
+    starting values of its params, for :func:`init_state`.
 
     Parameters
     ----------
@@ -167,13 +251,12 @@ class StructuredGuide:
         Starting covariance of each group's concatenated local sites, (G, K, K).
     init_scale
         Starting standard deviation of the global sites (unconstrained scale).
+    rng_key
+        Key of the prior draws that start global sites without a value.
     """
 
     def __init__(self, plated: PlatedModel, values: dict[str, Any], cov: np.ndarray,
-                 init_scale: float) -> None:
-        from numpyro.handlers import block
-        from numpyro.infer.autoguide import AutoMultivariateNormal
-
+                 init_scale: float, rng_key: Any = None) -> None:
         self.plated = plated
         self.width = sum(k for _, k in plated.local_sites)
         dtype = jnp.result_type(float)
@@ -182,17 +265,32 @@ class StructuredGuide:
                                          for n, k in plated.local_sites], axis=1)
             jitter = 1e-8 * np.eye(self.width)
             self.tril0 = jnp.asarray(np.linalg.cholesky(cov + jitter), dtype=dtype)
-        self.global_guide = (AutoMultivariateNormal(
-            block(plated.model, expose=list(plated.global_sites)),
-            init_loc_fn=init_with_values(values, _median()), init_scale=init_scale)
-            if plated.global_sites else None)
+        self.global_sites: tuple[GlobalSite, ...] = ()
+        if plated.global_sites:
+            key = jax.random.PRNGKey(0) if rng_key is None else rng_key
+            self.global_sites, loc = global_start(plated, values, key)
+            self.global_loc0 = jnp.asarray(loc, dtype=dtype)
+            self.global_tril0 = jnp.asarray(init_scale * np.eye(loc.size), dtype=dtype)
+
+    def initial_params(self) -> dict[str, tuple[Any, Any]]:
+        """``{param name: (starting value, constraint)}`` of every param of the guide."""
+        from numpyro.distributions import constraints
+
+        out: dict[str, tuple[Any, Any]] = {}
+        if self.global_sites:
+            out["global_loc"] = (self.global_loc0, constraints.real)
+            out["global_scale_tril"] = (self.global_tril0,
+                                        constraints.scaled_unit_lower_cholesky)
+        if self.width:
+            out["local_loc"] = (self.loc0, constraints.real)
+            out["local_scale_tril"] = (self.tril0, constraints.scaled_unit_lower_cholesky)
+        return out
 
     def __call__(self, observed: bool = True, batch_size: int | None = None) -> dict[str, Any]:
         import numpyro.distributions as dist
         from numpyro.distributions import constraints
 
-        out = {} if self.global_guide is None else dict(self.global_guide(observed,
-                                                                           batch_size))
+        out = self._global_sites() if self.global_sites else {}
         if not self.width:
             return out
         G = self.plated.data.num_groups
@@ -204,6 +302,37 @@ class StructuredGuide:
                                dist.MultivariateNormal(loc[idx], scale_tril=tril[idx]),
                                infer={"is_auxiliary": True})
             out.update(self._split(u, numpyro.sample))
+        return out
+
+    def _global_sites(self) -> dict[str, Any]:
+        import numpyro.distributions as dist
+        from numpyro.distributions import constraints
+        from numpyro.distributions.util import sum_rightmost
+
+        loc = numpyro.param("global_loc", self.global_loc0)
+        tril = numpyro.param("global_scale_tril", self.global_tril0,
+                             constraint=constraints.scaled_unit_lower_cholesky)
+        u = numpyro.sample("_global_latent", dist.MultivariateNormal(loc, scale_tril=tril),
+                           infer={"is_auxiliary": True})
+        out = {}
+        for site, part, (value, transform) in self._unpack(u):
+            ldj = -transform.log_abs_det_jacobian(part, value)
+            ldj = sum_rightmost(ldj, jnp.ndim(ldj) - jnp.ndim(value) + site.event_dim)
+            out[site.name] = numpyro.sample(
+                site.name, dist.Delta(value, log_density=ldj, event_dim=site.event_dim))
+        return out
+
+    def _unpack(self, u: Any) -> list[tuple[GlobalSite, Any, tuple[Any, Any]]]:
+        """Each global site's unconstrained part of ``u`` (..., K) and (value, transform)."""
+        from numpyro.distributions.transforms import biject_to
+
+        batch, start, out = jnp.shape(u)[:-1], 0, []
+        for site in self.global_sites:
+            part = jnp.reshape(u[..., start:start + site.width],
+                               batch + site.unconstrained_shape)
+            transform = biject_to(site.support)
+            out.append((site, part, (transform(part), transform)))
+            start += site.width
         return out
 
     def _split(self, u: Any, sample_fn: Callable[..., Any] | None = None) -> dict[str, Any]:
@@ -221,13 +350,46 @@ class StructuredGuide:
                          sample_shape: tuple[int, ...] = (), **kwargs: Any) -> dict[str, Any]:
         """Draws of every latent site for all groups, each (*sample_shape, ...)."""
         key_g, key_l = jax.random.split(rng_key)
-        out = ({} if self.global_guide is None else dict(self.global_guide.sample_posterior(
-            key_g, params, *args, sample_shape=sample_shape, **kwargs)))
+        out = {}
+        if self.global_sites:
+            loc, tril = params["global_loc"], params["global_scale_tril"]
+            # the key NumPyro's seed handler gives the latent site: the draws are those
+            # of AutoMultivariateNormal.sample_posterior with the same key
+            eps = jax.random.normal(jax.random.split(key_g)[1],
+                                    tuple(sample_shape) + loc.shape, loc.dtype)
+            u = loc + jnp.squeeze(jnp.matmul(tril, eps[..., None]), axis=-1)
+            out.update({site.name: value for site, _, (value, _) in self._unpack(u)})
         if self.width:
             loc, tril = params["local_loc"], params["local_scale_tril"]
             eps = jax.random.normal(key_l, tuple(sample_shape) + loc.shape, loc.dtype)
             out.update(self._split(loc + jnp.einsum("gij,...gj->...gi", tril, eps)))
         return out
+
+
+def init_state(svi: Any, guide: StructuredGuide, rng_key: Any) -> Any:
+    """The SVI state at the guide's :meth:`~StructuredGuide.initial_params`, without
+    NumPyro's ``SVI.init``.
+
+    ``SVI.init`` traces the guide and the model once op by op to find their params (on
+    2 cores, seconds per trace of the hierarchical IDM: every operation compiles on its
+    own). The plated models have no params (:func:`global_start` checks) and the guide's
+    are known, so the state is built directly, as ``SVI.init`` builds it: each param on
+    its constraint's unconstrained scale, the optimiser's state, ``svi.constrain_fn`` to
+    map back, and the first of three keys split from ``rng_key``.
+    """
+    from functools import partial
+
+    from numpyro.distributions.transforms import biject_to
+    from numpyro.infer.svi import SVIState
+    from numpyro.infer.util import transform_fn
+
+    rng_key = jax.random.split(rng_key, 3)[0]
+    init = guide.initial_params()
+    transforms = {n: biject_to(c) for n, (_, c) in init.items()}
+    svi.constrain_fn = partial(transform_fn, transforms)
+    params = jax.jit(lambda v: {n: transforms[n].inv(x) for n, x in v.items()})(
+        {n: x for n, (x, _) in init.items()})
+    return SVIState(svi.optim.init(params), None, rng_key)
 
 
 def run_svi(plated: PlatedModel, settings: SviSettings) -> SviOutput:
@@ -255,7 +417,10 @@ def run_svi(plated: PlatedModel, settings: SviSettings) -> SviOutput:
                                                         plated.config))
     svi = SVI(plated.model, guide, optim, Trace_ELBO())
     key_run, key_draw, key_z = jax.random.split(jax.random.PRNGKey(settings.seed), 3)
-    state = svi.init(key_run, observed=True, batch_size=batch)
+    if isinstance(guide, StructuredGuide):
+        state = init_state(svi, guide, key_run)
+    else:
+        state = svi.init(key_run, observed=True, batch_size=batch)
 
     def step(state: Any, _: Any) -> tuple[Any, Any]:
         return svi.stable_update(state, observed=True, batch_size=batch)
