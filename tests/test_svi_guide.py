@@ -145,3 +145,21 @@ def test_global_start_refuses_a_traced_support():
 
     with pytest.raises(ValueError, match="support of 'x' depends on traced values"):
         svi_mod.global_start(_fake_plated(model, ["top", "x"]), {}, jax.random.PRNGKey(0))
+
+
+def test_svi_fit_computes_the_pooled_map_once(monkeypatch):
+    """The centring choice and the guide's start share one pooled MAP (deterministic)."""
+    import carpool
+    from carpool.pooling import centring
+
+    calls = []
+    real = centring.pooled_map_with_residual
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(centring, "pooled_map_with_residual", counted)
+    df, _ = simulate_linear_groups(num_groups=6, num_obs_per_group=10, rng_seed=4)
+    carpool.fit(df, "linear", method="svi", num_steps=20, draws=10, warn=False)
+    assert len(calls) == 1

@@ -392,11 +392,13 @@ def init_state(svi: Any, guide: StructuredGuide, rng_key: Any) -> Any:
     return SVIState(svi.optim.init(params), None, rng_key)
 
 
-def run_svi(plated: PlatedModel, settings: SviSettings) -> SviOutput:
+def run_svi(plated: PlatedModel, settings: SviSettings, *,
+            pooled: tuple[np.ndarray, dict[str, float]] | None = None) -> SviOutput:
     """Fit the guide by SVI and draw ``num_draws`` posterior samples from it.
 
     The guide starts at a per-group Laplace approximation
-    (:mod:`carpool.inference.svi_start`). Timings (s, read after blocking on the results):
+    (:mod:`carpool.inference.svi_start`) around the pooled MAP (``pooled``, its latent
+    values and noise, where the caller has it). Timings (s, read after blocking on the results):
     ``start_s`` (that start and the guide's set-up), ``compile_s`` (compiling the whole
     optimisation loop, one ``lax.scan``, plus JAX's compile events while drawing),
     ``optimise_s`` (running it), ``draws_s`` (guide draws and their latent values),
@@ -414,7 +416,7 @@ def run_svi(plated: PlatedModel, settings: SviSettings) -> SviOutput:
     optim = ClippedAdam(step_size=lambda i: lr0 * decay**i, clip_norm=CLIP_NORM)
     t_start = time.perf_counter()
     guide = _make_guide(plated, settings, laplace_start(plated.spec, plated.data,
-                                                        plated.config))
+                                                        plated.config, pooled=pooled))
     svi = SVI(plated.model, guide, optim, Trace_ELBO())
     key_run, key_draw, key_z = jax.random.split(jax.random.PRNGKey(settings.seed), 3)
     if isinstance(guide, StructuredGuide):
@@ -474,7 +476,7 @@ def fit_grouped_svi(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig
     """Fit by SVI on prepared data: carpool's automatic centring, the plated model, the
     guide, then a :class:`~carpool.inference.fit.Fit` marked approximate."""
     from carpool.inference.fit import Fit, to_inference_data
-    from carpool.pooling.centring import choose_centring
+    from carpool.pooling.centring import choose_centring, pooled_map_with_residual
     from carpool.pooling.plated import build_plated_model
 
     spec.parameters.check_priors()
@@ -482,13 +484,15 @@ def fit_grouped_svi(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig
         raise ValueError(f"{spec.residual.name} residuals need NUTS (method='nuts'); SVI "
                          "supports the i.i.d. residual only")
     t0 = time.perf_counter()
-    centring = choose_centring(spec, grouped, config, seed=settings.seed)
+    # one pooled MAP for the centring choice and the guide's start (deterministic)
+    pooled = pooled_map_with_residual(spec, grouped, seed=settings.seed)
+    centring = choose_centring(spec, grouped, config, seed=settings.seed, pooled=pooled)
     centring_s = time.perf_counter() - t0
     weights = (centring.weight_matrix(spec.parameters.names, grouped.num_groups)
                if centring.weights else None)
     plated = build_plated_model(spec, grouped, config, centring=centring.choice,
                                 weights=weights)
-    out = run_svi(plated, settings)
+    out = run_svi(plated, settings, pooled=pooled[:2])
     out.sampler.timing["centring_s"] = centring_s
     out.sampler.timing["total_s"] += centring_s
     idata = to_inference_data(plated, out.sampler, centring, settings)

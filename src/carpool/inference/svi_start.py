@@ -50,14 +50,19 @@ class LaplaceStart:
 
 
 def laplace_start(spec: ModelSpec, data: GroupedData, config: PoolingConfig, *,
-                  newton_steps: int = 12) -> LaplaceStart:
+                  newton_steps: int = 12,
+                  pooled: tuple[np.ndarray, dict[str, float]] | None = None) -> LaplaceStart:
     """Pooled MAP, then ``newton_steps`` Newton steps with backtracking per group on the
-    group's log-likelihood plus the parameters' latent prior (i.i.d. residuals)."""
+    group's log-likelihood plus the parameters' latent prior (i.i.d. residuals).
+
+    ``pooled``: the pooled MAP's latent values and noise (:func:`~carpool.pooling.centring.
+    pooled_map`) where the caller has them already (the centring choice computes the same
+    MAP: deterministic, from the prior centre), else computed here."""
     from carpool.pooling.centring import group_estimates, pooled_map
 
     params = spec.parameters
     G, P = data.num_groups, len(params)
-    z0, noise = pooled_map(spec, data)
+    z0, noise = pooled if pooled is not None else pooled_map(spec, data)
     _, scale = params.latent_prior_arrays()
     zg, info = group_estimates(spec, data, z0, noise, newton_steps=newton_steps,
                                backtrack=True)

@@ -422,8 +422,12 @@ def group_information(spec: ModelSpec, data: GroupedData, z: np.ndarray,
 
 
 def choose_centring(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
-                    *, seed: int = 0) -> CentringChoice:
-    """Resolve ``config.param`` to a centring per parameter (see module docstring)."""
+                    *, seed: int = 0, pooled: tuple[Any, ...] | None = None
+                    ) -> CentringChoice:
+    """Resolve ``config.param`` to a centring per parameter (see module docstring).
+
+    ``pooled``: :func:`pooled_map_with_residual` of ``spec`` on ``data`` where the caller
+    has it already (SVI's start needs it too), else it is computed here when needed."""
     names = spec.parameters.names
     explicit = {n: config.param_choice(n) for n in names}
     if config.pooling != "hierarchical":
@@ -435,7 +439,8 @@ def choose_centring(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
         tau_ref = config.fixed_tau(spec.parameters)
     else:
         tau_ref = np.array([config.hyperpriors.tau_prior(n).median() for n in names])
-    z, noise, residual_params = pooled_map_with_residual(spec, data, seed=seed)
+    z, noise, residual_params = (pooled if pooled is not None else
+                                 pooled_map_with_residual(spec, data, seed=seed))
     info = group_information(spec, data, z, noise, residual_params=residual_params)
     _, prior_scale = spec.parameters.latent_prior_arrays()
     A = info + np.diag(1.0 / (10.0 * prior_scale) ** 2)
