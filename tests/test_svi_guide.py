@@ -21,24 +21,41 @@ from numpyro.handlers import block, seed, substitute, trace
 from numpyro.infer.autoguide import AutoMultivariateNormal
 
 from carpool.inference import svi as svi_mod
-from carpool.inference.svi_start import init_with_values, laplace_start, start_values
-from carpool.pooling.plated import build_plated_model
-from carpool.pooling.spec import Hyperpriors, PoolingConfig, get_spec
+from carpool.inference.svi_start import init_with_values
+from carpool.pooling.plated import GROUP_PLATE
 from carpool.testing import simulate_linear_groups
+
+G, P = 5, 3
+
+
+def _tiny_model(observed=True, batch_size=None):
+    """The plated models' structure in few operations (NumPyro's op-by-op set-up of the
+    reference guide stays cheap): global mu, tau, an LKJ factor and a noise scale, one
+    local site in the group plate, a likelihood."""
+    mu = numpyro.sample("mu", dist.Normal(jnp.zeros(P), 1.0).to_event(1))
+    tau = numpyro.sample("tau", dist.HalfNormal(jnp.ones(P)).to_event(1))
+    L = numpyro.sample("L_corr", dist.LKJCholesky(P, 2.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    with numpyro.plate(GROUP_PLATE, G, subsample_size=batch_size) as idx:
+        z = numpyro.sample("z_nc", dist.Normal(jnp.zeros(P), 1.0).to_event(1))
+        theta = mu + tau * (z @ L.T)
+        numpyro.sample("obs", dist.Normal(theta, sigma).to_event(1),
+                       obs=jnp.asarray(_Y)[idx] if observed else None)
+
+
+_Y = np.random.default_rng(0).normal(size=(G, P))
 
 
 @pytest.fixture(scope="module")
 def plated_start():
-    """A correlated hierarchical linear model (global sites mu, tau, L_corr, sigma)."""
-    df, _ = simulate_linear_groups(num_groups=12, num_obs_per_group=15, rng_seed=3)
-    spec = get_spec("linear")
-    grouped = spec.prepare(df)
-    config = PoolingConfig(pooling="hierarchical", correlated=True,
-                           hyperpriors=Hyperpriors.default_for(grouped.num_groups))
-    plated = build_plated_model(spec, grouped, config,
-                                centring={n: "noncentred" for n in spec.parameters.names})
-    values, cov = start_values(plated, laplace_start(spec, grouped, config))
-    values = {k: jnp.asarray(v, dtype=jnp.result_type(float)) for k, v in values.items()}
+    """A stand-in of a plated model, its starting values and local covariances."""
+    plated = SimpleNamespace(model=_tiny_model, global_sites=("mu", "tau", "L_corr", "sigma"),
+                             local_sites=(("z_nc", P),), data=SimpleNamespace(num_groups=G))
+    values = {"mu": jnp.asarray([0.3, -0.2, 0.1]), "tau": jnp.asarray([0.5, 0.2, 1.5]),
+              "sigma": jnp.asarray(0.7), "L_corr": jnp.eye(P),
+              "z_nc": jnp.asarray(np.random.default_rng(1).normal(size=(G, P)),
+                                  jnp.result_type(float))}
+    cov = np.broadcast_to(0.1 * np.eye(P), (G, P, P)).copy()
     return plated, values, cov
 
 
@@ -147,6 +164,7 @@ def test_global_start_refuses_a_traced_support():
         svi_mod.global_start(_fake_plated(model, ["top", "x"]), {}, jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow  # a whole SVI fit (~18 s) for a cost, not a result
 def test_svi_fit_computes_the_pooled_map_once(monkeypatch):
     """The centring choice and the guide's start share one pooled MAP (deterministic)."""
     import carpool
