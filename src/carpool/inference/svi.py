@@ -154,12 +154,11 @@ def _plates(num_groups: int) -> Callable[..., Any]:
 class GlobalSite:
     """A latent site outside the group plate, as the structured guide samples it.
 
-    ``shape``: its constrained value's shape; ``width``: the size of its unconstrained
-    value (NumPyro's ``biject_to(support)``), a slice of the guide's global vector;
+    ``unconstrained_shape``: the shape of its value on NumPyro's ``biject_to(support)``
+    scale, whose ``width`` elements are a slice of the guide's global vector;
     ``event_dim``: the distribution's event dimensions; ``support``: its constraint."""
 
     name: str
-    shape: tuple[int, ...]
     unconstrained_shape: tuple[int, ...]
     event_dim: int
     support: Any
@@ -198,8 +197,7 @@ def global_start(plated: PlatedModel, values: dict[str, Any], rng_key: Any
         for name in (n for n in tr if n in wanted):  # the model's order, as NumPyro's
             site = tr[name]
             u = biject_to(site["fn"].support).inv(site["value"])
-            found.append(GlobalSite(name, tuple(jnp.shape(site["value"])),
-                                    tuple(jnp.shape(u)), int(site["fn"].event_dim),
+            found.append(GlobalSite(name, tuple(jnp.shape(u)), int(site["fn"].event_dim),
                                     site["fn"].support))
             parts.append(jnp.reshape(u, -1))
         return jnp.concatenate(parts) if parts else jnp.zeros(0)
