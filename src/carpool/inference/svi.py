@@ -4,9 +4,11 @@ The model is the plate-over-groups engine (:mod:`carpool.pooling.plated`), so ea
 use a minibatch of ``batch_size`` groups (drivers) with the likelihood scaled by G / B. The
 guide is
 
-- ``"meanfield"``: NumPyro's ``AutoNormal``, an independent normal per latent (on the
-  unconstrained scale), in carpool's per-parameter centring (centred where the data
-  identify a driver's parameter, non-centred where they do not); or
+- ``"meanfield"``: an independent normal per latent on the unconstrained scale (what
+  NumPyro's ``AutoNormal`` is: the same start and family, set up like the structured
+  guide's global part, :class:`StructuredGuide` with ``diagonal=True``), in carpool's
+  per-parameter centring (centred where the data identify a driver's parameter,
+  non-centred where they do not); or
 - ``"structured"``: a full-covariance normal over the population and noise sites
   (what NumPyro's ``AutoMultivariateNormal`` is, set up in one compiled trace instead of
   op by op) and, independently, one full-covariance normal per group over that group's
@@ -120,34 +122,17 @@ class SviOutput:
 
 
 def _make_guide(plated: PlatedModel, settings: SviSettings, start: LaplaceStart) -> Any:
-    from numpyro.handlers import seed
-    from numpyro.infer.autoguide import AutoNormal
-
     values, cov = start_values(plated, start)
     values = {k: jnp.asarray(v, dtype=jnp.result_type(float)) for k, v in values.items()}
-    if settings.guide == "structured":
-        return StructuredGuide(plated, values, cov, settings.init_scale,
-                               jax.random.PRNGKey(settings.seed))
-    guide = AutoNormal(plated.model, init_loc_fn=init_with_values(values, _median()),
-                       init_scale=settings.init_scale,
-                       create_plates=_plates(plated.data.num_groups))
-    with seed(rng_seed=0):  # set the guide up at full size, so full-size starts fit
-        guide(observed=True, batch_size=None)
-    return guide
+    return StructuredGuide(plated, values, cov, settings.init_scale,
+                           jax.random.PRNGKey(settings.seed),
+                           diagonal=settings.guide == "meanfield")
 
 
 def _median() -> Any:
     from numpyro.infer.initialization import init_to_median
 
     return init_to_median(num_samples=15)
-
-
-def _plates(num_groups: int) -> Callable[..., Any]:
-    def plates(observed: bool = True, batch_size: int | None = None) -> Any:
-        del observed
-        return numpyro.plate(GROUP_PLATE, num_groups, subsample_size=batch_size)
-
-    return plates
 
 
 @dataclass(frozen=True)
@@ -248,14 +233,20 @@ class StructuredGuide:
     cov
         Starting covariance of each group's concatenated local sites, (G, K, K).
     init_scale
-        Starting standard deviation of the global sites (unconstrained scale).
+        Starting standard deviation of the global sites (unconstrained scale); with
+        ``diagonal`` of every latent, as ``AutoNormal`` starts.
     rng_key
         Key of the prior draws that start global sites without a value.
+    diagonal
+        The mean-field guide: independent normals (params ``global_scale`` and
+        ``local_scale``, softplus-positive as ``AutoNormal``'s) instead of the two
+        full-covariance parts; ``cov`` is then unused.
     """
 
     def __init__(self, plated: PlatedModel, values: dict[str, Any], cov: np.ndarray,
-                 init_scale: float, rng_key: Any = None) -> None:
+                 init_scale: float, rng_key: Any = None, *, diagonal: bool = False) -> None:
         self.plated = plated
+        self.diagonal = bool(diagonal)
         self.width = sum(k for _, k in plated.local_sites)
         dtype = jnp.result_type(float)
         if self.width:
@@ -263,12 +254,15 @@ class StructuredGuide:
                                          for n, k in plated.local_sites], axis=1)
             jitter = 1e-8 * np.eye(self.width)
             self.tril0 = jnp.asarray(np.linalg.cholesky(cov + jitter), dtype=dtype)
+            # AutoNormal's start: every latent at init_scale
+            self.scale0 = jnp.full(self.loc0.shape, init_scale, dtype)
         self.global_sites: tuple[GlobalSite, ...] = ()
         if plated.global_sites:
             key = jax.random.PRNGKey(0) if rng_key is None else rng_key
             self.global_sites, loc = global_start(plated, values, key)
             self.global_loc0 = jnp.asarray(loc, dtype=dtype)
             self.global_tril0 = jnp.asarray(init_scale * np.eye(loc.size), dtype=dtype)
+            self.global_scale0 = jnp.full((loc.size,), init_scale, dtype)
 
     def initial_params(self) -> dict[str, tuple[Any, Any]]:
         """``{param name: (starting value, constraint)}`` of every param of the guide."""
@@ -277,11 +271,16 @@ class StructuredGuide:
         out: dict[str, tuple[Any, Any]] = {}
         if self.global_sites:
             out["global_loc"] = (self.global_loc0, constraints.real)
-            out["global_scale_tril"] = (self.global_tril0,
-                                        constraints.scaled_unit_lower_cholesky)
+            out.update({"global_scale": (self.global_scale0, constraints.softplus_positive)}
+                       if self.diagonal else
+                       {"global_scale_tril": (self.global_tril0,
+                                              constraints.scaled_unit_lower_cholesky)})
         if self.width:
             out["local_loc"] = (self.loc0, constraints.real)
-            out["local_scale_tril"] = (self.tril0, constraints.scaled_unit_lower_cholesky)
+            out.update({"local_scale": (self.scale0, constraints.softplus_positive)}
+                       if self.diagonal else
+                       {"local_scale_tril": (self.tril0,
+                                             constraints.scaled_unit_lower_cholesky)})
         return out
 
     def __call__(self, observed: bool = True, batch_size: int | None = None) -> dict[str, Any]:
@@ -293,12 +292,16 @@ class StructuredGuide:
             return out
         G = self.plated.data.num_groups
         loc = numpyro.param("local_loc", self.loc0)
-        tril = numpyro.param("local_scale_tril", self.tril0,
-                             constraint=constraints.scaled_unit_lower_cholesky)
+        if self.diagonal:
+            scale = numpyro.param("local_scale", self.scale0,
+                                  constraint=constraints.softplus_positive)
+        else:
+            tril = numpyro.param("local_scale_tril", self.tril0,
+                                 constraint=constraints.scaled_unit_lower_cholesky)
         with numpyro.plate(GROUP_PLATE, G, subsample_size=batch_size) as idx:
-            u = numpyro.sample("_local_latent",
-                               dist.MultivariateNormal(loc[idx], scale_tril=tril[idx]),
-                               infer={"is_auxiliary": True})
+            d = (dist.Normal(loc[idx], scale[idx]).to_event(1) if self.diagonal else
+                 dist.MultivariateNormal(loc[idx], scale_tril=tril[idx]))
+            u = numpyro.sample("_local_latent", d, infer={"is_auxiliary": True})
             out.update(self._split(u, numpyro.sample))
         return out
 
@@ -308,10 +311,15 @@ class StructuredGuide:
         from numpyro.distributions.util import sum_rightmost
 
         loc = numpyro.param("global_loc", self.global_loc0)
-        tril = numpyro.param("global_scale_tril", self.global_tril0,
-                             constraint=constraints.scaled_unit_lower_cholesky)
-        u = numpyro.sample("_global_latent", dist.MultivariateNormal(loc, scale_tril=tril),
-                           infer={"is_auxiliary": True})
+        if self.diagonal:
+            scale = numpyro.param("global_scale", self.global_scale0,
+                                  constraint=constraints.softplus_positive)
+            d = dist.Normal(loc, scale).to_event(1)
+        else:
+            tril = numpyro.param("global_scale_tril", self.global_tril0,
+                                 constraint=constraints.scaled_unit_lower_cholesky)
+            d = dist.MultivariateNormal(loc, scale_tril=tril)
+        u = numpyro.sample("_global_latent", d, infer={"is_auxiliary": True})
         out = {}
         for site, part, (value, transform) in self._unpack(u):
             ldj = -transform.log_abs_det_jacobian(part, value)
@@ -350,17 +358,21 @@ class StructuredGuide:
         key_g, key_l = jax.random.split(rng_key)
         out = {}
         if self.global_sites:
-            loc, tril = params["global_loc"], params["global_scale_tril"]
+            loc = params["global_loc"]
             # the key NumPyro's seed handler gives the latent site: the draws are those
             # of AutoMultivariateNormal.sample_posterior with the same key
             eps = jax.random.normal(jax.random.split(key_g)[1],
                                     tuple(sample_shape) + loc.shape, loc.dtype)
-            u = loc + jnp.squeeze(jnp.matmul(tril, eps[..., None]), axis=-1)
+            u = (loc + params["global_scale"] * eps if self.diagonal else
+                 loc + jnp.squeeze(jnp.matmul(params["global_scale_tril"], eps[..., None]),
+                                   axis=-1))
             out.update({site.name: value for site, _, (value, _) in self._unpack(u)})
         if self.width:
-            loc, tril = params["local_loc"], params["local_scale_tril"]
+            loc = params["local_loc"]
             eps = jax.random.normal(key_l, tuple(sample_shape) + loc.shape, loc.dtype)
-            out.update(self._split(loc + jnp.einsum("gij,...gj->...gi", tril, eps)))
+            out.update(self._split(
+                loc + params["local_scale"] * eps if self.diagonal else
+                loc + jnp.einsum("gij,...gj->...gi", params["local_scale_tril"], eps)))
         return out
 
 
@@ -417,10 +429,7 @@ def run_svi(plated: PlatedModel, settings: SviSettings, *,
                                                         plated.config, pooled=pooled))
     svi = SVI(plated.model, guide, optim, Trace_ELBO())
     key_run, key_draw, key_z = jax.random.split(jax.random.PRNGKey(settings.seed), 3)
-    if isinstance(guide, StructuredGuide):
-        state = init_state(svi, guide, key_run)
-    else:
-        state = svi.init(key_run, observed=True, batch_size=batch)
+    state = init_state(svi, guide, key_run)
 
     def step(state: Any, _: Any) -> tuple[Any, Any]:
         return svi.stable_update(state, observed=True, batch_size=batch)
