@@ -1,5 +1,13 @@
 """Example trajectory data bundled with carpool (see ``bundled/README.md`` for provenance).
 
+``"ngsim-i80"``
+    76 human drivers in congested freeway traffic (NGSIM I-80, Emeryville CA, 13 April 2005,
+    4:00-4:15 p.m.; U.S. DOT FHWA, a work of the U.S. federal government), each following one
+    leader in one lane for 32-74 s, every one dropping below 5 m/s: 5 Hz (every second
+    sample of the 10 Hz file), 20,600 rows, columns ``driver, time, speed, gap,
+    leader_speed, class`` (``class`` is ``car`` for 75 drivers, ``truck`` for one).
+``"ngsim-i80-10hz"``
+    The same drivers at the file's native 10 Hz (41,159 rows).
 ``"usdot-platoon"``
     Four ACC followers of a five-vehicle platoon (USDOT FHWA, CC0 1.0), 5 Hz, 1,984 s each,
     in the carpool format: drivers ``veh2`` .. ``veh5``, vehicle ``i + 1`` following
@@ -25,9 +33,25 @@ __all__ = ["example_path", "list_examples", "load_example"]
 class _Example:
     filename: str
     description: str
+    #: Keep every ``keep_every``-th sample of each driver (2: 10 Hz -> 5 Hz).
+    keep_every: int = 1
 
+
+_NGSIM_FILE = "ngsim_i80_congested_10hz.csv"
 
 _EXAMPLES: dict[str, _Example] = {
+    "ngsim-i80": _Example(
+        filename=_NGSIM_FILE,
+        description=(
+            "76 human drivers in congested freeway traffic, 5 Hz, 32-74 s each (NGSIM I-80, "
+            "U.S. DOT FHWA)"
+        ),
+        keep_every=2,
+    ),
+    "ngsim-i80-10hz": _Example(
+        filename=_NGSIM_FILE,
+        description="the 'ngsim-i80' drivers at the native 10 Hz",
+    ),
     "usdot-platoon": _Example(
         filename="usdot_platoon_5hz.csv",
         description=(
@@ -56,7 +80,7 @@ def list_examples() -> list[str]:
     return list(_EXAMPLES)
 
 
-def example_path(name: str = "usdot-platoon") -> Path:
+def example_path(name: str = "ngsim-i80") -> Path:
     """Path of a bundled example file (a CSV in the carpool format).
 
     Parameters
@@ -83,7 +107,7 @@ def example_path(name: str = "usdot-platoon") -> Path:
 
 
 def load_example(
-    name: str = "usdot-platoon",
+    name: str = "ngsim-i80",
     *,
     drivers: Sequence[str] | None = None,
     max_duration_s: float | None = None,
@@ -102,7 +126,8 @@ def load_example(
     Returns
     -------
     pandas.DataFrame
-        Columns ``driver, time, speed, gap, leader_speed`` (s, m/s, m, m/s).
+        Columns ``driver, time, speed, gap, leader_speed`` (s, m/s, m, m/s), and ``class``
+        where the example has one.
 
     Raises
     ------
@@ -116,6 +141,9 @@ def load_example(
     (51, 1.0)
     """
     df = pd.read_csv(example_path(name), dtype={"driver": str})
+    keep_every = _EXAMPLES[name].keep_every
+    if keep_every > 1:
+        df = df.loc[df.groupby("driver", sort=False).cumcount() % keep_every == 0]
     if drivers is not None:
         unknown = sorted(set(drivers) - set(df["driver"]))
         if unknown:
