@@ -21,6 +21,8 @@ _EXPORTS = {
     "ConvergenceWarning": "carpool.inference.diagnostics",
     "WeakIdentificationWarning": "carpool.inference.diagnostics",
     "prior_contraction": "carpool.inference.diagnostics",
+    "plausibility": "carpool.inference.plausibility",
+    "PlausibilityWarning": "carpool.inference.plausibility",
     "read_trajectories": "carpool.data",
     "load_example": "carpool.data",
     "DataError": "carpool.data",

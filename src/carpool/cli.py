@@ -152,9 +152,11 @@ def _model_options(priors: str, residual: str, ar_pooling: str,
 
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
     from carpool.inference.diagnostics import ConvergenceWarning, WeakIdentificationWarning
+    from carpool.inference.plausibility import PlausibilityWarning
 
     for w in caught:
-        if issubclass(w.category, (ConvergenceWarning, WeakIdentificationWarning)):
+        if issubclass(w.category, (ConvergenceWarning, WeakIdentificationWarning,
+                                   PlausibilityWarning)):
             err.print(f"[bold yellow]warning:[/] {escape(str(w.message))}", highlight=False,
                       soft_wrap=True)
 

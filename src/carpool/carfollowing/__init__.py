@@ -24,6 +24,7 @@ from carpool.carfollowing.gipps import (
 from carpool.carfollowing.idm import (
     IDM,
     IDM_DELTA,
+    IDM_PHYSICAL_RANGES,
     IDM_PLAUSIBLE_RANGES,
     IDM_ZHANG_SUN_REFERENCE,
     idm_acceleration,
@@ -70,6 +71,7 @@ __all__ = [
     "GIPPS_PLAUSIBLE_RANGES",
     "IDM",
     "IDM_DELTA",
+    "IDM_PHYSICAL_RANGES",
     "IDM_PLAUSIBLE_RANGES",
     "IDM_ZHANG_SUN_REFERENCE",
     "LINEAR_ACC",

@@ -58,6 +58,7 @@ __all__ = [
     "IDM",
     "IDM_DELTA",
     "IDM_MIN_GAP",
+    "IDM_PHYSICAL_RANGES",
     "IDM_PLAUSIBLE_RANGES",
     "IDM_ZHANG_SUN_REFERENCE",
     "idm_acceleration",
@@ -93,6 +94,22 @@ IDM_PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
     "T": (0.7, 2.5),
     "a": (0.8, 2.5),
     "b": (1.0, 3.0),
+}
+
+
+#: Bounds (natural units) outside which an estimate is not that of a human driver: a desired
+#: speed below 18 km/h or above 162 km/h, a jam gap below 0.3 m or above 10 m, a time gap
+#: below 0.3 s or above 4 s, a maximum acceleration below 0.1 or above 4 m/s^2 (a sports
+#: car's launch), a comfortable deceleration below 0.3 or above 6 m/s^2 (near an emergency
+#: stop on dry asphalt, about 8-9 m/s^2). Wide around the typical values of Treiber &
+#: Kesting (2013, Ch. 11) and of the highD calibrations in Zhang & Sun's reference notebooks
+#: (v0 17-26 m/s, s0 3.2-3.8 m, T 0.96-1.17 s, a 1.05-1.46 m/s^2, b 1.5-2.4 m/s^2).
+IDM_PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
+    "v0": (5.0, 45.0),
+    "s0": (0.3, 10.0),
+    "T": (0.3, 4.0),
+    "a": (0.1, 4.0),
+    "b": (0.3, 6.0),
 }
 
 
@@ -280,6 +297,7 @@ IDM = CarFollowingModel(
         "M. Treiber, A. Kesting, Traffic Flow Dynamics, Springer (2013), Ch. 11"
     ),
     plausible_ranges=IDM_PLAUSIBLE_RANGES,
+    physical_ranges=IDM_PHYSICAL_RANGES,
     linear_form=LinearForm(idm_features, idm_coefficients, IDM_FEATURES),
 )
 

@@ -138,6 +138,10 @@ class CarFollowingModel:
     plausible_ranges
         ``{name: (low, high)}`` published plausible ranges of the parameters in natural
         units; the latent priors are chosen so that their central 95% intervals cover them.
+    physical_ranges
+        ``{name: (low, high)}`` wider bounds, natural units: a driver whose estimate falls
+        outside them is not a physically meaningful driver of this model, and the fits
+        flag it (:func:`carpool.inference.plausibility.plausibility`). Empty: no check.
     fixed
         Parameters held at given natural values instead of being calibrated; use
         :meth:`fix` rather than setting this directly.
@@ -161,6 +165,7 @@ class CarFollowingModel:
     reference: str = ""
     plausible_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     fixed: Mapping[str, float] = field(default_factory=dict)
+    physical_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     linear_form: LinearForm | None = None
 
     def __post_init__(self) -> None:
@@ -175,12 +180,13 @@ class CarFollowingModel:
             raise TypeError(f"model {self.name!r}: acceleration_fn must be callable")
         object.__setattr__(self, "constants", _frozen_floats(self.constants, "constant"))
         object.__setattr__(self, "fixed", _frozen_floats(self.fixed, "fixed parameter"))
-        ranges = {}
-        for key, (low, high) in self.plausible_ranges.items():
-            if not float(low) < float(high):
-                raise ValueError(f"model {self.name!r}: plausible range of {key!r} is empty")
-            ranges[str(key)] = (float(low), float(high))
-        object.__setattr__(self, "plausible_ranges", MappingProxyType(ranges))
+        for attribute in ("plausible_ranges", "physical_ranges"):
+            ranges = {}
+            for key, (low, high) in getattr(self, attribute).items():
+                if not float(low) < float(high):
+                    raise ValueError(f"model {self.name!r}: {attribute} of {key!r} is empty")
+                ranges[str(key)] = (float(low), float(high))
+            object.__setattr__(self, attribute, MappingProxyType(ranges))
         names = set(self.parameters.names)
         for what, keys in (("constants", self.constants), ("fixed", self.fixed)):
             clash = sorted(names & set(keys))
@@ -203,6 +209,7 @@ class CarFollowingModel:
             self.description,
             self.reference,
             tuple(sorted(self.plausible_ranges.items())),
+            tuple(sorted(self.physical_ranges.items())),
             self.linear_form,
         )
 

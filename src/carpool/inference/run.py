@@ -15,6 +15,7 @@ from carpool.inference.diagnostics import (
 )
 from carpool.inference.fit import Fit, to_inference_data
 from carpool.inference.nuts import NutsSettings, run_nuts
+from carpool.inference.plausibility import warn_implausible
 from carpool.pooling.centring import choose_centring
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.model import build_model
@@ -185,6 +186,7 @@ def _warn(result: Fit) -> None:
     warn_if_bad(result.diagnostics)
     for message in weakly_identified(result):
         warnings.warn(message, WeakIdentificationWarning, stacklevel=4)
+    warn_implausible(result)
 
 
 def refit(fit_: Fit, data: GroupedData | None = None, *, warn: bool = False,

@@ -128,8 +128,13 @@ def summary_dict(fit: Fit, hdi_prob: float = 0.94) -> dict[str, Any]:
     ``population_scale`` (hierarchical only), ``levels`` (with levels), ``groups`` (group id
     -> parameter -> stats; empty for a pooled fit), ``noise``, ``diagnostics`` (max_rhat,
     min_ess_bulk, min_ess_tail, divergences, ...), ``timing`` (compile_s, sampling_s,
-    total_s), ``centring``.
+    total_s), ``centring``; where the model states physical ranges, ``physical_ranges``
+    (parameter -> [low, high]) and ``outside_physical_ranges`` (one entry per group and
+    parameter outside them: group, parameter, mean, contraction, identified, reason; see
+    :func:`carpool.inference.plausibility.plausibility`).
     """
+    from carpool.inference.plausibility import plausibility
+
     table = summarise(fit, hdi_prob)
     stat_cols = [c for c in table.columns if c in ("mean", "sd") or c.startswith("hdi_")]
 
@@ -162,4 +167,13 @@ def summary_dict(fit: Fit, hdi_prob: float = 0.94) -> dict[str, Any]:
                               else int(v)) for k, v in diag.items()}
     out["timing"] = fit.timing
     out["centring"] = fit.centring.choice
+    if fit.spec.physical_ranges:
+        out["physical_ranges"] = {k: list(v) for k, v in fit.spec.physical_ranges.items()}
+        checked = plausibility(fit)
+        outside = checked[checked["position"] != "inside"]
+        out["outside_physical_ranges"] = [
+            {"group": None if r.group is None else str(r.group), "parameter": r.parameter,
+             "mean": float(r.mean), "contraction": float(r.contraction),
+             "identified": bool(r.identified), "reason": r.reason}
+            for r in outside.itertuples()]
     return out

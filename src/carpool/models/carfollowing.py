@@ -163,6 +163,7 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
         default_hyperpriors=hyper,
         residual=process,
         linear_mean=_linear_mean(cf),
+        physical_ranges={k: v for k, v in cf.physical_ranges.items() if k in table.names},
     )
 
 

@@ -75,6 +75,10 @@ class ModelSpec:
         features times functions of the parameters. With i.i.d. Gaussian residuals the fits
         then score each group's series from its projected statistics (exact; checked
         against ``mean_fn`` on the data first, see :mod:`carpool.pooling.linear_mean`).
+    physical_ranges
+        ``{parameter: (low, high)}`` natural-unit bounds outside which a group's estimate is
+        not physically meaningful (e.g. a driver's comfortable deceleration above 6 m/s^2);
+        the fits flag such groups (:func:`carpool.inference.plausibility.plausibility`).
     """
 
     name: str
@@ -88,6 +92,7 @@ class ModelSpec:
     default_hyperpriors: Hyperpriors | None = None
     residual: Any = field(default_factory=lambda: _iid())
     linear_mean: Any = None
+    physical_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def prepare(self, table: Any, *, level: str | None = None, **kwargs: Any) -> GroupedData:
         """Turn a user's table into :class:`GroupedData` with this model's ``prepare_fn``."""
