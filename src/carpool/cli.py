@@ -305,23 +305,25 @@ def _read(path: Path, data_format: str) -> Any:
 
 
 def _comparison_table(comparison: Any) -> Table:
+    """The comparison in 80 columns: elpd rounded to whole nats, RMSE to 3 decimals."""
     frame = comparison.table.sort_values("rank")
-    cols = {"rank": "rank", "elpd_loo": "elpd_loo", "se": "se", "elpd_diff": "diff",
-            "dse": "dse", "max_pareto_k": "max k", "lfo_elpd": "lfo elpd",
-            "lfo_rmse_speed": "lfo rmse", "ldo_elpd": "ldo elpd", "ldo_rmse_speed": "ldo rmse"}
     table = Table(title="pooling modes compared (elpd: higher is better; rmse of y, for "
                         "car-following the next speed in m/s)")
-    table.add_column("mode")
-    for head in cols.values():
-        table.add_column(head, justify="right")
+    for head in ("mode", "elpd_loo", "lfo elpd", "lfo rmse", "ldo elpd", "ldo rmse"):
+        table.add_column(head, justify="left" if head == "mode" else "right")
+
+    def num(value: float, fmt: str) -> str:
+        return "-" if value != value else format(value, fmt)
+
     for mode, r in frame.iterrows():
-        cells = [("-" if r[c] != r[c] else f"{int(r[c])}" if c == "rank"
-                  else f"{r[c]:.3f}" if "rmse" in c or c == "max_pareto_k" else f"{r[c]:.1f}")
-                 for c in cols]
         style = "bold green" if mode == comparison.recommendation["mode"] else None
-        table.add_row(str(mode), *cells, style=style)
-    table.caption = ("lfo: last 20% of each series held out; ldo: drivers held out ('-' for "
-                     "unpooled: no population to predict a new driver from)")
+        table.add_row(str(mode), f"{r['elpd_loo']:.0f}\u00b1{r['se']:.0f}",
+                      num(r["lfo_elpd"], ".0f"), num(r["lfo_rmse_speed"], ".3f"),
+                      num(r["ldo_elpd"], ".0f"), num(r["ldo_rmse_speed"], ".3f"),
+                      style=style)
+    table.caption = ("lfo: last 20% of each series held out; ldo: groups held out ('-' for "
+                     "unpooled: no population to predict a new group from); max Pareto k "
+                     + ", ".join(f"{m} {k:.2f}" for m, k in frame["max_pareto_k"].items()))
     return table
 
 
@@ -541,33 +543,61 @@ def models() -> None:
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder")]
     = Path("demo-output"),
-    model: Annotated[str, typer.Option(help="Car-following model")] = "linear_acc",
-    duration_s: Annotated[float, typer.Option(help="Seconds of each vehicle's record")]
-    = 300.0,
-    draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
-    tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 500,
+    data: Annotated[str, typer.Option(help="Bundled data: ngsim-i80 (human drivers, IDM) or "
+                                           "usdot-platoon (automated cars, linear ACC)")]
+    = "ngsim-i80",
+    model: Annotated[str | None, typer.Option(help="Car-following model (default: the "
+                                                   "data set's)")] = None,
+    drivers: Annotated[int | None, typer.Option(help="Drivers fitted (default: the data "
+                                                     "set's choice)")] = None,
+    duration_s: Annotated[float | None, typer.Option(help="Seconds of each record")] = None,
+    draws: Annotated[int | None, typer.Option(help="Draws per chain")] = None,
+    tune: Annotated[int | None, typer.Option(help="Warm-up iterations per chain")] = None,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
-    report: Annotated[bool, typer.Option(help="Compare, sweep and write report.html")]
-    = True,
+    report: Annotated[bool, typer.Option(help="Compare, sweep, simulate and write "
+                                              "report.html")] = True,
 ) -> None:
-    """Fit the three pooling modes to the bundled real ACC platoon and compare them."""
+    """Fit the three pooling modes to bundled real data, compare and simulate them."""
     _use_all_cores(chains)
-    from carpool.demo import run_demo
+    from carpool.demo import DEMO_DATA, run_demo
 
+    if data not in DEMO_DATA:
+        raise _fail(f"unknown --data {data!r}; choose one of {', '.join(DEMO_DATA)}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = _run(run_demo, out, model=model, duration_s=duration_s, draws=draws,
-                      tune=tune, chains=chains, seed=seed, report=report,
-                      log=console.print)
+        result = _run(run_demo, out, data=data, model=model, num_drivers=drivers,
+                      duration_s=duration_s, draws=draws, tune=tune, chains=chains, seed=seed,
+                      report=report, log=console.print)
     console.print(result.table)
     if result.comparison is not None:
         console.print(_comparison_table(result.comparison))
         console.print(f"[bold]recommendation:[/] "
                       f"{escape(result.comparison.recommendation['reason'])}", soft_wrap=True)
+    if result.multistep is not None:
+        console.print(_multistep_table(result.multistep))
+    if result.ring is not None:
+        from carpool.demo import ring_text
+
+        text = ring_text(result.ring.summary.iloc[0], result.fits["pooled"].spec.name)
+        console.print(f"[bold]ring road:[/] {escape(text)}", soft_wrap=True)
     _print_warnings(caught)
     console.print(f"wrote {len(result.files)} files to {out}"
                   + (f"; open {out / 'report.html'}" if report else ""))
+
+
+def _multistep_table(frame: Any) -> Table:
+    table = Table(title="held-out prediction, last 30% of each record (rmse; 90% coverage)")
+    heads = {"horizon": "horizon", "residual": "residual", "rmse_speed_m_s": "speed m/s",
+             "rmse_gap_m": "gap m", "coverage_speed_90": "cov speed",
+             "coverage_gap_90": "cov gap"}
+    for col, head in heads.items():
+        table.add_column(head, justify="left" if col in ("horizon", "residual") else "right")
+    for _, r in frame.iterrows():
+        table.add_row(str(r["horizon"]), str(r["residual"]),
+                      *(f"{r[c]:.3f}" if "rmse" in c else f"{r[c]:.0%}"
+                        for c in list(heads)[2:]))
+    return table
 
 
 # -- carpool simulate ---------------------------------------------------------------------

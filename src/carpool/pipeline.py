@@ -128,6 +128,7 @@ def build_report(
     title: str | None = None,
     sensitivity: bool = False,
     extra_figures: Mapping[str, Any] | None = None,
+    notes: Mapping[str, Any] | None = None,
     log: Log = _quiet,
 ) -> ReportResult:
     """Fit the three modes (unless ``fits`` are given), compare, sweep and write the report.
@@ -151,6 +152,9 @@ def build_report(
         estimates move, with prior predictive draws.
     extra_figures
         Further ``{caption: matplotlib figure}`` to show after the others.
+    notes
+        Further report sections, ``{heading: text or pandas table}`` (see
+        :func:`carpool.report.write_report`).
     """
     from carpool.compare import compare, shrinkage_table
     from carpool.compare.sweep import DEFAULT_GRID, sweep
@@ -221,7 +225,7 @@ def build_report(
     figures.update(extra_figures or {})
     path = write_report(out, title=title or f"carpool: {hier.spec.name}, three pooling modes",
                         data_summary=data_summary(hier), fits=fits, comparison=comparison,
-                        sweep=sweep_result, sensitivity=sens, figures=figures)
+                        sweep=sweep_result, sensitivity=sens, figures=figures, notes=notes)
     import matplotlib.pyplot as plt
 
     for fig in figures.values():

@@ -678,6 +678,44 @@ def _version() -> str:
         return carpool.__version__
 
 
+def _plausibility_section(fits: Mapping[str, Fit]) -> str:
+    """Per fit: how many groups lie outside the model's physical ranges, and why."""
+    from carpool.inference.plausibility import implausible_message, plausibility
+
+    parts = []
+    for label, fit in fits.items():
+        table = plausibility(fit)
+        message = implausible_message(fit, table)
+        if message is None:
+            parts.append(f"<p><b>{_esc(label)}</b>: every estimate lies inside the physical "
+                         "ranges.</p>")
+            continue
+        outside = table[table["position"] != "inside"]
+        rows = outside.assign(group=outside["group"].map(_text))
+        body = _table(rows, [_Col("group", num=False), _Col("parameter", num=False),
+                             _Col("mean"), _Col("contraction", fmt=_fmt_fixed(2)),
+                             _Col("reason", num=False)])
+        parts.append(_details(f"{label}: {message}", body))
+    ranges = next(iter(fits.values())).spec.physical_ranges
+    lead = ("<p>Physical ranges: " + _esc(", ".join(
+        f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in ranges.items())) + ". A value outside them "
+        "with a contraction near 1 is what this model needs to fit the driver's data; one "
+        "with a low contraction restates the prior or the population.</p>")
+    return _section("plausibility", "Physical plausibility", lead + "".join(parts))
+
+
+def _notes_section(anchor: str, heading: str, body: str | pd.DataFrame) -> str:
+    """A section of plain paragraphs (blank lines between them) or of one table."""
+    if isinstance(body, pd.DataFrame):
+        frame = body.reset_index() if body.index.name is not None else body
+        html = _table(frame, [_Col(str(c), num=pd.api.types.is_numeric_dtype(frame[c]))
+                              for c in frame.columns])
+    else:
+        html = "".join(f"<p>{_esc(par.strip())}</p>" for par in body.split("\n\n")
+                       if par.strip())
+    return _section(anchor, heading, html)
+
+
 # ---------------------------------------------------------------------------- public
 def render_report(
     *,
@@ -688,15 +726,20 @@ def render_report(
     sweep: SweepResult | None = None,
     sensitivity: PriorSensitivity | None = None,
     figures: Mapping[str, Any] | None = None,
+    notes: Mapping[str, str | pd.DataFrame] | None = None,
 ) -> str:
     """The report as one self-contained HTML page (see :func:`write_report`)."""
     sections: list[tuple[str, str, str]] = []  # (anchor, toc label, html)
     if data_summary:
         sections.append(("data", "Data", _data_section(data_summary)))
+    for i, (heading, body) in enumerate((notes or {}).items()):
+        sections.append((f"note{i}", heading, _notes_section(f"note{i}", heading, body)))
     if comparison is not None:
         sections.append(("comparison", "Comparison", _comparison_section(comparison)))
     if fits:
         sections.append(("fits", "Fits", _fits_section(fits)))
+        if any(f.spec.physical_ranges for f in fits.values()):
+            sections.append(("plausibility", "Plausibility", _plausibility_section(fits)))
     if figures:
         sections.append(("figures", "Figures", _figures_section(figures)))
     if sweep is not None:
@@ -731,6 +774,7 @@ def write_report(
     sweep: SweepResult | None = None,
     sensitivity: PriorSensitivity | None = None,
     figures: Mapping[str, Any] | None = None,
+    notes: Mapping[str, str | pd.DataFrame] | None = None,
 ) -> Path:
     """Write a self-contained HTML report of fits, their comparison and the pooling dial.
 
@@ -760,6 +804,9 @@ def write_report(
         shrinkage figure at each point (needs ``sweep.ends``) and the scores.
     sensitivity
         :class:`~carpool.compare.results.PriorSensitivity`: the weak vs informative table.
+    notes
+        Heading -> text (paragraphs separated by blank lines) or a pandas table: further
+        sections after the data, e.g. what a demo chose to fit.
     figures
         Caption -> matplotlib ``Figure`` (embedded as PNG at :data:`FIGURE_DPI` dpi; not
         closed) or path of a PNG / SVG / JPEG file.
@@ -773,6 +820,6 @@ def write_report(
 
     text = render_report(title=title, data_summary=data_summary, fits=fits,
                          comparison=comparison, sweep=sweep, sensitivity=sensitivity,
-                         figures=figures)
+                         figures=figures, notes=notes)
     return atomic_write_text(path, text)
 
