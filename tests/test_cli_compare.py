@@ -95,9 +95,9 @@ def test_compare_one_saved_fit_is_an_error(saved_fits):
                "at least two")
 
 
-def test_compare_unknown_score(saved_fits):
-    _one_error(runner.invoke(app, ["compare", *map(str, saved_fits), "--score", "waic",
-                                   "--no-lfo", "--no-ldo"]), "unknown score")
+def test_compare_unknown_purpose(saved_fits):
+    _one_error(runner.invoke(app, ["compare", *map(str, saved_fits), "--purpose", "waic",
+                                   "--no-lfo", "--no-ldo"]), "unknown purpose")
 
 
 @pytest.mark.parametrize("grid", ["0.1,abc", "0,1", "-1"])

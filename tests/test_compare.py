@@ -11,7 +11,7 @@ import pytest
 import carpool
 from carpool.compare import compare, pooling_factors, shrinkage_table
 from carpool.compare.pooling_factors import pooling_factor_draws
-from carpool.compare.recommend import recommend
+from carpool.compare.recommend import held_out_caveats, recommend
 from carpool.compare.scores import (
     PointwiseScore,
     group_folds,
@@ -127,8 +127,10 @@ def test_compare_rejects_bad_input(scenario_fits):
         compare([fits["pooled"], fits["pooled"]])
     with pytest.raises(ValueError, match="same data"):
         compare([fits["pooled"], scenario_fits["unpooled"]["hierarchical"]])
-    with pytest.raises(ValueError, match="unknown score"):
-        compare(fits, score="waic")
+    with pytest.raises(ValueError, match="unknown purpose"):
+        compare(fits, purpose="waic")
+    with pytest.raises(ValueError, match="needs its held-out score"):
+        compare(fits, purpose="forecast", lfo=False)
 
 
 def test_carpool_compare_is_callable_and_a_package(scenario_fits):
@@ -157,6 +159,37 @@ def test_recommend_prefers_the_simplest_tied_mode():
              "hierarchical": _score(base)}
     rec, ranking = recommend(clear, score_name="elpd_loo")
     assert rec["mode"] == "hierarchical" and ranking == ["hierarchical", "unpooled", "pooled"]
+
+
+def test_caveats_name_every_score_that_favours_another_mode():
+    rng = np.random.default_rng(1)
+    base = rng.normal(-1, 0.3, 200)
+    # LOO favours hierarchical; both held-out scores favour pooled by 0.5 nats per point
+    # (a sum of 100 +- ~0: far beyond 2 standard errors of the paired difference)
+    scores = {
+        "loo": {"pooled": _score(base - 0.5), "hierarchical": _score(base)},
+        "lfo": {"pooled": _score(base + 0.5 + rng.normal(0, 0.01, 200)),
+                "hierarchical": _score(base)},
+        "ldo": {"pooled": _score(base + 0.5 + rng.normal(0, 0.01, 200)),
+                "hierarchical": _score(base)},
+    }
+    caveats = held_out_caveats("hierarchical", scores, "drivers")
+    assert len(caveats) == 2
+    assert caveats[0].startswith("pooled is ahead on leave-future-out elpd (+100")
+    assert "purpose='forecast'" in caveats[0]
+    assert "leave-drivers-out elpd" in caveats[1] and "purpose='new-groups'" in caveats[1]
+    assert held_out_caveats("pooled", scores, "drivers") == [
+        "hierarchical is ahead on elpd_loo (+100 +/- 0), the score for purpose='describe'"]
+
+
+def test_compare_reason_names_the_held_out_scores(scenario_fits):
+    fits = scenario_fits["pooled"]
+    c = compare(fits, ldo=False, purpose="forecast", refit_options={"num_warmup": 150,
+                                                                      "num_samples": 150})
+    assert c.recommendation["purpose"] == "forecast"
+    assert "leave-future-out elpd" in c.recommendation["reason"]
+    c = compare(fits, lfo=False, ldo=False)
+    assert c.recommendation["purpose"] == "describe"
 
 
 def test_paired_difference_standard_error():

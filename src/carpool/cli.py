@@ -351,7 +351,10 @@ def compare(
     ldo: Annotated[bool, typer.Option(help="Leave-drivers-out: refit without folds of "
                                            "drivers, predict them as new drivers")] = True,
     folds: Annotated[int, typer.Option(help="Driver folds for leave-drivers-out")] = 5,
-    score: Annotated[str, typer.Option(help="Score that decides: loo | lfo")] = "loo",
+    purpose: Annotated[str, typer.Option(
+        help="What the fit is for, which picks the deciding score: describe (PSIS-LOO) | "
+             "forecast (leave-future-out) | new-groups (new drivers: leave-drivers-out)")]
+    = "describe",
     level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
     priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
     = "default",
@@ -385,7 +388,7 @@ def compare(
             table = _read(inputs[0], data_format)
             options = _fit_options(model, model_options, level, chains, tune, draws, seed)
             fits = list(_run(fit_modes, table, options, log=log).values())
-        result = _run(carpool.compare, fits, lfo=lfo, ldo=ldo, ldo_folds=folds, score=score,
+        result = _run(carpool.compare, fits, lfo=lfo, ldo=ldo, ldo_folds=folds, purpose=purpose,
                       seed=seed, log_fn=log)
     _print_warnings(caught)
     for w in result.warnings:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from carpool.compare.pooling_factors import pooling_factors
-from carpool.compare.recommend import recommend
+from carpool.compare.recommend import PURPOSES, SCORE_WORDS, held_out_caveats, recommend
 from carpool.compare.results import MODE_COLUMNS, Comparison
 from carpool.compare.scores import (
     PARETO_K_LIMIT,
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["compare", "population_scales", "as_mode_dict"]
 
 log = logging.getLogger(__name__)
-
-SCORES = ("loo", "lfo")
 
 
 def as_mode_dict(fits: Mapping[str, Fit] | Sequence[Fit]) -> dict[str, Fit]:
@@ -85,7 +83,7 @@ def compare(
     ldo: bool = True,
     lfo_fraction: float = 0.2,
     ldo_folds: int = 5,
-    score: str = "loo",
+    purpose: str = "describe",
     refit_options: Mapping[str, Any] | None = None,
     seed: int = 0,
     log_fn: Callable[[str], Any] = lambda _: None,
@@ -104,9 +102,12 @@ def compare(
         Leave-groups-out (leave-drivers-out): refit the pooled and hierarchical modes without
         each of ``ldo_folds`` folds of groups and predict the held-out groups as new groups
         from the population. Unpooled fits cannot predict new groups: their score is NaN.
-    score
-        The score that decides the recommendation: ``"loo"`` (PSIS-LOO on the full fits) or
-        ``"lfo"`` (needs ``lfo=True``).
+    purpose
+        What the fit is for, which picks the score that decides the recommendation:
+        ``"describe"`` the groups in the data (PSIS-LOO on the full fits), ``"forecast"`` the
+        same groups (leave-future-out; needs ``lfo``) or simulate ``"new-groups"`` (new
+        drivers; leave-groups-out, needs ``ldo``). Other scores that favour another mode are
+        named in the recommendation's reason (:mod:`carpool.compare.recommend`).
     refit_options
         Overrides for the held-out refits (e.g. ``{"num_warmup": 300, "num_samples": 300}``
         to make them cheaper), see :func:`carpool.inference.run.refit`.
@@ -121,10 +122,11 @@ def compare(
     """
     from carpool.batch.executors import map_logged
 
-    if score not in SCORES:
-        raise ValueError(f"unknown score {score!r}; choose one of {list(SCORES)}")
-    if score == "lfo" and not lfo:
-        raise ValueError("score='lfo' needs lfo=True")
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown purpose {purpose!r}; choose one of {list(PURPOSES)}")
+    if (purpose == "forecast" and not lfo) or (purpose == "new-groups" and not ldo):
+        raise ValueError(f"purpose={purpose!r} needs its held-out score "
+                         f"({'lfo' if purpose == 'forecast' else 'ldo'}=True)")
     by_mode = as_mode_dict(fits)
     opts = dict(refit_options or {})
     any_fit = next(iter(by_mode.values()))
@@ -180,10 +182,25 @@ def compare(
           if "hierarchical" in by_mode else pd.DataFrame())
     population = (population_scales(by_mode["hierarchical"]) if "hierarchical" in by_mode
                   else pd.DataFrame())
-    decisive = lfo_scores if score == "lfo" else loo
-    name = "held-out (leave-future-out) elpd" if score == "lfo" else "elpd_loo"
-    rec, ranking = recommend(decisive, score_name=name, pooling_factors=pf,
+    by_kind = {"loo": loo, "lfo": lfo_scores, "ldo": ldo_scores}
+    kind = PURPOSES[purpose]
+    if not by_kind[kind]:
+        raise ValueError(f"purpose={purpose!r}: no {SCORE_WORDS[kind][0]} could be computed"
+                         + (f" (it needs at least 3 {group_word})" if kind == "ldo" else ""))
+    name = SCORE_WORDS[kind][0].replace("groups", group_word)
+    rec, ranking = recommend(by_kind[kind], score_name=name, pooling_factors=pf,
                              population=population, group_word=group_word)
+    if kind == "ldo":  # unpooled cannot predict new groups: rank it last
+        ranking = [m for m in ranking if m in ldo_scores] + [
+            m for m in ranking if m not in ldo_scores]
+    caveats = held_out_caveats(rec["mode"], by_kind, group_word)
+    if kind == "loo" and loo[rec["mode"]].num_high_k:
+        caveats.append(f"PSIS-LOO of {rec['mode']} is unreliable at "
+                       f"{loo[rec['mode']].num_high_k} observation(s) (Pareto k > "
+                       f"{PARETO_K_LIMIT})")
+    if caveats:
+        rec = {**rec, "reason": rec["reason"] + ". But " + "; ".join(caveats)}
+    rec = {**rec, "purpose": purpose}
 
     best = max(loo, key=lambda m: loo[m].elpd)
     rows = {}

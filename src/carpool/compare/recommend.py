@@ -13,6 +13,12 @@ The rule, in the spirit of the seed's "when to use each model":
      alone, and the population adds nothing to the estimates;
    - otherwise the best-scoring mode, which is usually **hierarchical**: groups differ, and
      some have too little data to stand alone.
+3. The score of step 1 follows the user's purpose (:data:`PURPOSES`): PSIS-LOO to describe
+   the groups in the data, leave-future-out to forecast the same groups, leave-groups-out to
+   simulate new groups. Whatever the purpose, every other score that puts another mode
+   ahead of the recommended one beyond :data:`TIE_SE` standard errors is named in the
+   reason (:func:`held_out_caveats`), with the purpose that would choose it; so a mode that
+   predicts both the groups' futures and new groups worse never comes without saying so.
 """
 
 from __future__ import annotations
@@ -24,7 +30,17 @@ import pandas as pd
 
 from carpool.compare.scores import PointwiseScore, paired_difference
 
-__all__ = ["recommend", "TIE_SE", "STANDS_ALONE", "NEEDS_POOLING"]
+__all__ = ["recommend", "held_out_caveats", "PURPOSES", "TIE_SE", "STANDS_ALONE",
+           "NEEDS_POOLING"]
+
+#: What the fit is for -> the score that decides: describe the groups in the data
+#: (PSIS-LOO), forecast the same groups (leave-future-out), or predict new groups
+#: (leave-groups-out).
+PURPOSES = {"describe": "loo", "forecast": "lfo", "new-groups": "ldo"}
+#: Words for each score in a reason.
+SCORE_WORDS = {"loo": ("elpd_loo", "describe"),
+               "lfo": ("leave-future-out elpd", "forecast"),
+               "ldo": ("leave-groups-out elpd", "new-groups")}
 
 #: Score differences within this many standard errors of the paired difference are ties.
 TIE_SE = 2.0
@@ -113,3 +129,39 @@ def recommend(scores: Mapping[str, PointwiseScore], *, score_name: str,
             reason = f"{mode}: {delta(mode)}, ahead of the others beyond Monte Carlo noise"
     others = sorted((m for m in scores if m != mode), key=lambda m: -scores[m].elpd)
     return {"mode": mode, "reason": reason}, [mode, *others]
+
+
+def held_out_caveats(mode: str, scores: Mapping[str, Mapping[str, PointwiseScore]],
+                     group_word: str = "groups") -> list[str]:
+    """Scores on which another mode is ahead of ``mode`` beyond :data:`TIE_SE` standard errors.
+
+    Parameters
+    ----------
+    mode
+        The recommended mode.
+    scores
+        Score kind (``"loo"``, ``"lfo"``, ``"ldo"``) -> mode -> pointwise score; kinds
+        without ``mode`` are skipped.
+
+    Returns
+    -------
+    list of str
+        One phrase per score and mode ahead, e.g. ``"pooled is ahead on leave-future-out elpd
+        (+2552 +/- 310; RMSE 0.125 vs 0.318), the score for purpose='forecast'"``.
+    """
+    out = []
+    for kind, by_mode in scores.items():
+        if mode not in by_mode:
+            continue
+        name, purpose = SCORE_WORDS[kind]
+        name = name.replace("groups", group_word)
+        for other, score in by_mode.items():
+            if other == mode:
+                continue
+            d, se = paired_difference(score, by_mode[mode])
+            if d > TIE_SE * se:
+                rmse = (f"; RMSE {score.rmse:.3g} vs {by_mode[mode].rmse:.3g}"
+                        if np.isfinite(score.rmse) else "")
+                out.append(f"{other} is ahead on {name} ({d:+.0f} +/- {se:.0f}{rmse}), the "
+                           f"score for purpose='{purpose}'")
+    return out

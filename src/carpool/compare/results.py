@@ -74,7 +74,8 @@ class Comparison:
         """The ``carpool compare --json`` contract.
 
         ``{"modes": {mode: {"elpd_loo", "se", "lfo_rmse_speed", "ldo_rmse_speed", ...}},
-        "recommendation": {"mode", "reason"}}``; scores that do not exist are ``null``.
+        "recommendation": {"mode", "reason", "purpose"}}``; scores that do not exist are
+        ``null``.
         """
         modes = {
             mode: {col: (_num(row[col]) if col != "rank" else int(row[col]))
