@@ -1,6 +1,7 @@
 """Every benchmark script runs in its smoke mode (tiny sizes), so the scripts never rot.
 
-Half the scripts here, half in test_benchmarks_more.py: ``--dist loadfile`` gives each file
+Marked ``bench``: the README's test command leaves them out and CI runs them as a step of
+their own (``pytest -m bench``). Half the scripts here, half in test_benchmarks_more.py: ``--dist loadfile`` gives each file
 to one worker, and the smoke runs (most of them a small fit with its compilation) would
 otherwise be the suite's longest file.
 """
@@ -21,7 +22,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 _COST = {"svi_vs_nuts.py": 136, "defaults.py": 53, "residuals_fit.py": 46,
          "scale_drivers.py": 45, "batch_unpooled.py": 44, "residuals_heldout.py": 43,
          "worker_threads.py": 30, "compile_cache.py": 26, "compare_pymc.py": 25,
-         "gp_accuracy.py": 24, "gradient_cost.py": 80}
+         "gp_accuracy.py": 24, "gradient_cost.py": 80, "human_drivers.py": 30}
 SCRIPTS = sorted((p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")),
                  key=lambda name: (-_COST.get(name, 0), name))
 
@@ -36,6 +37,7 @@ def run_smoke(script: str, tmp_path: Path) -> None:
     assert json.loads(out.read_text())
 
 
+@pytest.mark.bench
 @pytest.mark.parametrize("script", SCRIPTS[0::2])
 def test_benchmark_smoke(script, tmp_path):
     run_smoke(script, tmp_path)

@@ -8,6 +8,7 @@ import pytest
 from test_benchmarks import BENCHMARKS, SCRIPTS, run_smoke
 
 
+@pytest.mark.bench
 @pytest.mark.parametrize("script", SCRIPTS[1::2])
 def test_benchmark_smoke_more(script, tmp_path):
     run_smoke(script, tmp_path)
