@@ -1,9 +1,9 @@
 """Every benchmark script runs in its smoke mode (tiny sizes), so the scripts never rot.
 
 Marked ``bench``: the README's test command leaves them out and CI runs them as a step of
-their own (``pytest -m bench``). Half the scripts here, half in test_benchmarks_more.py: ``--dist loadfile`` gives each file
-to one worker, and the smoke runs (most of them a small fit with its compilation) would
-otherwise be the suite's longest file.
+their own (``pytest -m bench``). Half the scripts here, half in test_benchmarks_more.py:
+``--dist loadfile`` gives each file to one worker, and the smoke runs (most of them a small
+fit with its compilation) would otherwise be the step's longest file.
 """
 
 from __future__ import annotations
