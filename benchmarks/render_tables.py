@@ -1,8 +1,9 @@
 """Render benchmark results (JSON under benchmarks/results/) as the tables of
 benchmarks/README.md, so no number there is typed by hand.
 
-Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in the README;
-NAME is a result file's stem (``compare_pymc``, ``scale_drivers``, ``residuals_fit``, ...).
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in the README
+(or the file given with ``--readme``); NAME is a result file's stem (``compare_pymc``,
+``scale_drivers``, ``residuals_fit``, ...), or ``STEM.SECTION`` for one section of it.
 A table whose JSON is missing is left as it is.
 
     python benchmarks/render_tables.py             # rewrite benchmarks/README.md in place
@@ -52,6 +53,17 @@ COLUMNS = {
     ("residuals_fit", "rows"): ["residual", "observations", "wall_s", "compile_s",
                                 "sampling_s", "centring_s", "min_ess_bulk", "min_ess_var",
                                 "ess_per_s", "max_rhat", "divergences", "steps_per_draw"],
+    ("human_drivers", "fits"): ["pooling", "residual", "wall_s", "max_rhat", "min_ess_bulk",
+                                "divergences", "tree_depth_hits", "outside", "outside_weak",
+                                "v0", "s0", "T", "a", "b", "tau"],
+    ("human_drivers", "heldout"): ["residual", "horizon", "rmse_speed_m_s", "rmse_gap_m",
+                                   "crps_speed_m_s", "coverage_speed_90", "coverage_gap_90",
+                                   "fit_s"],
+    ("human_drivers", "lfo_points"): ["pooling", "rmse_next_speed_m_s",
+                                      "median_abs_error_m_s",
+                                      "share_of_squared_error_in_worst_1pct", "worst_driver",
+                                      "worst_error_m_s", "worst_gap_m", "worst_speed_m_s",
+                                      "worst_leader_speed_m_s", "fitted_s0_m", "fitted_T_s"],
 }
 
 
@@ -80,7 +92,7 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def render(result: dict[str, Any], name: str) -> str:
+def render(result: dict[str, Any], name: str, only: str | None = None) -> str:
     meta = result["meta"]
     versions = ", ".join(f"{k} {v}" for k, v in meta.items()
                          if k in ("jax", "numpyro", "arviz", "pymc", "dask") and v)
@@ -94,8 +106,8 @@ def render(result: dict[str, Any], name: str) -> str:
         parts.append("*The run was stopped before it finished; these are the parts it "
                      "completed.*")
     for (script, section), columns in COLUMNS.items():
-        if script == name and result.get(section):
-            if section not in ("rows",):
+        if script == name and result.get(section) and only in (None, section):
+            if section not in ("rows",) and only is None:
                 parts.append(f"**{section}**")
             parts.append(markdown_table(result[section], columns))
     return "\n\n".join(parts)
@@ -104,12 +116,13 @@ def render(result: dict[str, Any], name: str) -> str:
 def rewrite(readme: Path, results: Path) -> list[str]:
     text = readme.read_text(encoding="utf-8")
     done = []
-    for name in sorted(set(re.findall(r"<!-- table:(\w+) -->", text))):
-        path = results / f"{name}.json"
+    for name in sorted(set(re.findall(r"<!-- table:([\w.]+) -->", text))):
+        stem, _, section = name.partition(".")
+        path = results / f"{stem}.json"
         if not path.exists():
             continue
-        table = render(json.loads(path.read_text()), name)
-        text = re.sub(rf"<!-- table:{name} -->.*?<!-- /table:{name} -->",
+        table = render(json.loads(path.read_text()), stem, section or None)
+        text = re.sub(rf"<!-- table:{re.escape(name)} -->.*?<!-- /table:{re.escape(name)} -->",
                       lambda _m, n=name, t=table: f"<!-- table:{n} -->\n{t}\n<!-- /table:{n} -->",
                       text, flags=re.S)
         done.append(name)
