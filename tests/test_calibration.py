@@ -120,6 +120,33 @@ def test_zhang_sun_preset_is_the_reference_parameterisation():
         carpool.get_spec("idm", priors="flat")
 
 
+def test_treiber_kesting_preset_is_centred_on_the_books_highway_values():
+    spec = carpool.get_spec("idm", priors="treiber-kesting-2013")
+    refs = {p.name: round(p.reference, 3) for p in spec.parameters}
+    assert refs == {"v0": 33.333, "s0": 2.0, "T": 1.0, "a": 1.0, "b": 1.5}
+    assert all(p.prior == carpool.Normal(0.0, 0.3) for p in spec.parameters)
+    assert spec.default_hyperpriors.tau == carpool.HalfNormal(0.3)
+    with pytest.raises(ValueError, match="IDM only"):
+        carpool.get_spec("gipps", priors="treiber-kesting-2013")
+
+
+def test_speed_limit_centres_the_v0_prior():
+    spec = carpool.get_spec("idm", speed_limit=29.0)
+    v0 = next(p for p in spec.parameters if p.name == "v0")
+    assert v0.reference == 29.0 and v0.prior == carpool.Normal(0.0, 0.15)
+    assert spec.options["speed_limit"] == 29.0
+    # the other parameters keep their default priors, and the preset is kept
+    others = {p.name: p.reference for p in spec.parameters if p.name != "v0"}
+    assert others == {p.name: p.reference for p in carpool.get_spec("idm").parameters
+                      if p.name != "v0"}
+    tk = carpool.get_spec("idm", priors="treiber-kesting-2013", speed_limit=25.0)
+    assert {p.name: p.reference for p in tk.parameters}["T"] == 1.0
+    with pytest.raises(ValueError, match="has no v0"):
+        carpool.get_spec("linear_acc", speed_limit=29.0)
+    with pytest.raises(ValueError, match="positive speed"):
+        carpool.get_spec("idm", speed_limit=-3.0)
+
+
 def test_every_registered_model_builds_and_evaluates(drivers):
     df, _ = drivers
     for name in ["idm", "gipps", "ovm", "fvdm", "linear_acc"]:
@@ -141,9 +168,10 @@ def test_one_step_observations_never_cross_drivers(drivers):
 
 
 @pytest.mark.filterwarnings("ignore::carpool.WeakIdentificationWarning")
-def test_demo_on_bundled_real_data(tmp_path):
-    """The README's main job: three modes on the real platoon, converged, with shrinkage."""
-    from carpool.demo import run_demo
+@pytest.mark.filterwarnings("ignore::carpool.PlausibilityWarning")
+def test_demo_on_bundled_human_drivers(tmp_path):
+    """The README's main job: three modes on 16 NGSIM drivers, converged, with shrinkage."""
+    from carpool.demo import choose_drivers, run_demo
 
     # the fits only: the report part is the CLI's (tests/test_cli_compare.py) and CI runs the
     # whole demo as the README's first command
@@ -152,9 +180,57 @@ def test_demo_on_bundled_real_data(tmp_path):
         d = f.diagnostics
         assert d["max_rhat"] < 1.01, (pooling, d)
         assert d["divergences"] == 0, (pooling, d)
-    # hierarchical between pooled and unpooled for most vehicle-parameters
-    assert result.shrinkage["between"].mean() > 0.5
+    assert len(result.fits["hierarchical"].group_ids) == 16
+    full = carpool.load_example("ngsim-i80")
+    assert list(result.fits["pooled"].group_ids) == sorted(choose_drivers(full, 16))
     for p in result.files:
         assert p.exists(), p
     back = carpool.load(tmp_path / "fit_hierarchical.nc")
     assert back.group_ids == result.fits["hierarchical"].group_ids
+
+
+def test_choose_drivers_spreads_over_the_recording():
+    from carpool.demo import choose_drivers
+
+    full = carpool.load_example("ngsim-i80")
+    first = full.groupby("driver")["time"].min().sort_values()
+    picked = choose_drivers(full, 4)
+    assert picked == [first.index[0], first.index[25], first.index[50], first.index[75]]
+    assert choose_drivers(full, None) == list(first.index)
+    with pytest.raises(ValueError, match="at least 2 drivers"):
+        choose_drivers(full, 1)
+
+
+@pytest.mark.slow  # ~60 s
+@pytest.mark.filterwarnings("ignore::carpool.WeakIdentificationWarning")
+def test_demo_on_the_acc_platoon(tmp_path):
+    """`carpool demo --data usdot-platoon`: the linear ACC model on the automated platoon."""
+    from carpool.demo import run_demo
+
+    result = run_demo(tmp_path, data="usdot-platoon", report=False)
+    for pooling, f in result.fits.items():
+        d = f.diagnostics
+        assert d["max_rhat"] < 1.01, (pooling, d)
+        assert d["divergences"] == 0, (pooling, d)
+    # hierarchical between pooled and unpooled for most vehicle-parameters
+    assert result.shrinkage["between"].mean() > 0.5
+
+
+@pytest.mark.slow  # ~2 min: the hierarchical IDM on all 76 NGSIM drivers at the defaults
+@pytest.mark.filterwarnings("ignore::carpool.WeakIdentificationWarning")
+@pytest.mark.filterwarnings("ignore::carpool.PlausibilityWarning")
+def test_ngsim_hierarchical_defaults_converge():
+    """The defaults on real congested human drivers: converged, with population values a
+    traffic engineer recognises for s0, T and a (b is not: docs/human-drivers.md)."""
+    from carpool.carfollowing import IDM_PHYSICAL_RANGES
+
+    f = carpool.fit(carpool.load_example("ngsim-i80"), "idm", pooling="hierarchical")
+    d = f.diagnostics
+    assert d["max_rhat"] < 1.01 and d["divergences"] == 0 and d["min_ess_bulk"] >= 400, d
+    pop = f.summary().query("kind == 'population'").set_index("parameter")["mean"]
+    for p in ("s0", "T", "a"):
+        low, high = IDM_PHYSICAL_RANGES[p]
+        assert low < pop[p] < high, (p, pop[p])
+    table = carpool.plausibility(f)
+    outside = table[table["position"] != "inside"]
+    assert (outside["reason"].str.len() > 0).all()

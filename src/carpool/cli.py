@@ -30,6 +30,10 @@ err = Console(stderr=True)
 
 EXIT_INPUT = 2
 
+PriorsOption = Annotated[str, typer.Option(
+    help="Prior preset: default | treiber-kesting-2013 | zhang-sun-2023")]
+SpeedLimitOption = Annotated[float | None, typer.Option(
+    help="Speed limit, m/s: centres the prior of the desired speed v0 there")]
 ResidualOption = Annotated[str, typer.Option(
     help="Residual process within each driver's series: iid | ar1 .. ar8 | gp")]
 ArPoolingOption = Annotated[str, typer.Option(
@@ -134,7 +138,8 @@ def _interrupt_exits(out: Path) -> Iterator[Callable[[], None]]:
 
 
 def _model_options(priors: str, residual: str, ar_pooling: str,
-                   gp_window_s: float, gp_method: str = "sliding") -> dict[str, Any]:
+                   gp_window_s: float, gp_method: str = "sliding",
+                   speed_limit: float | None = None) -> dict[str, Any]:
     """The car-following spec options, residual choices checked before any data is read."""
     from carpool.residuals import AR_POOLING, GP_METHODS, parse_residual
 
@@ -146,8 +151,11 @@ def _model_options(priors: str, residual: str, ar_pooling: str,
         raise _fail(f"gp_window_s must be positive seconds, got {gp_window_s:g}")
     process = _run(parse_residual, residual, ar_pooling=ar_pooling, gp_window_s=gp_window_s,
                    gp_method=gp_method)
-    return {"priors": priors, "residual": process.name, "ar_pooling": ar_pooling,
-            "gp_window_s": gp_window_s, "gp_method": gp_method}
+    if speed_limit is not None and not speed_limit > 0:
+        raise _fail(f"--speed-limit must be a positive speed in m/s, got {speed_limit:g}")
+    options = {"priors": priors, "residual": process.name, "ar_pooling": ar_pooling,
+               "gp_window_s": gp_window_s, "gp_method": gp_method}
+    return options if speed_limit is None else {**options, "speed_limit": speed_limit}
 
 
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -200,12 +208,12 @@ def fit(
     = "hierarchical",
     level: Annotated[str | None, typer.Option(help="Column of a level above drivers "
                                                    "(e.g. class)")] = None,
-    priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
-    = "default",
+    priors: PriorsOption = "default",
     residual: ResidualOption = "iid",
     ar_pooling: ArPoolingOption = "shared",
     gp_window_s: GpWindowOption = 10.0,
     gp_method: GpMethodOption = "sliding",
+    speed_limit: SpeedLimitOption = None,
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains (>= 4 recommended)")] = 4,
@@ -235,7 +243,8 @@ def fit(
         raise _fail(f"--out folder {out.parent} is a file, not a folder")
     if out.is_dir():
         raise _fail(f"--out {out} is a folder; give a file name ending in .nc")
-    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method)
+    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
+                                   speed_limit)
     with console.status(f"reading {data}"):
         table = _run(carpool.read_trajectories, data, format=data_format)
     console.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {data}")
@@ -356,12 +365,12 @@ def compare(
              "forecast (leave-future-out) | new-groups (new drivers: leave-drivers-out)")]
     = "describe",
     level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
-    priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
-    = "default",
+    priors: PriorsOption = "default",
     residual: ResidualOption = "iid",
     ar_pooling: ArPoolingOption = "shared",
     gp_window_s: GpWindowOption = 10.0,
     gp_method: GpMethodOption = "sliding",
+    speed_limit: SpeedLimitOption = None,
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
@@ -374,7 +383,8 @@ def compare(
     from carpool.pipeline import fit_modes
 
     log = err.print
-    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method)
+    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
+                                   speed_limit)
     saved = [p for p in inputs if p.suffix == ".nc"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -410,12 +420,12 @@ def sweep(
         help="Comma-separated fixed tau values (latent scale); default "
              "0.01,0.03,0.1,0.3,1,3")] = None,
     level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
-    priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
-    = "default",
+    priors: PriorsOption = "default",
     residual: ResidualOption = "iid",
     ar_pooling: ArPoolingOption = "shared",
     gp_window_s: GpWindowOption = 10.0,
     gp_method: GpMethodOption = "sliding",
+    speed_limit: SpeedLimitOption = None,
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
@@ -437,7 +447,8 @@ def sweep(
     if out.exists() and not out.is_dir():
         raise _fail(f"--out {out} is a file; give a folder")
     values = _parse_grid(grid) or DEFAULT_GRID
-    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method)
+    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
+                                   speed_limit)
     options = _fit_options(model, model_options, level, chains, tune, draws, seed)
     table = _read(data, data_format)
     with warnings.catch_warnings(record=True) as caught:
@@ -479,12 +490,12 @@ def report(
     sensitivity: Annotated[bool, typer.Option(
         help="Refit with weak and informative hyperpriors (prior sensitivity)")] = False,
     level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
-    priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
-    = "default",
+    priors: PriorsOption = "default",
     residual: ResidualOption = "iid",
     ar_pooling: ArPoolingOption = "shared",
     gp_window_s: GpWindowOption = 10.0,
     gp_method: GpMethodOption = "sliding",
+    speed_limit: SpeedLimitOption = None,
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
@@ -500,7 +511,8 @@ def report(
     if out.suffix.lower() not in (".html", ".htm"):
         raise _fail(f"--out must end in .html, got {out}")
     values = _parse_grid(grid) if sweep_fits else ()
-    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method)
+    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
+                                   speed_limit)
     options = _fit_options(model, model_options, level, chains, tune, draws, seed)
     fits, table = None, None
     if any(p.suffix == ".nc" for p in inputs):
@@ -788,12 +800,12 @@ def batch_fit_command(
                                               "recorded as failed")] = 2,
     resume: Annotated[bool, typer.Option(help="Keep valid fits already in --out")] = True,
     level: Annotated[str | None, typer.Option(help="Column of a level above drivers")] = None,
-    priors: Annotated[str, typer.Option(help="Prior preset: default | zhang-sun-2023")]
-    = "default",
+    priors: PriorsOption = "default",
     residual: ResidualOption = "iid",
     ar_pooling: ArPoolingOption = "shared",
     gp_window_s: GpWindowOption = 10.0,
     gp_method: GpMethodOption = "sliding",
+    speed_limit: SpeedLimitOption = None,
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains (run one after another in a worker)")]
@@ -832,7 +844,8 @@ def batch_fit_command(
         raise _fail("--drivers-per-task needs --engine separate and a value >= 1")
     if engine == "separate" and level is not None:
         raise _fail("--level does not apply to --engine separate (each driver alone)")
-    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method)
+    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
+                                   speed_limit)
     units = _run(read_units, data, by, data_format)
     err.print(f"{len(units)} units by {escape(by)} from {len(data)} file(s)")
     options = {"chains": chains, "warmup": tune, "draws": draws, "seed": seed,

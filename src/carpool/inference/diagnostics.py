@@ -209,10 +209,16 @@ def weakly_identified(fit: Any) -> list[str]:
     table = prior_contraction(fit)
     where = {"hierarchical": "population mean", "pooled": "shared value",
              "unpooled": "typical group"}[fit.pooling]
+    params = {p.name: p for p in fit.spec.parameters}
+
+    def centre(name: str) -> str:
+        p = params[name]
+        return f" (centred at {p.reference:g} {p.unit})" if p.transform == "log" else ""
+
     return [
         f"{name} is weakly identified by these data: the posterior sd of its {where} is "
         f"{row.posterior_sd / row.prior_sd:.0%} of the prior sd (contraction "
         f"{row.contraction:.2f} < {CONTRACTION_MIN}), so its estimate largely restates the "
-        "prior; report it with care or give it an informative prior"
+        f"prior{centre(name)}; report it with care or give it an informative prior"
         for name, row in table.iterrows() if row.contraction < CONTRACTION_MIN
     ]
