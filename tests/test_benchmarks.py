@@ -22,7 +22,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 _COST = {"svi_vs_nuts.py": 136, "defaults.py": 53, "residuals_fit.py": 46,
          "scale_drivers.py": 45, "batch_unpooled.py": 44, "residuals_heldout.py": 43,
          "worker_threads.py": 30, "compile_cache.py": 26, "compare_pymc.py": 25,
-         "gp_accuracy.py": 24, "gradient_cost.py": 80, "human_drivers.py": 30}
+         "gp_accuracy.py": 24, "gradient_cost.py": 80, "human_drivers.py": 30,
+         "human_priors.py": 120}
 SCRIPTS = sorted((p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")),
                  key=lambda name: (-_COST.get(name, 0), name))
 
