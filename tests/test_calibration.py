@@ -170,8 +170,8 @@ def test_one_step_observations_never_cross_drivers(drivers):
 @pytest.mark.filterwarnings("ignore::carpool.WeakIdentificationWarning")
 @pytest.mark.filterwarnings("ignore::carpool.PlausibilityWarning")
 def test_demo_on_bundled_human_drivers(tmp_path):
-    """The README's main job: three modes on 16 NGSIM drivers, converged, with shrinkage."""
-    from carpool.demo import choose_drivers, run_demo
+    """The README's main job: three modes on NGSIM drivers, converged, with shrinkage."""
+    from carpool.demo import DEMO_DATA, choose_drivers, run_demo
 
     # the fits only: the report part is the CLI's (tests/test_cli_compare.py) and CI runs the
     # whole demo as the README's first command
@@ -180,9 +180,10 @@ def test_demo_on_bundled_human_drivers(tmp_path):
         d = f.diagnostics
         assert d["max_rhat"] < 1.01, (pooling, d)
         assert d["divergences"] == 0, (pooling, d)
-    assert len(result.fits["hierarchical"].group_ids) == 16
+    num = DEMO_DATA["ngsim-i80"].num_drivers
+    assert len(result.fits["hierarchical"].group_ids) == num
     full = carpool.load_example("ngsim-i80")
-    assert list(result.fits["pooled"].group_ids) == sorted(choose_drivers(full, 16))
+    assert sorted(result.fits["pooled"].group_ids) == sorted(choose_drivers(full, num))
     for p in result.files:
         assert p.exists(), p
     back = carpool.load(tmp_path / "fit_hierarchical.nc")

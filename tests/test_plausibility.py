@@ -57,7 +57,7 @@ def test_flags_the_group_outside_and_says_why(unpooled):
     assert "above the physical range -1-1" in reason and "data identify it" in reason
     assert by_group.loc["g1", "reason"] == ""
     messages = [str(w.message) for w in caught if w.category is PlausibilityWarning]
-    assert len(messages) == 1 and messages[0].startswith("1 of 3 groups lie outside")
+    assert len(messages) == 1 and messages[0].startswith("unpooled fit: 1 of 3 groups lies outside")
 
 
 def test_summary_json_lists_what_is_outside(unpooled):

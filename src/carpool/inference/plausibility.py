@@ -104,10 +104,11 @@ def implausible_message(fit: Fit, table: pd.DataFrame | None = None) -> str | No
         return None
     word = fit.spec.group_dim
     if fit.pooling == "pooled":
-        what = "the shared estimate"
+        what = "pooled fit: the shared estimate lies"
     else:
         count = outside["group"].nunique()
-        what = f"{count} of {len(fit.group_ids)} {word}s"
+        what = (f"{fit.pooling} fit: {count} of {len(fit.group_ids)} {word}s "
+                + ("lies" if count == 1 else "lie"))
     by = (outside.groupby(["parameter", "position"], sort=False)
           .agg(n=("mean", "size"), weak=("identified", lambda s: int((~s).sum())),
                unit=("unit", "first"), low=("low", "first"), high=("high", "first")))
@@ -116,7 +117,7 @@ def implausible_message(fit: Fit, table: pd.DataFrame | None = None) -> str | No
         bound = r["high"] if position == "above" else r["low"]
         weak = f", {r['weak']} weakly identified" if r["weak"] else ""
         parts.append(f"{name} {position} {bound:g} {r['unit']} ({r['n']}{weak})")
-    return (f"{what} lie outside the physical ranges of {fit.spec.name}: "
+    return (f"{what} outside the physical ranges of {fit.spec.name}: "
             + "; ".join(parts) + "; see carpool.plausibility(fit) for each one's reason")
 
 

@@ -690,12 +690,13 @@ def _plausibility_section(fits: Mapping[str, Fit]) -> str:
             parts.append(f"<p><b>{_esc(label)}</b>: every estimate lies inside the physical "
                          "ranges.</p>")
             continue
+        message = message.replace("; see carpool.plausibility(fit) for each one's reason", "")
         outside = table[table["position"] != "inside"]
         rows = outside.assign(group=outside["group"].map(_text))
         body = _table(rows, [_Col("group", num=False), _Col("parameter", num=False),
                              _Col("mean"), _Col("contraction", fmt=_fmt_fixed(2)),
                              _Col("reason", num=False)])
-        parts.append(_details(f"{label}: {message}", body))
+        parts.append(_details(message, body))
     ranges = next(iter(fits.values())).spec.physical_ranges
     lead = ("<p>Physical ranges: " + _esc(", ".join(
         f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in ranges.items())) + ". A value outside them "
