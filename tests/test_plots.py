@@ -295,3 +295,30 @@ def test_prior_sensitivity_gap_panel():
     axes = visible_axes(plot_prior_sensitivity(sens))
     assert len(axes) == 4
     assert axes[-1].get_xlabel().startswith("next gap") and "(m)" in axes[-1].get_xlabel()
+
+
+def test_shrinkage_figure_switches_to_a_scatter_beyond_30_groups(tmp_path):
+    from carpool.plots.shrinkage import MAX_NAMED_GROUPS, plot_shrinkage
+
+    rng = np.random.default_rng(0)
+
+    def table(num_groups):
+        rows = []
+        for name, unit in (("T", "s"), ("b", "m/s^2")):
+            own = np.exp(rng.normal(0.0, 1.5, num_groups))
+            rows += [{"group": f"d{g:02d}", "parameter": name, "unit": unit, "pooled": 1.0,
+                      "unpooled": own[g], "hierarchical": own[g] ** 0.5}
+                     for g in range(num_groups)]
+        return pd.DataFrame(rows)
+
+    many = plot_shrinkage(table(76), tmp_path / "many")
+    ax = many.axes[0]
+    # one unnamed point per group, log axes for a spread over 20x, no driver names as ticks
+    assert ax.collections[0].get_offsets().shape == (76, 2)
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "unpooled estimate"
+    assert "76 groups" in many._suptitle.get_text()
+    assert (tmp_path / "many.png").is_file() and (tmp_path / "many.svg").is_file()
+    few = plot_shrinkage(table(MAX_NAMED_GROUPS))
+    labels = [t.get_text() for t in few.axes[0].get_xticklabels()]
+    assert labels[:2] == ["d00", "d01"]
+    plt.close("all")

@@ -294,6 +294,11 @@ def summary(
         return
     console.print(f"max R-hat {d['max_rhat']:.4f}, min bulk ESS {d['min_ess_bulk']:.0f}, "
                   f"divergences {d['divergences']}")
+    from carpool.inference.plausibility import implausible_message
+
+    message = implausible_message(result)
+    if message is not None:
+        console.print(escape(message), soft_wrap=True)
 
 
 def _fit_options(model: str, model_options: dict[str, Any], level: str | None, chains: int,
