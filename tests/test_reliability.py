@@ -169,7 +169,9 @@ WRITERS = re.compile(r"\.(savefig|to_netcdf|to_csv|to_parquet|to_json|write_text
 def test_every_writer_is_atomic():
     offenders = []
     for p in SRC.rglob("*.py"):
-        if p.name == "io.py":
+        # data/bundled holds the scripts that rebuilt the bundled files, run by hand (one a
+        # verbatim copy of the third-party script that made the NGSIM extract)
+        if p.name == "io.py" or p.parent.name == "bundled":
             continue
         for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
             if not WRITERS.search(line) or line.lstrip().startswith(("#", ">>>")):

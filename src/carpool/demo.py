@@ -347,8 +347,7 @@ def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = No
         files += [out / "figures" / "follow.png", out / "figures" / "follow.svg"]
         if choice.residual is not None:
             multistep, _ = _multistep(table, choice, chains, seed, log)
-            files.append(atomic_write_text(out / "multistep.csv",
-                                           multistep.to_csv(index=False)))
+            files.append(atomic_write_text(out / "multistep.csv", multistep.to_csv(index=False)))
             notes[f"Held-out multi-step prediction: i.i.d. vs {choice.residual} residuals"] = \
                 multistep.round(3).rename(columns=MULTISTEP_HEADERS)
         notes["Ring road of new drivers"] = ring_text(summary, choice.model)
