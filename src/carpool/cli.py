@@ -575,6 +575,7 @@ def demo(
     tune: Annotated[int | None, typer.Option(help="Warm-up iterations per chain")] = None,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    speed_limit: SpeedLimitOption = None,
     report: Annotated[bool, typer.Option(help="Compare, sweep, simulate and write "
                                               "report.html")] = True,
 ) -> None:
@@ -588,7 +589,7 @@ def demo(
         warnings.simplefilter("always")
         result = _run(run_demo, out, data=data, model=model, num_drivers=drivers,
                       duration_s=duration_s, draws=draws, tune=tune, chains=chains, seed=seed,
-                      report=report, log=console.print)
+                      speed_limit=speed_limit, report=report, log=console.print)
     console.print(result.table)
     if result.comparison is not None:
         console.print(_comparison_table(result.comparison))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ class DemoChoice:
         Warm-up and draws per chain of the comparison's held-out refits, the pooling dial's
         fits and the dynamic-residual check: they feed scores and point estimates, not the
         reported posteriors.
+    model_options
+        Options of the model's spec, e.g. ``{"speed_limit": 29.1}``.
     """
 
     model: str
@@ -71,6 +73,7 @@ class DemoChoice:
     grid: tuple[float, ...] | None = None
     refit_tune: int = 250
     refit_draws: int = 250
+    model_options: dict[str, Any] = field(default_factory=dict)
 
 
 DEMO_DATA: dict[str, DemoChoice] = {
@@ -187,6 +190,11 @@ def what_was_fitted(choice: DemoChoice, data: str, num: int, total: int, chains:
              f"{choice.word}s) and the pooling dial"
              + (f" (tau = {', '.join(f'{t:g}' for t in choice.grid)})" if choice.grid else "")
              + f" use {choice.refit_tune} and {choice.refit_draws}.")
+    limit = choice.model_options.get("speed_limit")
+    if limit is not None:
+        words += (f" The prior of the desired speed v0 is centred at the road's speed limit, "
+                  f"{limit:g} m/s ({limit * 3.6:.0f} km/h): below free-flow speed the data "
+                  "barely identify v0.")
     if choice.residual is not None:
         words += (f" The dynamic-residual check fits pooled i.i.d. and {choice.residual} "
                   f"models to the first 70% of each {choice.word}'s record and predicts the "
@@ -207,6 +215,7 @@ def _multistep(table: pd.DataFrame, choice: DemoChoice, chains: int, seed: int,
     for residual in ("iid", choice.residual):
         log(f"held-out multi-step prediction: pooled {choice.model}, residual {residual} ...")
         f = carpool.fit(train, choice.model, pooling="pooled", residual=residual, chains=chains,
+                        model_options=choice.model_options,
                         warmup=choice.refit_tune, draws=choice.refit_draws, seed=seed,
                         warn=False)
         fits[residual] = f
@@ -253,7 +262,7 @@ def _population_table(fits: dict[str, Any], word: str) -> Any:
 def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = None,
              num_drivers: int | None = None, duration_s: float | None = None,
              draws: int | None = None, tune: int | None = None, chains: int = 4,
-             seed: int = 0, report: bool = True,
+             seed: int = 0, speed_limit: float | None = None, report: bool = True,
              log: Callable[[str], Any] = lambda _: None) -> DemoResult:
     """Fit pooled, unpooled and hierarchical models to a bundled data set and compare them.
 
@@ -268,6 +277,8 @@ def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = No
         Override the data set's :class:`DemoChoice`.
     chains, seed
         NUTS chains and seed of every fit.
+    speed_limit
+        m/s: centre the v0 prior there (see :func:`carpool.models.carfollowing.carfollowing_spec`).
     report
         Also compare, sweep, simulate and write ``report.html``; ``False`` stops after the
         fits and the shrinkage table.
@@ -292,6 +303,11 @@ def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = No
     choice = replace(base, **{k: v for k, v in {
         "model": model, "num_drivers": num_drivers, "duration_s": duration_s,
         "draws": draws, "tune": tune}.items() if v is not None})
+    if choice.model != base.model:  # the data set's spec options belong to its own model
+        choice = replace(choice, model_options={})
+    if speed_limit is not None:
+        choice = replace(choice, model_options={**choice.model_options,
+                                                "speed_limit": speed_limit})
     start = time.perf_counter()
     say = log
 
@@ -310,6 +326,7 @@ def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = No
         log(f"fitting {pooling} ...")
         f = carpool.fit(table, choice.model, pooling=pooling, chains=chains,
                         warmup=choice.tune, draws=choice.draws, seed=seed,
+                        model_options=choice.model_options,
                         target_accept=choice.target_accept if pooling == "hierarchical"
                         else None)
         fits[pooling] = f
@@ -330,7 +347,8 @@ def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = No
 
         light = {"num_warmup": choice.refit_tune, "num_samples": choice.refit_draws}
         options = FitOptions(model=choice.model, chains=chains, warmup=choice.tune,
-                             draws=choice.draws, seed=seed)
+                             draws=choice.draws, seed=seed,
+                             model_options=dict(choice.model_options))
         hier = fits["hierarchical"]
         ring_result, ring_fig, ring_files = _ring(hier, out, seed, log)
         files += ring_files
