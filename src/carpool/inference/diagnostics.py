@@ -8,6 +8,7 @@ means the sampler missed part of the posterior.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from typing import Any
 
@@ -218,7 +219,8 @@ def weakly_identified(fit: Any) -> list[str]:
     return [
         f"{name} is weakly identified by these data: the posterior sd of its {where} is "
         f"{row.posterior_sd / row.prior_sd:.0%} of the prior sd (contraction "
-        f"{row.contraction:.2f} < {CONTRACTION_MIN}), so its estimate largely restates the "
+        f"{math.floor(row.contraction * 100) / 100:.2f} < {CONTRACTION_MIN}), so its estimate "
+        "largely restates the "
         f"prior{centre(name)}; report it with care or give it an informative prior"
         for name, row in table.iterrows() if row.contraction < CONTRACTION_MIN
     ]

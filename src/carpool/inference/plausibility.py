@@ -86,7 +86,8 @@ def plausibility(fit: Fit) -> pd.DataFrame:
                           f"{low:g}-{high:g}: " + (
                               f"its data identify it (contraction {c:.2f}), so the model "
                               "strains to fit this driver" if identified else
-                              f"weakly identified (contraction {c:.2f} < {CONTRACTION_MIN}): "
+                              f"weakly identified (contraction {np.floor(c * 100) / 100:.2f} < "
+                              f"{CONTRACTION_MIN}): "
                               f"the value restates {source}, not the data"))
             rows.append({"group": group, "parameter": p.name, "unit": p.unit, "mean": value,
                          "low": low, "high": high, "position": position, "contraction": c,
