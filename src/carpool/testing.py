@@ -107,6 +107,7 @@ def simulate_drivers(
     classes: Mapping[str, Mapping[str, float]] | Sequence[str] | None = None,
     ar: Sequence[float] | None = None,
     gp: tuple[float, float] | None = None,
+    leader_speeds: Any = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Simulate heterogeneous drivers, each following its own synthetic leader.
 
@@ -164,6 +165,11 @@ def simulate_drivers(
         ``(lengthscale_s, scale)``: the acceleration error is a squared-exponential Gaussian
         process over time (length scale in s, signal scale in m/s^2) plus white noise of sd
         ``noise_sd`` (the residual model of :class:`carpool.residuals.GP`).
+    leader_speeds
+        Recorded leader speed profiles instead of synthetic ones, m/s, shape
+        ``(num_profiles, >= num_times)`` on the grid ``k dt`` (e.g. real leaders'
+        speeds at the same rate): driver ``i`` follows profile ``i mod num_profiles``, its
+        first ``round(duration_s / dt) + 1`` samples.
 
     Returns
     -------
@@ -219,7 +225,17 @@ def simulate_drivers(
         [[class_means[driver_class[i]][n] * np.exp(sd_log[n] * z[i, j])
           for j, n in enumerate(names)] for i in range(num_drivers)]
     )
-    leader = np.stack([synthetic_leader_speed(rng, num_times, dt) for _ in range(num_drivers)])
+    if leader_speeds is None:
+        leader = np.stack([synthetic_leader_speed(rng, num_times, dt)
+                           for _ in range(num_drivers)])
+    else:
+        profiles = np.asarray(leader_speeds, dtype=float)
+        if profiles.ndim != 2 or profiles.shape[1] < num_times:
+            raise ValueError(f"leader_speeds must have shape (profiles, >= {num_times}), got "
+                             f"{profiles.shape}")
+        if not (np.isfinite(profiles).all() and (profiles >= 0).all()):
+            raise ValueError("leader_speeds must be finite and >= 0")
+        leader = profiles[np.arange(num_drivers) % len(profiles), :num_times]
     noise = residual_noise(rng, num_drivers, num_times - 1, dt, noise_sd, ar=ar, gp=gp)
 
     params = {n: jnp.asarray(truth_values[:, j]) for j, n in enumerate(names)}
