@@ -1,6 +1,6 @@
 """The reference's hierarchical IDM in PyMC and in carpool, side by side, over several seeds.
 
-Data: a simulated stand-in of the 39 congested highD drivers of ../shared/performance-notes.md
+Data: a simulated stand-in of 39 congested highD drivers (highD may not be redistributed)
 (:func:`carpool.testing.simulate_drivers`: 39 drivers x 28 s at 5 Hz = 140 one-step
 observations each, 5,460 in all; stop-and-go leaders at 0-16 m/s; cars, and trucks with a
 lower desired speed, longer time gap and gentler acceleration; acceleration noise

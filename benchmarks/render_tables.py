@@ -95,13 +95,17 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def render(result: dict[str, Any], name: str, only: str | None = None) -> str:
+def render(result: dict[str, Any], name: str, only: str | None = None, *,
+           dated: bool = True) -> str:
+    """Markdown of one result file (``only``: one section). ``dated=False`` (user docs) leaves
+    the date and commit out of the caption: they stay in the JSON."""
     meta = result["meta"]
     versions = ", ".join(f"{k} {v}" for k, v in meta.items()
                          if k in ("jax", "numpyro", "arviz", "pymc", "dask") and v)
     load = result.get("load_average")
-    commit = f", carpool {meta['commit']}" if meta.get("commit") else ""
-    parts = [f"*{meta['date']}{commit}, {meta['cpus']} CPUs ({meta['machine']}), Python "
+    commit = f", carpool {meta['commit']}" if meta.get("commit") and dated else ""
+    when = f"{meta['date']}{commit}, " if dated else ""
+    parts = [f"*{when}{meta['cpus']} CPUs ({meta['machine']}), Python "
              f"{meta['python']}, {versions}"
              + (f"; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
                 if load else "") + f"; from `benchmarks/{SCRIPT_OF.get(name, name)}.py`.*"]
@@ -124,7 +128,8 @@ def rewrite(readme: Path, results: Path) -> list[str]:
         path = results / f"{stem}.json"
         if not path.exists():
             continue
-        table = render(json.loads(path.read_text()), stem, section or None)
+        table = render(json.loads(path.read_text()), stem, section or None,
+                       dated=readme.resolve().parent.name != "docs")
         text = re.sub(rf"<!-- table:{re.escape(name)} -->.*?<!-- /table:{re.escape(name)} -->",
                       lambda _m, n=name, t=table: f"<!-- table:{n} -->\n{t}\n<!-- /table:{n} -->",
                       text, flags=re.S)

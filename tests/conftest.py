@@ -35,7 +35,8 @@ def strict_jax(request):
     else:
         yield
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+#: Third-party data the tests read, vendored with its attribution (tests/data/README.md).
+TEST_DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
 @pytest.fixture
@@ -44,7 +45,5 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
-def shared_data() -> str:
-    if not os.path.isdir(SHARED):
-        pytest.skip("../shared/data is not present")
-    return SHARED
+def vendored_data() -> str:
+    return TEST_DATA

@@ -15,14 +15,8 @@ import carpool.data
 from carpool.data import example_path, list_examples, load_example, validate_trajectories
 from carpool.data.datasets import build_usdot_platoon
 
-SOURCE = (
-    Path(__file__).resolve().parents[1]
-    / ".."
-    / "shared"
-    / "data"
-    / "trajectories"
-    / "usdot_acc_platoon_10hz.csv"
-)
+#: The original 10 Hz USDOT file, vendored with its attribution (tests/data/README.md).
+SOURCE = Path(__file__).resolve().parent / "data" / "trajectories" / "usdot_acc_platoon_10hz.csv"
 
 
 def test_list_and_path() -> None:
@@ -91,8 +85,6 @@ def test_load_example_subset() -> None:
 
 
 def test_bundled_file_is_reproducible_from_the_source() -> None:
-    if not SOURCE.exists():
-        pytest.skip("shared USDOT file not available")
     rebuilt = build_usdot_platoon(SOURCE)
     bundled = load_example("usdot-platoon")
     pd.testing.assert_frame_equal(rebuilt, bundled, check_exact=False, atol=1e-9, rtol=0)

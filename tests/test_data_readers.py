@@ -1,5 +1,5 @@
 """Readers: carpool CSV/Parquet, highD and NGSIM (small files written here), OpenACC and USDOT
-(the real files in ../shared/data, skipped when absent), format detection and errors."""
+(the real files vendored in tests/data/trajectories), format detection and errors."""
 
 from __future__ import annotations
 
@@ -13,15 +13,13 @@ import pytest
 from carpool.data import DataError, read_trajectories
 from carpool.data.readers import detect_format
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "trajectories"
+TRAJECTORIES = Path(__file__).resolve().parent / "data" / "trajectories"
 FEET = 0.3048
 
 
-def shared_file(name: str) -> Path:
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"shared data file {name} is not available")
-    return path
+def vendored_file(name: str) -> Path:
+    """A vendored third-party trajectory file (tests/data/README.md)."""
+    return TRAJECTORIES / name
 
 
 # --- carpool format ---------------------------------------------------------------------
@@ -341,7 +339,7 @@ def test_ngsim_short_segment_kept_with_smaller_min_duration(tmp_path: Path) -> N
 
 
 def test_usdot_platoon_file() -> None:
-    path = shared_file("usdot_acc_platoon_10hz.csv")
+    path = vendored_file("usdot_acc_platoon_10hz.csv")
     assert detect_format(path) == "usdot"
     out = read_trajectories(path)
     assert sorted(out["driver"].unique()) == ["veh2", "veh3", "veh4", "veh5"]
@@ -354,7 +352,7 @@ def test_usdot_platoon_file() -> None:
 
 
 def test_openacc_part26_non_contiguous_vehicles() -> None:
-    path = shared_file("openacc_zalazone_short_setting_dynamic_part26.csv")
+    path = vendored_file("openacc_zalazone_short_setting_dynamic_part26.csv")
     assert detect_format(path) == "openacc"
     out = read_trajectories(path)
     # vehicles 1, 2, 5, 6, 7 with IVS1, IVS5, IVS6: followers 2 (BMW_I3), 6 (TESLA_MODEL3),
@@ -374,10 +372,10 @@ def test_openacc_part26_non_contiguous_vehicles() -> None:
 
 
 def test_openacc_part22_and_part7_driver_counts() -> None:
-    part22 = read_trajectories(shared_file("openacc_zalazone_short_setting_dynamic_part22.csv"))
+    part22 = read_trajectories(vendored_file("openacc_zalazone_short_setting_dynamic_part22.csv"))
     assert part22["driver"].nunique() == 8  # 9 vehicles, 8 pairs, no long holes
     part7 = read_trajectories(
-        shared_file("openacc_zalazone_mixed_dynamic_part7.csv"), max_fill_s=10.0
+        vendored_file("openacc_zalazone_mixed_dynamic_part7.csv"), max_fill_s=10.0
     )
     assert sorted(part7["driver"].unique()) == [
         "AUDI_E_TRON", "MERCEDES_GLE450", "TESLA_MODELS", "TESLA_MODELX", "TOYOTA_RAV4",
@@ -385,7 +383,7 @@ def test_openacc_part22_and_part7_driver_counts() -> None:
 
 
 def test_openacc_downsampling() -> None:
-    path = shared_file("openacc_zalazone_short_setting_dynamic_part22.csv")
+    path = vendored_file("openacc_zalazone_short_setting_dynamic_part22.csv")
     out = read_trajectories(path, target_hz=5.0)
     steps = out.groupby("driver")["time"].diff().dropna()
     np.testing.assert_allclose(steps, 0.2, atol=1e-9)

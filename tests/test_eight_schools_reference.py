@@ -26,8 +26,8 @@ from carpool.models.eight_schools import eight_schools_data
 Z_MAX = 4.5
 
 
-def _reference(shared: str) -> dict[str, np.ndarray]:
-    path = os.path.join(shared, "posteriordb",
+def _reference(data: str) -> dict[str, np.ndarray]:
+    path = os.path.join(data, "posteriordb",
                         "draws_draws_eight_schools-eight_schools_noncentered.json.zip")
     with zipfile.ZipFile(path) as z:
         chains = json.loads(z.read(z.namelist()[0]))
@@ -35,8 +35,8 @@ def _reference(shared: str) -> dict[str, np.ndarray]:
     return {n: np.array([c[n] for c in chains]) for n in names}  # (10, 1000)
 
 
-def test_bundled_data_match_posteriordb(shared_data):
-    with zipfile.ZipFile(os.path.join(shared_data, "posteriordb",
+def test_bundled_data_match_posteriordb(vendored_data):
+    with zipfile.ZipFile(os.path.join(vendored_data, "posteriordb",
                                       "data_data_eight_schools.json.zip")) as z:
         ref = json.loads(z.read(z.namelist()[0]))
     df = eight_schools_data()
@@ -44,8 +44,8 @@ def test_bundled_data_match_posteriordb(shared_data):
 
 
 @pytest.mark.filterwarnings("ignore::carpool.ConvergenceWarning")
-def test_noncentred_posterior_matches_reference(shared_data):
-    ref = _reference(shared_data)
+def test_noncentred_posterior_matches_reference(vendored_data):
+    ref = _reference(vendored_data)
     f = carpool.fit(eight_schools_data(), "eight_schools", pooling="hierarchical",
                     param="noncentred", chains=4, warmup=1000, draws=2500,
                     target_accept=0.95, seed=11)

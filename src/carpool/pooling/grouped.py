@@ -7,9 +7,9 @@ The pooling engine evaluates a model's mean function on either
 - the *padded* layout: arrays of shape ``(G, T_max)`` with a boolean mask, so per-group
   parameters broadcast as ``(G, 1)`` with no gather at all.
 
-On the hierarchical IDM (39 drivers x ~140 steps) the padded layout made each gradient about
-1.6x cheaper (``shared/performance-notes.md``); when group sizes are very unequal, padding
-wastes work, so :func:`choose_layout` picks by the fill ratio.
+The padded layout saves the gather's scatter in each gradient (``benchmarks/gradient_cost.py``
+compares the layouts); when group sizes are very unequal, padding wastes work, so
+:func:`choose_layout` picks by the fill ratio.
 """
 
 from __future__ import annotations
