@@ -186,7 +186,7 @@ def main() -> None:
         lines.append("")
         where = (f"on {args.workers} local worker processes" if args.workers
                  else "in one process")
-        lines.append(f"Measured {pd.Timestamp.today().date()} on {os.cpu_count()} CPU cores "
+        lines.append(f"Measured on {os.cpu_count()} CPU cores "
                      f"({where}), {wall:.0f} s in all; warm-up {args.warmup}, {args.ranks} "
                      f"ranked draws thinned by {args.thinning}, seed {args.seed}.")
         update_docs("\n".join(lines))
