@@ -60,3 +60,35 @@ def write_results(path: str | Path, args: Any, **payload: Any) -> Path:
                               default=float) + "\n")
     tmp.replace(out)
     return out
+
+
+def ngsim_benchmark_args(description: str, json_path: str, **extra: Any) -> Any:
+    """The arguments the NGSIM benchmarks share (``--drivers``, sampler settings, ``--seed``,
+    ``--smoke``, ``--json``), plus ``extra`` as ``{name: (default, help)}``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--drivers", type=int, default=None, help="a subset (default: all 76)")
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=1000)
+    ap.add_argument("--draws", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--json", default=json_path)
+    for name, (default, text) in extra.items():
+        ap.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
+                        help=text)
+    args = ap.parse_args()
+    if args.smoke:
+        args.drivers, args.chains, args.warmup, args.draws = 3, 1, 30, 30
+    return args
+
+
+def ngsim_drivers(num_drivers: int | None) -> Any:
+    """The bundled NGSIM drivers at 5 Hz, or ``num_drivers`` of them spread over the
+    recording (the demo's choice)."""
+    import carpool
+    from carpool.demo import choose_drivers
+
+    full = carpool.load_example("ngsim-i80")
+    return full[full["driver"].isin(choose_drivers(full, num_drivers))].reset_index(drop=True)

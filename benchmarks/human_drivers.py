@@ -25,7 +25,6 @@ of ``docs/human-drivers.md`` with
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 import warnings
@@ -35,16 +34,16 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
 def _fit_row(fit, pooling: str, residual: str, wall: float) -> dict:
     import carpool
+    from carpool.inference.plausibility import count_outside
 
     d = fit.diagnostics
     checked = carpool.plausibility(fit)
     outside = checked[checked["position"] != "inside"]
+    num_outside, num_weak = count_outside(checked)
     row = {"pooling": pooling, "residual": residual, "drivers": len(fit.group_ids),
            "wall_s": wall, "max_rhat": d["max_rhat"], "min_ess_bulk": d["min_ess_bulk"],
            "divergences": d["divergences"], "tree_depth_hits": d["max_tree_depth_hits"],
-           "outside": int(outside["group"].nunique()) if pooling != "pooled" else
-           int(len(outside) > 0),
-           "outside_weak": int(outside.loc[~outside["identified"], "group"].nunique())}
+           "outside": num_outside, "outside_weak": num_weak}
     pop = fit.summary().query("kind == 'population'").set_index("parameter")
     for p, r in pop.iterrows():
         row[p] = f"{r['mean']:.3g} [{r['hdi_3%']:.3g}, {r['hdi_97%']:.3g}]"
@@ -58,34 +57,24 @@ def _fit_row(fit, pooling: str, residual: str, wall: float) -> dict:
 
 
 def main() -> None:
-    from _results import write_results
+    from _results import ngsim_benchmark_args, ngsim_drivers, write_results
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--drivers", type=int, default=None, help="a subset (default: all 76)")
-    ap.add_argument("--chains", type=int, default=4)
-    ap.add_argument("--warmup", type=int, default=1000)
-    ap.add_argument("--draws", type=int, default=1000)
-    ap.add_argument("--residuals", default="ar1", help="hierarchical fits besides i.i.d.")
-    ap.add_argument("--heldout-residuals", default="iid,ar1,ar2,ar4,gp")
-    ap.add_argument("--num-draws", type=int, default=100, help="posterior draws simulated")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--json", default="benchmarks/results/human_drivers.json")
-    args = ap.parse_args()
+    args = ngsim_benchmark_args(
+        __doc__.splitlines()[0], "benchmarks/results/human_drivers.json",
+        residuals=("ar1", "hierarchical fits besides i.i.d."),
+        heldout_residuals=("iid,ar1,ar2,ar4,gp", "residuals scored by held-out prediction"),
+        num_draws=(100, "posterior draws simulated"))
     if args.smoke:
-        args.drivers, args.chains, args.warmup, args.draws = 3, 1, 30, 30
         args.residuals, args.heldout_residuals, args.num_draws = "", "iid", 5
 
     import numpy as np
 
     import carpool
     from carpool.compare.scores import heldout_score, lfo_split
-    from carpool.demo import choose_drivers
     from carpool.simulate.heldout import multistep_scores, split_in_time
 
     warnings.simplefilter("ignore")
-    full = carpool.load_example("ngsim-i80")
-    data = full[full["driver"].isin(choose_drivers(full, args.drivers))].reset_index(drop=True)
+    data = ngsim_drivers(args.drivers)
     settings = {"chains": args.chains, "warmup": args.warmup, "draws": args.draws,
                 "seed": args.seed, "warn": False}
 

@@ -20,7 +20,6 @@ docs/human-drivers.md``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 import warnings
@@ -38,29 +37,18 @@ CHOICES = {
 
 
 def main() -> None:
-    from _results import write_results
+    from _results import ngsim_benchmark_args, ngsim_drivers, write_results
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--drivers", type=int, default=None, help="a subset (default: all 76)")
-    ap.add_argument("--chains", type=int, default=4)
-    ap.add_argument("--warmup", type=int, default=1000)
-    ap.add_argument("--draws", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--json", default="benchmarks/results/human_priors.json")
-    args = ap.parse_args()
-    if args.smoke:
-        args.drivers, args.chains, args.warmup, args.draws = 3, 1, 30, 30
+    args = ngsim_benchmark_args(__doc__.splitlines()[0], "benchmarks/results/human_priors.json")
 
     import numpy as np
 
     import carpool
     from carpool.compare.scores import heldout_score, lfo_split, loo_score
-    from carpool.demo import choose_drivers
+    from carpool.inference.plausibility import count_outside
 
     warnings.simplefilter("ignore")
-    full = carpool.load_example("ngsim-i80")
-    data = full[full["driver"].isin(choose_drivers(full, args.drivers))].reset_index(drop=True)
+    data = ngsim_drivers(args.drivers)
     settings = {"chains": args.chains, "warmup": args.warmup, "draws": args.draws,
                 "seed": args.seed, "warn": False}
     rows = []
@@ -72,8 +60,7 @@ def main() -> None:
             t = time.perf_counter()
             fit = carpool.fit(grouped, spec, pooling=pooling, **settings)
             wall = time.perf_counter() - t
-            checked = carpool.plausibility(fit)
-            outside = checked[checked["position"] != "inside"]
+            num_outside, num_weak = count_outside(carpool.plausibility(fit))
             pop = fit.summary().query("kind == 'population'").set_index("parameter")["mean"]
             future = heldout_score(carpool.fit(train, spec, pooling=pooling, **settings), test,
                                    seed=args.seed)
@@ -81,8 +68,7 @@ def main() -> None:
             rows.append({
                 "priors": label, "pooling": pooling, "wall_s": wall,
                 "max_rhat": d["max_rhat"], "divergences": d["divergences"],
-                "outside": int(outside["group"].nunique()),
-                "outside_weak": int(outside.loc[~outside["identified"], "group"].nunique()),
+                "outside": num_outside, "outside_weak": num_weak,
                 "v0": float(pop["v0"]), "b": float(pop["b"]),
                 "elpd_loo": loo_score(fit).elpd,
                 "lfo_rmse_m_s": future.rmse,

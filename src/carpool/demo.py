@@ -204,27 +204,26 @@ def what_was_fitted(choice: DemoChoice, data: str, num: int, total: int, chains:
 
 
 def _multistep(table: pd.DataFrame, choice: DemoChoice, chains: int, seed: int,
-               log: Callable[[str], Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+               log: Callable[[str], Any]) -> pd.DataFrame:
     """Pooled i.i.d. and dynamic-residual fits on each driver's first 70%, scored on the
     rest by 3 s and 5 s predictions."""
     import carpool
     from carpool.simulate.heldout import multistep_scores, split_in_time
 
     train, test = split_in_time(table, 0.7)
-    rows, fits = [], {}
+    rows = []
     for residual in ("iid", choice.residual):
         log(f"held-out multi-step prediction: pooled {choice.model}, residual {residual} ...")
         f = carpool.fit(train, choice.model, pooling="pooled", residual=residual, chains=chains,
                         model_options=choice.model_options,
                         warmup=choice.refit_tune, draws=choice.refit_draws, seed=seed,
                         warn=False)
-        fits[residual] = f
         scores = multistep_scores(f, test, num_draws=50, seed=seed)
         rows.append(scores.reset_index().assign(residual=residual))
     frame = pd.concat(rows, ignore_index=True)
     frame = frame[["horizon", "residual", "rmse_speed_m_s", "rmse_gap_m", "crps_speed_m_s",
                    "crps_gap_m", "coverage_speed_90", "coverage_gap_90"]]
-    return frame.sort_values(["horizon", "residual"]).reset_index(drop=True), fits
+    return frame.sort_values(["horizon", "residual"]).reset_index(drop=True)
 
 
 def _population_table(fits: dict[str, Any], word: str) -> Any:
@@ -233,7 +232,7 @@ def _population_table(fits: dict[str, Any], word: str) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
-    from carpool.inference.plausibility import plausibility
+    from carpool.inference.plausibility import count_outside, plausibility
 
     hier = fits["hierarchical"]
     table = Table(title=f"{hier.spec.name}: population values (posterior means)")
@@ -251,8 +250,7 @@ def _population_table(fits: dict[str, Any], word: str) -> Any:
     if ranges:
         counts = []
         for mode in ("unpooled", "hierarchical"):
-            t = plausibility(fits[mode])
-            n = t.loc[t["position"] != "inside", "group"].nunique()
+            n, _ = count_outside(plausibility(fits[mode]))
             counts.append(f"{mode} {n} of {len(fits[mode].group_ids)}")
         table.caption = (f"{word}s with an estimate outside the physical ranges: "
                          + ", ".join(counts))
@@ -364,7 +362,7 @@ def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = No
             plot_follow_bands(follow_result, out / "figures" / "follow")
         files += [out / "figures" / "follow.png", out / "figures" / "follow.svg"]
         if choice.residual is not None:
-            multistep, _ = _multistep(table, choice, chains, seed, log)
+            multistep = _multistep(table, choice, chains, seed, log)
             files.append(atomic_write_text(out / "multistep.csv", multistep.to_csv(index=False)))
             notes[f"Held-out multi-step prediction: i.i.d. vs {choice.residual} residuals"] = \
                 multistep.round(3).rename(columns=MULTISTEP_HEADERS)

@@ -26,7 +26,8 @@ from carpool.inference.diagnostics import CONTRACTION_MIN
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
 
-__all__ = ["PlausibilityWarning", "implausible_message", "plausibility", "warn_implausible"]
+__all__ = ["PlausibilityWarning", "count_outside", "implausible_message", "plausibility",
+           "warn_implausible"]
 
 
 class PlausibilityWarning(UserWarning):
@@ -95,6 +96,14 @@ def plausibility(fit: Fit) -> pd.DataFrame:
     columns = ["group", "parameter", "unit", "mean", "low", "high", "position",
                "contraction", "identified", "reason"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def count_outside(table: pd.DataFrame) -> tuple[int, int]:
+    """Groups of a :func:`plausibility` table with an estimate outside the ranges, and of
+    those, the groups with a weakly identified one: ``(outside, weak)``."""
+    outside = table[table["position"] != "inside"]
+    weak = outside.loc[~outside["identified"].astype(bool), "group"]
+    return int(outside["group"].nunique(dropna=False)), int(weak.nunique(dropna=False))
 
 
 def implausible_message(fit: Fit, table: pd.DataFrame | None = None) -> str | None:

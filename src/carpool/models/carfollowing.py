@@ -120,6 +120,17 @@ def _linear_mean(model: Any) -> Any:
     return LinearMean(_offset, partial(_design, model), model.acceleration_coefficients)
 
 
+def _reference_table(parameters: ParameterTable, reference: Mapping[str, float], sd: float,
+                     source: str) -> ParameterTable:
+    """Log-normal priors ``Normal(0, sd)`` on the latent scale around a published set of
+    reference values (natural units)."""
+    return ParameterTable([
+        Parameter(p.name, p.unit, "log", reference[p.name], Normal(0.0, sd),
+                  f"{p.name} centred on {reference[p.name]:.3g} {p.unit} ({source})")
+        for p in parameters
+    ])
+
+
 def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str = "iid",
                       ar_pooling: str = "shared", gp_window_s: float | None = 10.0,
                       gp_method: str = "sliding", speed_limit: float | None = None
@@ -161,24 +172,15 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
     if priors == "zhang-sun-2023":
         if cf.name != "idm":
             raise ValueError("the 'zhang-sun-2023' priors are defined for the IDM only")
-        table = ParameterTable([
-            Parameter(p.name, p.unit, "log", IDM_ZHANG_SUN_REFERENCE[p.name], Normal(0.0, 1.0),
-                      f"{p.name} normalised by {IDM_ZHANG_SUN_REFERENCE[p.name]} {p.unit} "
-                      "(Zhang & Sun 2023)")
-            for p in cf.parameters
-        ])
+        table = _reference_table(cf.parameters, IDM_ZHANG_SUN_REFERENCE, 1.0,
+                                 "Zhang & Sun 2023")
         sigma = Exponential(1e4)
         hyper = Hyperpriors(tau=Exponential(100.0), lkj_eta=2.0, tau_level=Exponential(100.0))
     elif priors == "treiber-kesting-2013":
         if cf.name != "idm":
             raise ValueError("the 'treiber-kesting-2013' priors are defined for the IDM only")
-        table = ParameterTable([
-            Parameter(p.name, p.unit, "log", IDM_TREIBER_KESTING_REFERENCE[p.name],
-                      Normal(0.0, 0.3), f"{p.name} centred on "
-                      f"{IDM_TREIBER_KESTING_REFERENCE[p.name]:.3g} {p.unit} (Treiber & "
-                      "Kesting 2013, Table 11.2, highway)")
-            for p in cf.parameters
-        ])
+        table = _reference_table(cf.parameters, IDM_TREIBER_KESTING_REFERENCE, 0.3,
+                                 "Treiber & Kesting 2013, Table 11.2, highway")
         hyper = Hyperpriors(tau=HalfNormal(0.3))
     if speed_limit is not None:
         if "v0" not in table.names:
