@@ -33,7 +33,8 @@ def test_one_step_pairs_never_cross_drivers(table: pd.DataFrame) -> None:
     pairs = one_step_pairs(table)
     assert len(pairs) == (4 - 1) + (2 - 1) + (6 - 1)
     assert list(pairs.columns) == [
-        "driver", "time", "speed", "gap", "leader_speed", "dt", "next_speed", "class",
+        "driver", "time", "speed", "gap", "leader_speed", "dt", "next_speed", "next_gap",
+        "next_leader_speed", "class",
     ]  # fmt: skip
     for driver, group in table.groupby("driver"):
         got = pairs.loc[pairs.driver == driver]
@@ -41,6 +42,8 @@ def test_one_step_pairs_never_cross_drivers(table: pd.DataFrame) -> None:
         np.testing.assert_allclose(got["speed"], group["speed"].iloc[:-1])
         np.testing.assert_allclose(got["next_speed"], group["speed"].iloc[1:])
         np.testing.assert_allclose(got["gap"], group["gap"].iloc[:-1])
+        np.testing.assert_allclose(got["next_gap"], group["gap"].iloc[1:])
+        np.testing.assert_allclose(got["next_leader_speed"], group["leader_speed"].iloc[1:])
         np.testing.assert_allclose(got["dt"], 0.2)
     # the last observation of 'a' never pairs with the first of 'b'
     last_a = table.loc[table.driver == "a", "time"].max()

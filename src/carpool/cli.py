@@ -34,6 +34,9 @@ PriorsOption = Annotated[str, typer.Option(
     help="Prior preset: default | treiber-kesting-2013 | zhang-sun-2023")]
 SpeedLimitOption = Annotated[float | None, typer.Option(
     help="Speed limit, m/s: centres the prior of the desired speed v0 there")]
+LikelihoodOption = Annotated[str, typer.Option(
+    help="What each step scores: speed (the next speed) | joint (next speed and gap; "
+         "i.i.d. residuals)")]
 ResidualOption = Annotated[str, typer.Option(
     help="Residual process within each driver's series: iid | ar1 .. ar8 | gp")]
 ArPoolingOption = Annotated[str, typer.Option(
@@ -139,7 +142,8 @@ def _interrupt_exits(out: Path) -> Iterator[Callable[[], None]]:
 
 def _model_options(priors: str, residual: str, ar_pooling: str,
                    gp_window_s: float, gp_method: str = "sliding",
-                   speed_limit: float | None = None) -> dict[str, Any]:
+                   speed_limit: float | None = None, likelihood: str = "speed"
+                   ) -> dict[str, Any]:
     """The car-following spec options, residual choices checked before any data is read."""
     from carpool.residuals import AR_POOLING, GP_METHODS, parse_residual
 
@@ -153,9 +157,20 @@ def _model_options(priors: str, residual: str, ar_pooling: str,
                    gp_method=gp_method)
     if speed_limit is not None and not speed_limit > 0:
         raise _fail(f"--speed-limit must be a positive speed in m/s, got {speed_limit:g}")
+    from carpool.models.carfollowing import LIKELIHOODS
+
+    if likelihood not in LIKELIHOODS:
+        raise _fail(f"unknown --likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
+    if likelihood == "joint" and process.is_dynamic:
+        raise _fail(f"--likelihood joint is defined with i.i.d. residuals; got --residual "
+                    f"{process.name}")
     options = {"priors": priors, "residual": process.name, "ar_pooling": ar_pooling,
                "gp_window_s": gp_window_s, "gp_method": gp_method}
-    return options if speed_limit is None else {**options, "speed_limit": speed_limit}
+    if speed_limit is not None:
+        options["speed_limit"] = speed_limit
+    if likelihood != "speed":
+        options["likelihood"] = likelihood
+    return options
 
 
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -214,6 +229,7 @@ def fit(
     gp_window_s: GpWindowOption = 10.0,
     gp_method: GpMethodOption = "sliding",
     speed_limit: SpeedLimitOption = None,
+    likelihood: LikelihoodOption = "speed",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains (>= 4 recommended)")] = 4,
@@ -244,7 +260,7 @@ def fit(
     if out.is_dir():
         raise _fail(f"--out {out} is a folder; give a file name ending in .nc")
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
-                                   speed_limit)
+                                   speed_limit, likelihood)
     with console.status(f"reading {data}"):
         table = _run(carpool.read_trajectories, data, format=data_format)
     console.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {data}")
@@ -376,6 +392,7 @@ def compare(
     gp_window_s: GpWindowOption = 10.0,
     gp_method: GpMethodOption = "sliding",
     speed_limit: SpeedLimitOption = None,
+    likelihood: LikelihoodOption = "speed",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
@@ -389,7 +406,7 @@ def compare(
 
     log = err.print
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
-                                   speed_limit)
+                                   speed_limit, likelihood)
     saved = [p for p in inputs if p.suffix == ".nc"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -431,6 +448,7 @@ def sweep(
     gp_window_s: GpWindowOption = 10.0,
     gp_method: GpMethodOption = "sliding",
     speed_limit: SpeedLimitOption = None,
+    likelihood: LikelihoodOption = "speed",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
@@ -453,7 +471,7 @@ def sweep(
         raise _fail(f"--out {out} is a file; give a folder")
     values = _parse_grid(grid) or DEFAULT_GRID
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
-                                   speed_limit)
+                                   speed_limit, likelihood)
     options = _fit_options(model, model_options, level, chains, tune, draws, seed)
     table = _read(data, data_format)
     with warnings.catch_warnings(record=True) as caught:
@@ -501,6 +519,7 @@ def report(
     gp_window_s: GpWindowOption = 10.0,
     gp_method: GpMethodOption = "sliding",
     speed_limit: SpeedLimitOption = None,
+    likelihood: LikelihoodOption = "speed",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
@@ -517,7 +536,7 @@ def report(
         raise _fail(f"--out must end in .html, got {out}")
     values = _parse_grid(grid) if sweep_fits else ()
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
-                                   speed_limit)
+                                   speed_limit, likelihood)
     options = _fit_options(model, model_options, level, chains, tune, draws, seed)
     fits, table = None, None
     if any(p.suffix == ".nc" for p in inputs):
@@ -812,6 +831,7 @@ def batch_fit_command(
     gp_window_s: GpWindowOption = 10.0,
     gp_method: GpMethodOption = "sliding",
     speed_limit: SpeedLimitOption = None,
+    likelihood: LikelihoodOption = "speed",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
     tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains (run one after another in a worker)")]
@@ -851,7 +871,7 @@ def batch_fit_command(
     if engine == "separate" and level is not None:
         raise _fail("--level does not apply to --engine separate (each driver alone)")
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
-                                   speed_limit)
+                                   speed_limit, likelihood)
     units = _run(read_units, data, by, data_format)
     err.print(f"{len(units)} units by {escape(by)} from {len(data)} file(s)")
     options = {"chains": chains, "warmup": tune, "draws": draws, "seed": seed,

@@ -30,9 +30,10 @@ def one_step_pairs(df: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Columns ``driver, time, speed, gap, leader_speed, dt, next_speed`` (+ ``class`` when
-        present): the state at ``time`` (s, m/s, m, m/s), the step ``dt`` (s) to the driver's
-        next observation and the follower speed ``next_speed`` (m/s) there. Rows keep the
+        Columns ``driver, time, speed, gap, leader_speed, dt, next_speed, next_gap,
+        next_leader_speed`` (+ ``class`` when present): the state at ``time`` (s, m/s, m,
+        m/s), the step ``dt`` (s) to the driver's next observation and the follower speed
+        (m/s), gap (m) and leader speed (m/s) there. Rows keep the
         input order; a driver with ``n`` rows gives ``n - 1`` pairs and no pair ever spans
         two drivers.
 
@@ -66,7 +67,8 @@ def one_step_pairs(df: pd.DataFrame) -> pd.DataFrame:
     columns = ["driver", "time", "speed", "gap", "leader_speed"]
     pairs = df.iloc[first][columns].reset_index(drop=True)
     pairs["dt"] = dt
-    pairs["next_speed"] = df["speed"].to_numpy(dtype=float)[first + 1]
+    for column in ("speed", "gap", "leader_speed"):
+        pairs[f"next_{column}"] = df[column].to_numpy(dtype=float)[first + 1]
     if "class" in df.columns:
         pairs["class"] = df["class"].to_numpy()[first]
     return pairs

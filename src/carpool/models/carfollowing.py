@@ -36,7 +36,7 @@ Prior presets (``priors=``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -44,12 +44,13 @@ import pandas as pd
 
 from carpool.carfollowing import IDM_ZHANG_SUN_REFERENCE, as_model, list_models
 from carpool.pooling.grouped import GroupedData
-from carpool.pooling.likelihoods import Gaussian
+from carpool.pooling.likelihoods import Gaussian, JointGaussian
 from carpool.pooling.parameters import Parameter, ParameterTable
 from carpool.pooling.priors import Exponential, HalfNormal, Normal
 from carpool.pooling.spec import Hyperpriors, ModelSpec, register_spec
 
-__all__ = ["carfollowing_spec", "trajectories_to_grouped", "PRIOR_PRESETS", "COVARIATES"]
+__all__ = ["carfollowing_spec", "trajectories_to_grouped", "PRIOR_PRESETS", "COVARIATES",
+           "LIKELIHOODS", "JOINT_COVARIATES"]
 
 PRIOR_PRESETS = ("default", "treiber-kesting-2013", "zhang-sun-2023")
 #: Highway IDM values of Treiber & Kesting (2013, Table 11.2): v0 m/s (120 km/h), s0 m, T s,
@@ -58,6 +59,15 @@ IDM_TREIBER_KESTING_REFERENCE = {"v0": 120.0 / 3.6, "s0": 2.0, "T": 1.0, "a": 1.
 #: Latent sd of the v0 prior centred at a user's speed limit: 95% within x/ 1.34 of it.
 SPEED_LIMIT_SD = 0.15
 COVARIATES = ("speed", "gap", "leader_speed", "dt")
+#: ``likelihood=``: ``"speed"`` scores the next speed, ``"joint"`` the next speed and gap.
+LIKELIHOODS = ("speed", "joint")
+#: What the joint likelihood adds to :data:`COVARIATES`: the next gap (m), the gap after a
+#: step at constant speed (m) and the gap's loading on the acceleration, ``-dt / 2`` (s).
+JOINT_COVARIATES = ("next_gap", "gap_constant_speed", "gap_loading")
+#: Prior sds (HalfNormal) of the joint likelihood's measurement errors: next speed (m/s)
+#: and next gap (m). Trajectory data smoothed and rounded to 0.01 have errors of this order
+#: or smaller; the data learn them.
+JOINT_MEASUREMENT_SD = {"speed": 0.1, "gap": 0.1}
 
 
 def trajectories_to_grouped(
@@ -67,6 +77,7 @@ def trajectories_to_grouped(
     columns: Mapping[str, str] | None = None,
     min_observations: int = 3,
     resample: bool = False,
+    covariates: Sequence[str] = COVARIATES,
 ) -> GroupedData:
     """Validate a trajectory table and turn it into one-step observations per driver.
 
@@ -77,12 +88,15 @@ def trajectories_to_grouped(
         see :func:`carpool.data.validate_trajectories` for the checks and ``columns``.
     level
         Column naming a level above drivers, e.g. ``"class"`` (car / truck).
+    covariates
+        :data:`COVARIATES`, optionally with any of :data:`JOINT_COVARIATES` (the joint
+        likelihood's).
 
     Returns
     -------
     GroupedData
         ``y`` = next speed (m/s), covariates ``speed`` (m/s), ``gap`` (m),
-        ``leader_speed`` (m/s), ``dt`` (s); groups = drivers.
+        ``leader_speed`` (m/s), ``dt`` (s) and those asked for; groups = drivers.
     """
     from carpool.data import one_step_pairs, validate_trajectories
 
@@ -92,8 +106,15 @@ def trajectories_to_grouped(
         raise ValueError(f"level column {level!r} is not in the data (have "
                          f"{list(clean.columns)})")
     pairs = one_step_pairs(clean)
+    unknown = sorted(set(covariates) - set(COVARIATES) - set(JOINT_COVARIATES))
+    if unknown:
+        raise ValueError(f"unknown car-following covariates {unknown}")
+    # the leader moves by its mean speed over the step (trapezoid), the follower by its speed
+    leader_step = 0.5 * (pairs["leader_speed"] + pairs["next_leader_speed"]) * pairs["dt"]
+    pairs["gap_constant_speed"] = pairs["gap"] + leader_step - pairs["speed"] * pairs["dt"]
+    pairs["gap_loading"] = -0.5 * pairs["dt"]
     return GroupedData.from_frame(pairs, y="next_speed", group="driver",
-                                  covariates=COVARIATES, level=level)
+                                  covariates=tuple(covariates), level=level)
 
 
 def _one_step_mean(model: Any, params: Mapping[str, Any], covs: Mapping[str, Any]) -> Any:
@@ -133,8 +154,8 @@ def _reference_table(parameters: ParameterTable, reference: Mapping[str, float],
 
 def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str = "iid",
                       ar_pooling: str = "shared", gp_window_s: float | None = 10.0,
-                      gp_method: str = "sliding", speed_limit: float | None = None
-                      ) -> ModelSpec:
+                      gp_method: str = "sliding", speed_limit: float | None = None,
+                      likelihood: str = "speed") -> ModelSpec:
     """The pooling spec of a registered car-following model.
 
     Parameters
@@ -158,6 +179,17 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
         hierarchical fit) at this value with latent sd :data:`SPEED_LIMIT_SD` (95% within
         x/ 1.34): below free-flow speed the data barely identify v0, and without it v0
         restates a motorway default (the fit warns). Needs a model with a ``v0``.
+    likelihood
+        ``"speed"`` (default): the next speed, ``Normal(v + acc dt, sigma dt)``, censored
+        at 0 m/s. ``"joint"``: the next speed and the next gap together, Zhang & Sun's
+        joint model: the acceleration error ``e ~ Normal(0, sigma)`` moves the speed by
+        ``e dt`` and the gap by ``-e dt^2 / 2`` (the ballistic update), plus measurement
+        errors of the speed (m/s) and gap (m) with HalfNormal priors of sd
+        :data:`JOINT_MEASUREMENT_SD` (:class:`~carpool.pooling.likelihoods.JointGaussian`).
+        i.i.d. residuals only. Where speeds and gaps are consistent (the gap changes by
+        the speed difference), the gap adds nothing beyond what the speed says: it ties
+        the fit to the gap the driver keeps only through the speed's measurement error.
+        What it changes on the bundled NGSIM drivers: docs/human-drivers.md.
     """
     from carpool.residuals import parse_residual
 
@@ -194,17 +226,31 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
                       f"desired speed, prior centred at the speed limit {speed_limit:g} m/s")
             if p.name == "v0" else p for p in table
         ])
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
+    covariates = COVARIATES
+    observation: Gaussian | JointGaussian = Gaussian(sigma, scale_covariate="dt", lower=0.0)
+    if likelihood == "joint":
+        if process.is_dynamic:
+            raise ValueError(f"the joint speed-and-gap likelihood is defined with i.i.d. "
+                             f"residuals; got residual {process.name!r}")
+        covariates = COVARIATES + JOINT_COVARIATES
+        observation = JointGaussian(
+            "next_gap", "gap_constant_speed", "gap_loading", "speed", sigma,
+            HalfNormal(JOINT_MEASUREMENT_SD["speed"]), HalfNormal(JOINT_MEASUREMENT_SD["gap"]),
+            scale_covariate="dt", lower=0.0)
     return ModelSpec(
         name=cf.name,
         parameters=table,
         mean_fn=partial(_one_step_mean, cf),
-        covariates=COVARIATES,
-        likelihood=Gaussian(sigma, scale_covariate="dt", lower=0.0),
+        covariates=covariates,
+        likelihood=observation,
         options={"priors": priors, "residual": process.name, "ar_pooling": ar_pooling,
                  "gp_window_s": gp_window_s, "gp_method": gp_method,
-                 **({} if speed_limit is None else {"speed_limit": float(speed_limit)})},
+                 **({} if speed_limit is None else {"speed_limit": float(speed_limit)}),
+                 **({} if likelihood == "speed" else {"likelihood": likelihood})},
         group_dim="driver",
-        prepare_fn=trajectories_to_grouped,
+        prepare_fn=partial(trajectories_to_grouped, covariates=covariates),
         default_hyperpriors=hyper,
         residual=process,
         linear_mean=_linear_mean(cf),

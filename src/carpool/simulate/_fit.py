@@ -17,7 +17,7 @@ _COVARIATES = ("speed", "gap", "leader_speed", "dt")
 def carfollowing_model(fit: Fit) -> CarFollowingModel:
     """The fit's car-following model; ``ValueError`` for any other kind of model."""
     name = fit.spec.name
-    if name not in list_models() or tuple(fit.spec.covariates) != _COVARIATES:
+    if name not in list_models() or tuple(fit.spec.covariates)[:4] != _COVARIATES:
         raise ValueError(f"the fit is of model {name!r}, not a car-following model; "
                          f"simulations need one of {list_models()}")
     model = get_model(name)
