@@ -320,3 +320,26 @@ def test_interrupt_before_any_chain_finished_propagates(linear_table, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         carpool.fit(linear_table, "linear", pooling="pooled", chains=5, warmup=100,
                     draws=100, seed=0, warn=False)
+
+
+def test_one_verdict_for_the_warning_the_report_and_compare():
+    """A 2-chain fit with bulk ESS 300: the warning, the report and ``converged`` agree (all
+    from carpool.verdicts), and R-hat exactly at the limit passes everywhere."""
+    from types import SimpleNamespace
+
+    from carpool import verdicts
+    from carpool.report.html import _checks
+
+    diag = {"divergences": 0, "max_rhat": verdicts.RHAT_MAX, "max_rhat_var": "mu[v0]",
+            "min_ess_bulk": 300.0, "min_ess_bulk_var": "tau[b]", "min_ess_tail": 500.0,
+            "num_chains": 2, "num_draws": 1000, "max_tree_depth_hits": 0}
+    problems = convergence_problems(diag)
+    assert len(problems) == 1 and "ESS 300" in problems[0] and "< 400" in problems[0]
+    checks = {name: ok for name, _, _, ok in _checks(SimpleNamespace(diagnostics=diag))}
+    assert checks == {"max R-hat": True, "min bulk ESS": False, "divergences": True}
+    assert not verdicts.converged(diag)
+    assert verdicts.converged({**diag, "min_ess_bulk": 400.0})
+    assert convergence_problems({**diag, "min_ess_bulk": 400.0}) == []
+    # eight chains need 100 each
+    assert verdicts.ess_required(8) == 800 and verdicts.ess_required(2) == 400
+    assert verdicts.pareto_k_ok(verdicts.PARETO_K_MAX) and not verdicts.pareto_k_ok(0.71)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -21,6 +22,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from carpool.verdicts import RHAT_MAX, rhat_ok
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Pooled, unpooled and hierarchical Bayesian calibration of "
@@ -906,10 +909,11 @@ def _print_batch_summary(result: Any, wall_s: float) -> None:
         table.add_column(col, justify="right")
     records = result.manifest.units.values()
     shaky = sum(1 for r in records if r["status"] == "done"
-                and (r.get("divergences", 0) > 0 or not r.get("max_rhat", 1.0) <= 1.01))
+                and (r.get("divergences", 0) > 0
+                     or rhat_ok(float(r.get("max_rhat", math.nan))) is not True))
     table.add_row(str(s["done"] - s["reused"]), str(s["reused"]), str(s["failed"]),
                   str(shaky))
-    table.caption = ("not converged: max R-hat above 1.01 (or not computable with one "
+    table.caption = (f"not converged: max R-hat above {RHAT_MAX} (or not computable with one "
                      "chain) or divergences; see manifest.json")
     console.print(table)
     console.print(f"wrote {escape(str(result.manifest_path))}")

@@ -24,6 +24,7 @@ from carpool.compare.scores import (
     select_groups,
 )
 from carpool.pooling.spec import POOLING_MODES
+from carpool.verdicts import rhat_ok
 
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
@@ -140,7 +141,7 @@ def compare(
                         f"> {PARETO_K_LIMIT}, max {s.max_pareto_k:.2f}); trust the held-out "
                         "scores more")
         d = by_mode[m].diagnostics
-        if d["max_rhat"] > 1.01 or d["divergences"] > 0:
+        if rhat_ok(d["max_rhat"]) is False or d["divergences"] > 0:
             warn.append(f"{m}: the fit has not converged (max R-hat {d['max_rhat']:.3f}, "
                         f"{d['divergences']} divergences); its scores are suspect")
 

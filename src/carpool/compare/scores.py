@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from carpool.pooling.grouped import GroupedData
+from carpool.verdicts import PARETO_K_MAX
 
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
@@ -33,7 +34,7 @@ __all__ = ["PointwiseScore", "loo_score", "lfo_split", "heldout_score", "group_f
            "select_groups", "new_group_score", "paired_difference", "PARETO_K_LIMIT"]
 
 #: Pareto k above which PSIS-LOO is unreliable at an observation (Vehtari et al. 2024).
-PARETO_K_LIMIT = 0.7
+PARETO_K_LIMIT = PARETO_K_MAX  # the name compare's callers know
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class PointwiseScore:
 
     @property
     def num_high_k(self) -> int:
-        return 0 if self.pareto_k is None else int(np.sum(self.pareto_k > PARETO_K_LIMIT))
+        return 0 if self.pareto_k is None else int(np.sum(~(self.pareto_k <= PARETO_K_MAX)))
 
 
 def paired_difference(a: PointwiseScore, b: PointwiseScore) -> tuple[float, float]:

@@ -1,8 +1,6 @@
 """Convergence diagnostics (ArviZ) and the warnings users see when they are bad.
 
-Thresholds follow Vehtari et al. (2021, "Rank-normalization, folding, and localization"):
-R-hat below 1.01 and bulk / tail ESS of at least 100 per chain; any divergent transition
-means the sampler missed part of the posterior.
+The thresholds and the rules that apply them live in :mod:`carpool.verdicts`.
 """
 
 from __future__ import annotations
@@ -17,8 +15,7 @@ import numpy as np
 __all__ = ["ConvergenceWarning", "compute_diagnostics", "convergence_problems",
            "warn_if_bad"]
 
-RHAT_MAX = 1.01
-ESS_PER_CHAIN_MIN = 100
+from carpool.verdicts import RHAT_MAX, ess_ok, ess_required, rhat_ok
 
 # ``population`` duplicates ``mu`` (same ranks) and is skipped; so is the constant diagonal
 # of ``corr``
@@ -148,17 +145,17 @@ def convergence_problems(diag: dict[str, Any]) -> list[str]:
         out.append(f"{hits} transitions hit the maximum tree depth: NUTS takes tiny steps "
                    "through a badly scaled or strongly correlated posterior; reparameterise "
                    "(param=...) or raise max_tree_depth")
-    if np.isfinite(diag["max_rhat"]) and diag["max_rhat"] > RHAT_MAX:
+    if rhat_ok(diag["max_rhat"]) is False:
         out.append(f"max R-hat {diag['max_rhat']:.3f} at {diag['max_rhat_var']} "
                    f"(> {RHAT_MAX}): chains disagree; run a longer warm-up (--tune) and more "
                    "chains, and if they still disagree look for several modes or give the "
                    "parameter an informative prior")
-    ess_min = ESS_PER_CHAIN_MIN * diag["num_chains"]
-    if np.isfinite(diag["min_ess_bulk"]) and diag["min_ess_bulk"] < ess_min:
+    ess_min = ess_required(diag["num_chains"])
+    if ess_ok(diag["min_ess_bulk"], diag["num_chains"]) is False:
         out.append(f"min bulk ESS {diag['min_ess_bulk']:.0f} at {diag['min_ess_bulk_var']} "
                    f"(< {ess_min}): draw more samples (--draws) or reparameterise the slowly "
                    "mixing parameter (param=...)")
-    if np.isfinite(diag["min_ess_tail"]) and diag["min_ess_tail"] < ess_min:
+    if ess_ok(diag["min_ess_tail"], diag["num_chains"]) is False:
         out.append(f"min tail ESS {diag['min_ess_tail']:.0f} (< {ess_min}): intervals are "
                    "unreliable; draw more samples (--draws)")
     return out

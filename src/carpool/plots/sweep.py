@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from carpool.verdicts import PARETO_K_MAX
+
 if TYPE_CHECKING:
     from carpool.compare.results import SweepResult
 
@@ -135,10 +137,10 @@ def plot_sweep(sweep: SweepResult, path: str | Path | None = None) -> Any:
         ax.plot(best["tau"], best["elpd_loo"], "*", color="tab:red", ms=13, zorder=4,
                 label=f"best: tau = {best['tau']:.3g}")
         if "max_pareto_k" in s:
-            bad = s[s["max_pareto_k"] > 0.7]
+            bad = s[s["max_pareto_k"] > PARETO_K_MAX]
             if not bad.empty:
                 ax.plot(bad["tau"], bad["elpd_loo"], "o", mfc="none", mec="tab:red", ms=10,
-                        label="Pareto k > 0.7 (LOO unreliable)")
+                        label=f"Pareto k > {PARETO_K_MAX} (LOO unreliable)")
         ax.set_title("held-out score (PSIS-LOO elpd)", fontsize=11)
         ax.set_ylabel("elpd_loo (higher is better)", fontsize=10)
         ax.set_xlabel(_TAU_LABEL, fontsize=10)

@@ -21,19 +21,23 @@ import numpy as np
 import pandas as pd
 
 from carpool.report.template import CSP, CSS, NOSCRIPT_CSS, PAGE, SCRIPT
+from carpool.verdicts import (
+    ESS_MIN_PER_CHAIN,
+    ESS_MIN_TOTAL,
+    PARETO_K_MAX,
+    RHAT_MAX,
+    ess_ok,
+    ess_required,
+    pareto_k_ok,
+    rhat_ok,
+)
 
 if TYPE_CHECKING:
     from carpool.compare.results import Comparison, PriorSensitivity, SweepResult
     from carpool.inference.fit import Fit
 
-__all__ = ["render_report", "write_report", "figure_data_uri", "RHAT_MAX", "ESS_MIN_TOTAL",
-           "FIGURE_DPI"]
+__all__ = ["render_report", "write_report", "figure_data_uri", "FIGURE_DPI"]
 
-#: R-hat must be below this (Vehtari et al. 2021).
-RHAT_MAX = 1.01
-#: Bulk ESS of at least this many draws in total (100 per chain for four chains; more chains
-#: need 100 each).
-ESS_MIN_TOTAL = 400
 #: Resolution of embedded matplotlib figures: sharp on screen at a modest file size.
 FIGURE_DPI = 110
 #: What a missing score looks like.
@@ -237,10 +241,6 @@ def _data_section(data_summary: Mapping[str, Any]) -> str:
                     f"</table></div>")
 
 
-def _ess_min(num_chains: int) -> int:
-    return max(ESS_MIN_TOTAL, 100 * num_chains)
-
-
 def _checks(fit: Fit) -> list[tuple[str, str, str, bool | None]]:
     """(check, value, threshold, ok) for R-hat, bulk ESS and divergences."""
     d = fit.diagnostics
@@ -249,12 +249,12 @@ def _checks(fit: Fit) -> list[tuple[str, str, str, bool | None]]:
     div = d.get("divergences")
     where_r = f" ({d['max_rhat_var']})" if d.get("max_rhat_var") else ""
     where_e = f" ({d['min_ess_bulk_var']})" if d.get("min_ess_bulk_var") else ""
-    ess_min = _ess_min(chains)
+    ess_min = ess_required(chains)
     return [
-        ("max R-hat", f"{_fmt_fixed(3)(rhat)}{where_r}", f"< {RHAT_MAX}",
-         None if _is_missing(rhat) else bool(rhat < RHAT_MAX)),
+        ("max R-hat", f"{_fmt_fixed(3)(rhat)}{where_r}", f"\u2264 {RHAT_MAX}",
+         None if _is_missing(rhat) else rhat_ok(float(rhat))),
         ("min bulk ESS", f"{_fmt_int(ess)}{where_e}", f"\u2265 {ess_min}",
-         None if _is_missing(ess) else bool(ess >= ess_min)),
+         None if _is_missing(ess) else ess_ok(float(ess), chains)),
         ("divergences", _fmt_int(div), "0", None if div is None else int(div) == 0),
     ]
 
@@ -276,8 +276,8 @@ def _summary_cols(table: pd.DataFrame, first: Sequence[_Col], ess_min: int) -> l
     cols += [
         _Col("ess_bulk", "bulk ESS", _fmt_int, bad=lambda v: v < ess_min,
              tip=f"bulk effective sample size; marked below {ess_min}"),
-        _Col("r_hat", "R-hat", _fmt_fixed(3), bad=lambda v: v >= RHAT_MAX,
-             tip=f"marked at {RHAT_MAX} or above"),
+        _Col("r_hat", "R-hat", _fmt_fixed(3), bad=lambda v: rhat_ok(v) is False,
+             tip=f"marked above {RHAT_MAX}"),
     ]
     return cols
 
@@ -285,7 +285,7 @@ def _summary_cols(table: pd.DataFrame, first: Sequence[_Col], ess_min: int) -> l
 def _fit_block(label: str, fit: Fit) -> str:
     d = fit.diagnostics
     chains, draws = int(d.get("num_chains", 0)), int(d.get("num_draws", 0))
-    ess_min = _ess_min(chains)
+    ess_min = ess_required(chains)
     title = label if label == fit.pooling else f"{label} ({fit.pooling})"
     info = (f"model <b>{_esc(fit.spec.name)}</b>, {_esc(fit.pooling)} pooling, "
             f"{len(fit.group_ids):,} groups, {chains} chains \u00d7 {draws:,} draws")
@@ -344,8 +344,9 @@ def _fits_overview(fits: Mapping[str, Fit]) -> str:
             "<th class=num>time</th><th>converged</th></tr>")
     return (f'<div class="table-wrap"><table><thead>{head}</thead><tbody>{"".join(rows)}'
             f"</tbody></table></div>"
-            f'<p class="note">Targets: R-hat &lt; {RHAT_MAX}, bulk ESS \u2265 '
-            f"{ESS_MIN_TOTAL} in total (100 per chain with more than four chains), "
+            f'<p class="note">Targets: R-hat \u2264 {RHAT_MAX}, bulk ESS \u2265 '
+            f"{ESS_MIN_TOTAL} in total ({ESS_MIN_PER_CHAIN} per chain with more than four "
+            "chains), "
             "no divergent transitions.</p>")
 
 
@@ -364,8 +365,9 @@ _MODE_HEADERS: dict[str, tuple[str, str]] = {
     "p_loo": ("p LOO", "effective number of parameters"),
     "elpd_diff": ("\u0394 elpd", "elpd LOO of the best mode minus this one's (0 for the best)"),
     "dse": ("SE \u0394", "standard error of that difference"),
-    "max_pareto_k": ("max k", "worst Pareto k of the PSIS fit; above 0.7 LOO is unreliable"),
-    "num_high_k": ("k > 0.7", "observations with Pareto k above 0.7"),
+    "max_pareto_k": ("max k", f"worst Pareto k of the PSIS fit; above {PARETO_K_MAX} LOO is "
+                     "unreliable"),
+    "num_high_k": (f"k > {PARETO_K_MAX}", f"observations with Pareto k above {PARETO_K_MAX}"),
     "lfo_elpd": ("LFO elpd", "leave-future-out: log predictive density of each group's "
                  "held-out last 20%"),
     "lfo_rmse_speed": ("LFO RMSE", "leave-future-out: RMSE of the posterior-predictive mean "
@@ -391,7 +393,7 @@ def _comparison_section(comparison: Comparison) -> str:
         header, tip = _MODE_HEADERS.get(k, (k, ""))
         fmt = _fmt_int if k in ("rank", "num_high_k") else (
             _fmt_fixed(2) if k == "max_pareto_k" else fmt_num)
-        bad = (lambda v: v > 0.7) if k == "max_pareto_k" else (
+        bad = (lambda v: not pareto_k_ok(v)) if k == "max_pareto_k" else (
             (lambda v: v > 0) if k == "num_high_k" else None)
         cols.append(_Col(k, header, fmt, tip=tip, bad=bad, same_decimals=fmt is fmt_num))
     rec = str(comparison.recommendation.get("mode", ""))
@@ -620,7 +622,7 @@ def _sweep_section(sweep: SweepResult) -> str:
         cols = [_Col("tau", "\u03c4", fmt_tau)]
         cols += [_Col(c, h, f, bad=b) for c, h, f, b in (
             ("elpd_loo", "elpd LOO", fmt_num, None), ("se", "SE", fmt_num, None),
-            ("max_pareto_k", "max Pareto k", _fmt_fixed(2), lambda v: v > 0.7))
+            ("max_pareto_k", "max Pareto k", _fmt_fixed(2), lambda v: not pareto_k_ok(v)))
             if c in scores.columns]
         for c in cols[1:3]:
             c.same_decimals = True
