@@ -120,7 +120,7 @@ def row_terms(spec: ModelSpec, y: np.ndarray, mask: np.ndarray,
     if rows[0] is None:
         return None
     out: dict[str, Any] = {k: np.stack([np.asarray(r[k], dtype=float) for r in rows])
-                           for k in ("inv_c", "weight", "count", "const")}
+                           for k in rows[0] if k not in ("censored", "c_censored")}
     if "censored" in rows[0]:
         counts = [int(np.sum(r["censored"][1])) for r in rows]
         size = censored_bucket(max(counts), y.shape[1])

@@ -542,6 +542,58 @@ class JointGaussian(AbstractLikelihood):
     def distribution(self, mean, noise, covariates, censored_at=None):
         return _joint_distribution(self, mean, noise, covariates)
 
+    def observed_terms(self, y, mask, covariates):
+        """``weight`` (1 at the exactly observed cells inside the mask, else 0), ``count``,
+        the covariates the density reads (``c``, ``load``, ``z_base``: the second
+        observation minus its base plus ``load * offset``), and where censored
+        ``censored`` (:func:`censored_positions`) and ``c_censored``. Padding cells get
+        harmless values (``c = 1``)."""
+        y = np.asarray(y, dtype=float)
+        inside = np.ones(y.shape, bool) if mask is None else np.asarray(mask, bool)
+        exact = inside if self.lower is None else inside & (y > self.lower)
+
+        def cov(name: str) -> np.ndarray:
+            return np.broadcast_to(np.asarray(covariates[name], float), y.shape)
+
+        c = np.ones(y.shape) if self.scale_covariate is None else cov(self.scale_covariate)
+        c = np.where(inside, c, 1.0)
+        load = np.where(inside, cov(self.loading), 0.0)
+        z_base = cov(self.second) - cov(self.base) + load * cov(self.offset)
+        terms: dict[str, Any] = {"weight": exact.astype(float), "count": float(exact.sum()),
+                                 "c": c, "load": load,
+                                 "z_base": np.where(inside, z_base, 0.0)}
+        if self.lower is not None:
+            positions, valid = censored_positions(y, mask, self.lower)
+            terms["censored"] = (positions, valid)
+            terms["c_censored"] = c.ravel()[positions]
+        return terms
+
+    def summed_log_prob(self, terms, y, mean, noise):
+        """:meth:`log_prob` summed over the exactly observed cells, the censored term at the
+        censored cells only (its ``log Phi`` costs several normal densities per cell).
+        Equal to the masked sum of :meth:`log_prob` up to float rounding (tested)."""
+        shared = noise["sigma"] * terms["c"]
+        var_y = shared * shared + noise["sigma_first"] ** 2
+        load = terms["load"]
+        r_y = y - mean
+        r_z = terms["z_base"] - load * mean
+        cond_var = noise["sigma_second"] ** 2 + (load * shared) ** 2 * (
+            noise["sigma_first"] ** 2 / var_y)
+        d = r_z - load * shared * shared / var_y * r_y
+        per_cell = r_y * r_y / var_y + jnp.log(var_y) + d * d / cond_var + jnp.log(cond_var)
+        total = -0.5 * jnp.sum(terms["weight"] * per_cell) - terms["count"] * jnp.log(
+            2 * jnp.pi)
+        if self.lower is None:
+            return total
+        from jax.scipy.special import log_ndtr
+
+        positions, valid = terms["censored"]
+        shape = jnp.shape(r_y)
+        mean_c = jnp.broadcast_to(mean, shape).reshape(-1)[positions]
+        scale_c = jnp.sqrt((noise["sigma"] * terms["c_censored"]) ** 2
+                           + noise["sigma_first"] ** 2)
+        return total + jnp.sum(valid * log_ndtr((self.lower - mean_c) / scale_c))
+
     def to_dict(self) -> dict[str, Any]:
         def value(v: Prior | float) -> Any:
             return v.to_dict() if isinstance(v, Prior) else float(v)
