@@ -131,8 +131,9 @@ def rewrite(readme: Path, results: Path) -> list[str]:
         path = results / f"{stem}.json"
         if not path.exists():
             continue
-        table = render(json.loads(path.read_text()), stem, section or None,
-                       dated=readme.resolve().parent.name != "docs")
+        # every rendered page is published in the docs site: the date and commit stay in
+        # the JSON
+        table = render(json.loads(path.read_text()), stem, section or None, dated=False)
         text = re.sub(rf"<!-- table:{re.escape(name)} -->.*?<!-- /table:{re.escape(name)} -->",
                       lambda _m, n=name, t=table: f"<!-- table:{n} -->\n{t}\n<!-- /table:{n} -->",
                       text, flags=re.S)
