@@ -26,6 +26,7 @@ _EXPORTS = {
     "read_trajectories": "carpool.data",
     "load_example": "carpool.data",
     "DataError": "carpool.data",
+    "InputError": "carpool.errors",
     "posterior_predictive": "carpool.inference.predict",
     "prior_predictive": "carpool.inference.predict",
     "new_group_params": "carpool.inference.predict",

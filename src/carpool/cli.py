@@ -1,17 +1,24 @@
 """The ``carpool`` command line: thin wrappers that parse, call the library and print.
 
-Errors in the user's input exit with status 2 and one line on stderr, never a traceback.
+Errors in the user's input (:class:`carpool.errors.InputError`, a missing or unreadable
+file) exit with status 2 and one line on stderr, never a traceback. Any other exception out
+of the library is an internal error (a bug in carpool): one line naming a log file that
+holds the traceback, exit status 1.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
+import platform
 import signal
 import sys
+import tempfile
 import threading
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -32,6 +39,7 @@ console = Console()
 err = Console(stderr=True)
 
 EXIT_INPUT = 2
+EXIT_INTERNAL = 1  # an internal error: a bug in carpool, never the user's input
 
 PriorsOption = Annotated[str, typer.Option(
     help="Prior preset: default | treiber-kesting-2013 | zhang-sun-2023")]
@@ -68,15 +76,101 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_INPUT)
 
 
-def _run(fn, *args: Any, **kwargs: Any) -> Any:
-    """Call library code, turning input errors into one clear line and exit status 2."""
-    from carpool.data import DataError
+#: OSErrors about the user's paths (a missing input, an --out in an unwritable place): the
+#: user's to fix, so one line and exit status 2 like any input error.
+_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                FileExistsError)
+_PATH_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG})
+
+
+def _is_input_error(exc: BaseException, reading: bool) -> bool:
+    """Whether ``exc`` is the user's to fix rather than a bug in carpool.
+
+    :class:`~carpool.errors.InputError` (``DataError`` and ``FitFileError`` included), the
+    CLI's own errors and OSErrors about the user's paths are; so is any OSError raised while
+    ``reading`` the user's input file (a truncated or unreadable file). A plain
+    ``ValueError``, ``KeyError``, ``TypeError``, ... is an internal error.
+    """
+    from carpool.errors import InputError
+
+    if isinstance(exc, (InputError, _UserError)):
+        return True
+    if isinstance(exc, OSError):
+        return reading or isinstance(exc, _PATH_ERRORS) or exc.errno in _PATH_ERRNOS
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return str(msg).splitlines()[0] if str(msg).strip() else type(exc).__name__
+
+
+def _write_error_log(exc: BaseException) -> Path | None:
+    """Write ``exc``'s traceback (and what ran) to a new file in the temporary folder.
+
+    ``mkstemp`` reserves a unique name (so a failure never overwrites another run's log)
+    and the text is written atomically onto it. ``None`` when nothing could be written.
+    """
+    from carpool import __version__
+    from carpool.io import atomic_write_text
+
+    text = "".join([
+        f"carpool {__version__}, Python {platform.python_version()}, {platform.platform()}\n",
+        f"command: {' '.join(sys.argv)}\n\n",
+        *traceback.format_exception(type(exc), exc, exc.__traceback__),
+    ])
+    name = None
+    try:
+        fd, name = tempfile.mkstemp(prefix="carpool-error-", suffix=".log",
+                                    dir=tempfile.gettempdir())
+        os.close(fd)
+        return atomic_write_text(name, text)
+    except OSError:
+        if name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        return None
+
+
+def _internal_error(exc: BaseException) -> typer.Exit:
+    """One line on stderr naming the log with the traceback; exit status 1."""
+    log = _write_error_log(exc)
+    where = (f"in {log}" if log is not None else "below (no log file could be written)")
+    err.print(f"[bold red]internal error[/] (a bug in carpool; please report it with the "
+              f"traceback {escape(where)}): {escape(type(exc).__name__)}: "
+              f"{escape(_first_line(exc))}", highlight=False, soft_wrap=True)
+    if log is None:
+        err.print(escape("".join(traceback.format_exception(type(exc), exc,
+                                                            exc.__traceback__))),
+                  highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_INTERNAL)
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+          reading: bool) -> Any:
+    import click
 
     try:
         return fn(*args, **kwargs)
-    except (DataError, ValueError, KeyError, OSError, _UserError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise _fail(str(msg).splitlines()[0] if str(msg) else type(exc).__name__) from None
+    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException,
+            click.Abort):
+        raise  # the command line's own exits
+    except Exception as exc:  # noqa: BLE001 - sorted into input and internal errors
+        if _is_input_error(exc, reading):
+            raise _fail(_first_line(exc)) from None
+        raise _internal_error(exc) from None
+
+
+def _run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call library code: an input error becomes one clear line and exit status 2, any
+    other exception an internal error (one line, the traceback in a log file, status 1)."""
+    return _call(fn, args, kwargs, reading=False)
+
+
+def _run_reading(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """:func:`_run` for a call that reads the user's input file: an OSError while reading
+    it (a truncated or unreadable file) is the user's input error too."""
+    return _call(fn, args, kwargs, reading=True)
 
 
 #: Set by :func:`main` (a real ``carpool`` process, not a test runner): after an
@@ -265,7 +359,7 @@ def fit(
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
                                    speed_limit, likelihood)
     with console.status(f"reading {data}"):
-        table = _run(carpool.read_trajectories, data, format=data_format)
+        table = _run_reading(carpool.read_trajectories, data, format=data_format)
     console.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {data}")
     with _interrupt_exits(out) as check_interrupted:
         with warnings.catch_warnings(record=True) as caught:
@@ -301,7 +395,7 @@ def summary(
     import carpool
     from carpool.inference.summary import summary_dict
 
-    result = _run(carpool.load, fit_path)
+    result = _run_reading(carpool.load, fit_path)
     if as_json:
         sys.stdout.write(json.dumps(summary_dict(result), indent=2) + "\n")
         return
@@ -332,7 +426,7 @@ def _read(path: Path, data_format: str) -> Any:
     import carpool
 
     with err.status(f"reading {path}"):
-        table = _run(carpool.read_trajectories, path, format=data_format)
+        table = _run_reading(carpool.read_trajectories, path, format=data_format)
     err.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {escape(str(path))}")
     return table
 
@@ -416,7 +510,7 @@ def compare(
         if saved:
             if len(saved) != len(inputs):
                 raise _fail("give either one data file or saved fits (.nc), not both")
-            fits = [_run(carpool.load, p) for p in saved]
+            fits = [_run_reading(carpool.load, p) for p in saved]
         else:
             if len(inputs) != 1:
                 raise _fail(f"give one data file to fit, got {len(inputs)}")
@@ -484,9 +578,10 @@ def sweep(
                       fits=fits, fit_options=same_settings(fits["hierarchical"]),
                       log_fn=err.print)
     _print_warnings(caught)
-    files = [atomic_write_text(out / "sweep.csv", result.estimates.to_csv(index=False)),
-             atomic_write_text(out / "sweep_scores.csv", result.scores.to_csv(index=False))]
-    plot_sweep(result, out / "sweep")
+    tables = {"sweep.csv": result.estimates, "sweep_scores.csv": result.scores}
+    files = [_run(atomic_write_text, out / name, frame.to_csv(index=False))
+             for name, frame in tables.items()]
+    _run(plot_sweep, result, out / "sweep")
     files += [out / "sweep.png", out / "sweep.svg"]
     t = Table(title="pooling dial: PSIS-LOO along the tau grid")
     for col in ("tau", "elpd_loo", "se", "max_pareto_k"):
@@ -545,7 +640,7 @@ def report(
     if any(p.suffix == ".nc" for p in inputs):
         if not all(p.suffix == ".nc" for p in inputs):
             raise _fail("give either one data file or saved fits (.nc), not both")
-        fits = _run(as_mode_dict, [_run(carpool.load, p) for p in inputs])
+        fits = _run(as_mode_dict, [_run_reading(carpool.load, p) for p in inputs])
         missing = [m for m in ("pooled", "unpooled", "hierarchical") if m not in fits]
         if missing:
             raise _fail(f"the report needs fits in all three pooling modes; missing "
@@ -696,7 +791,7 @@ def simulate_ring_command(
     from carpool.simulate import ring
 
     _sim_check_csv_out(out)
-    result = _run(ring, _run(carpool.load, fit_path), num_vehicles=num_vehicles,
+    result = _run(ring, _run_reading(carpool.load, fit_path), num_vehicles=num_vehicles,
                   length_m=length_m, duration_s=duration_s, dt=dt, drivers=drivers,
                   num_draws=num_draws, vehicle_length_m=vehicle_length_m,
                   perturbation_m=perturbation_m, noise=noise, seed=seed)
@@ -746,7 +841,7 @@ def simulate_follow_command(
     from carpool.simulate import follow
 
     _sim_check_csv_out(out)
-    fit_result = _run(carpool.load, fit_path)
+    fit_result = _run_reading(carpool.load, fit_path)
     table = _read(data, data_format)
     result = _run(follow, fit_result, table, driver, num_draws=num_draws, horizon=horizon,
                   noise=noise, parameter_uncertainty=parameter_uncertainty, seed=seed)
@@ -875,7 +970,7 @@ def batch_fit_command(
         raise _fail("--level does not apply to --engine separate (each driver alone)")
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
                                    speed_limit, likelihood)
-    units = _run(read_units, data, by, data_format)
+    units = _run_reading(read_units, data, by, data_format)
     err.print(f"{len(units)} units by {escape(by)} from {len(data)} file(s)")
     options = {"chains": chains, "warmup": tune, "draws": draws, "seed": seed,
                "model_options": model_options}

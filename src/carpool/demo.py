@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from carpool.errors import InputError
 from carpool.pooling.spec import POOLING_MODES
 
 __all__ = ["DEMO_DATA", "DemoChoice", "DemoResult", "choose_drivers", "run_demo"]
@@ -121,7 +122,7 @@ def choose_drivers(table: pd.DataFrame, num_drivers: int | None) -> list[str]:
     if num_drivers is None or num_drivers >= len(first):
         return list(first.index)
     if num_drivers < 2:
-        raise ValueError(f"the demo needs at least 2 drivers, got {num_drivers}")
+        raise InputError(f"the demo needs at least 2 drivers, got {num_drivers}")
     pick = np.linspace(0, len(first) - 1, num_drivers).round().astype(int)
     return list(first.index[pick])
 
@@ -296,7 +297,7 @@ def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = No
     from carpool.plots.shrinkage import plot_shrinkage
 
     if data not in DEMO_DATA:
-        raise ValueError(f"unknown demo data {data!r}; choose one of {list(DEMO_DATA)}")
+        raise InputError(f"unknown demo data {data!r}; choose one of {list(DEMO_DATA)}")
     base = DEMO_DATA[data]
     choice = replace(base, **{k: v for k, v in {
         "model": model, "num_drivers": num_drivers, "duration_s": duration_s,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from carpool.errors import InputError
 from carpool.pooling.spec import POOLING_MODES
 
 __all__ = ["FitOptions", "fit_modes", "data_summary", "same_settings", "ReportResult",
@@ -168,9 +169,9 @@ def build_report(
 
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
-        raise ValueError(f"the report file must end in .html, got {out}")
+        raise InputError(f"the report file must end in .html, got {out}")
     if out.is_dir():
-        raise ValueError(f"{out} is a folder; give a file name ending in .html")
+        raise InputError(f"{out} is a folder; give a file name ending in .html")
     fits = dict(fits) if fits is not None else fit_modes(table, options, log=log)
     hier = fits["hierarchical"]
     log("comparing the modes (PSIS-LOO and held-out refits) ...")

@@ -23,6 +23,7 @@ import pandas as pd
 
 from carpool.carfollowing.model import CarFollowingModel, as_model
 from carpool.carfollowing.rollout import Rollout, equilibrium_gap, follow_leader
+from carpool.errors import InputError, UnknownNameError
 
 __all__ = ["residual_noise", "simulate_drivers", "simulate_linear_groups",
            "synthetic_leader_speed"]
@@ -68,7 +69,8 @@ def _per_parameter(
     if isinstance(value, Mapping):
         unknown = sorted(set(value) - set(names))
         if unknown:
-            raise KeyError(f"{what}: unknown parameters {unknown}; the model has {list(names)}")
+            raise UnknownNameError(f"{what}: unknown parameters {unknown}; the model has "
+                                   f"{list(names)}")
         return {n: float(value.get(n, default)) for n in names}
     return dict.fromkeys(names, float(value))
 
@@ -84,12 +86,13 @@ def _class_means(
     if not isinstance(classes, Mapping):
         classes = {str(c): {} for c in classes}
     if not classes:
-        raise ValueError("classes must not be empty")
+        raise InputError("classes must not be empty")
     out: dict[str | None, dict[str, float]] = {}
     for name, overrides in classes.items():
         unknown = sorted(set(overrides) - set(base))
         if unknown:
-            raise KeyError(f"class {name!r}: unknown parameters {unknown}; have {list(base)}")
+            raise UnknownNameError(f"class {name!r}: unknown parameters {unknown}; have "
+                                   f"{list(base)}")
         out[str(name)] = {**base, **{k: float(v) for k, v in overrides.items()}}
     return out
 
@@ -198,11 +201,11 @@ def simulate_drivers(
     model = as_model(model)
     num_drivers = int(num_drivers)
     if num_drivers < 1:
-        raise ValueError(f"num_drivers must be >= 1, got {num_drivers}")
+        raise InputError(f"num_drivers must be >= 1, got {num_drivers}")
     if not (dt > 0 and duration_s >= dt):
-        raise ValueError(f"need dt > 0 and duration_s >= dt, got dt={dt}, duration={duration_s}")
+        raise InputError(f"need dt > 0 and duration_s >= dt, got dt={dt}, duration={duration_s}")
     if noise_sd < 0:
-        raise ValueError(f"noise_sd must be >= 0, got {noise_sd}")
+        raise InputError(f"noise_sd must be >= 0, got {noise_sd}")
     names = model.parameter_names
     base = _per_parameter(population_mean or {}, names, 0.0, "population_mean")
     base = {**model.reference_params(), **{n: base[n] for n in (population_mean or {})}}
@@ -213,9 +216,9 @@ def simulate_drivers(
         bad = [n for n, v in means.items() if not v > 0]
         if bad:
             where = "" if cls is None else f" of class {cls!r}"
-            raise ValueError(f"population means{where} must be positive: {bad}")
+            raise InputError(f"population means{where} must be positive: {bad}")
     if any(v < 0 for v in sd_log.values()):
-        raise ValueError(f"population_sd_log must be >= 0, got {sd_log}")
+        raise InputError(f"population_sd_log must be >= 0, got {sd_log}")
 
     rng = np.random.default_rng(rng_seed)
     num_times = int(round(duration_s / dt)) + 1
@@ -231,10 +234,10 @@ def simulate_drivers(
     else:
         profiles = np.asarray(leader_speeds, dtype=float)
         if profiles.ndim != 2 or profiles.shape[1] < num_times:
-            raise ValueError(f"leader_speeds must have shape (profiles, >= {num_times}), got "
+            raise InputError(f"leader_speeds must have shape (profiles, >= {num_times}), got "
                              f"{profiles.shape}")
         if not (np.isfinite(profiles).all() and (profiles >= 0).all()):
-            raise ValueError("leader_speeds must be finite and >= 0")
+            raise InputError("leader_speeds must be finite and >= 0")
         leader = profiles[np.arange(num_drivers) % len(profiles), :num_times]
     noise = residual_noise(rng, num_drivers, num_times - 1, dt, noise_sd, ar=ar, gp=gp)
 
@@ -275,15 +278,15 @@ def residual_noise(rng: np.random.Generator, num_series: int, num_steps: int, dt
     noise_sd^2), or an AR(p) with innovation sd ``noise_sd`` (``ar`` = coefficients), or a
     squared-exponential GP (``gp`` = (lengthscale s, scale m/s^2)) plus that white noise."""
     if ar is not None and gp is not None:
-        raise ValueError("give ar or gp, not both")
+        raise InputError("give ar or gp, not both")
     white = rng.standard_normal((num_series, num_steps))
     if ar is not None:
         phi = np.asarray(ar, dtype=float)
         if phi.ndim != 1 or phi.size == 0:
-            raise ValueError(f"ar must be a non-empty sequence of coefficients, got {ar!r}")
+            raise InputError(f"ar must be a non-empty sequence of coefficients, got {ar!r}")
         roots = np.roots(np.r_[-phi[::-1], 1.0])
         if not np.all(np.abs(roots) > 1.0):
-            raise ValueError(f"AR coefficients {phi.tolist()} are not stationary")
+            raise InputError(f"AR coefficients {phi.tolist()} are not stationary")
         burn, p = 2000, phi.size
         innov = noise_sd * np.concatenate([rng.standard_normal((num_series, burn)), white], 1)
         r = np.zeros((num_series, burn + num_steps + p))
@@ -293,7 +296,7 @@ def residual_noise(rng: np.random.Generator, num_series: int, num_steps: int, dt
     if gp is not None:
         lengthscale, scale = (float(x) for x in gp)
         if not (lengthscale > 0 and scale >= 0):
-            raise ValueError(f"gp needs a positive length scale and scale >= 0, got {gp}")
+            raise InputError(f"gp needs a positive length scale and scale >= 0, got {gp}")
         t = np.arange(num_steps) * dt
         K = scale**2 * np.exp(-0.5 * ((t[:, None] - t[None, :]) / lengthscale) ** 2)
         L = np.linalg.cholesky(K + 1e-8 * max(scale**2, 1e-12) * np.eye(num_steps))
@@ -381,21 +384,21 @@ def simulate_linear_groups(
     """
     num_groups = int(num_groups)
     if num_groups < 1:
-        raise ValueError(f"num_groups must be >= 1, got {num_groups}")
+        raise InputError(f"num_groups must be >= 1, got {num_groups}")
     if isinstance(num_obs_per_group, int | np.integer):
         counts = [int(num_obs_per_group)] * num_groups
     else:
         counts = [int(c) for c in num_obs_per_group]
         if len(counts) != num_groups:
-            raise ValueError(
+            raise InputError(
                 f"num_obs_per_group has {len(counts)} entries for {num_groups} groups"
             )
     if any(c < 0 for c in counts):
-        raise ValueError(f"num_obs_per_group must be >= 0, got {counts}")
+        raise InputError(f"num_obs_per_group must be >= 0, got {counts}")
     if not -1.0 < correlation < 1.0:
-        raise ValueError(f"correlation must be in (-1, 1), got {correlation}")
+        raise InputError(f"correlation must be in (-1, 1), got {correlation}")
     if min(intercept_sd, slope_sd, noise_sd, x_sd) < 0:
-        raise ValueError("standard deviations must be >= 0")
+        raise InputError("standard deviations must be >= 0")
 
     rng = np.random.default_rng(rng_seed)
     z = rng.standard_normal((num_groups, 2))

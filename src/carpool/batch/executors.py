@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from carpool.errors import InputError
+
 __all__ = ["AbstractExecutor", "DaskExecutor", "Outcome", "Progress", "SerialExecutor",
            "Task", "WORKER_XLA_FLAGS", "allowed_cores", "as_executor", "make_executor",
            "map_logged", "pin_process_to_core", "worker_environment"]
@@ -146,7 +148,7 @@ class AbstractExecutor(abc.ABC):
 
 def _check(tasks: Sequence[Task], retries: int) -> None:
     if retries < 0:
-        raise ValueError(f"retries must be >= 0, got {retries}")
+        raise InputError(f"retries must be >= 0, got {retries}")
     keys = [t.key for t in tasks]
     if len(set(keys)) != len(keys):
         raise ValueError("task keys must be distinct")
@@ -359,18 +361,23 @@ def make_executor(scheduler: str | None = None, local_workers: int | None = None
         exceed its core (a machine shared with other jobs).
     """
     if scheduler is not None and local_workers is not None:
-        raise ValueError("give either a scheduler address or a number of local workers, "
+        raise InputError("give either a scheduler address or a number of local workers, "
                          "not both")
     if scheduler is not None:
         from distributed import Client
 
-        if scheduler.endswith(".json"):
-            return DaskExecutor(Client(scheduler_file=scheduler), owns_client=True)
-        return DaskExecutor(Client(scheduler, timeout="30s"), owns_client=True)
+        try:  # the user's address or scheduler file: a bad one is an input error
+            client = (Client(scheduler_file=scheduler) if scheduler.endswith(".json")
+                      else Client(scheduler, timeout="30s"))
+        except (OSError, ValueError) as exc:  # unreachable (timed out), malformed address
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise InputError(f"cannot connect to the Dask scheduler {scheduler!r}: "
+                             f"{first}") from exc
+        return DaskExecutor(client, owns_client=True)
     cores = allowed_cores()
     n = len(cores) if local_workers is None else int(local_workers)
     if n < 0:
-        raise ValueError(f"local_workers must be >= 0, got {n}")
+        raise InputError(f"local_workers must be >= 0, got {n}")
     if n == 0:
         return SerialExecutor()
     from distributed import Client, LocalCluster

@@ -30,6 +30,7 @@ import pandas as pd
 from carpool.batch.executors import DEFAULT_RETRIES, Progress, Task, as_executor
 from carpool.batch.manifest import MANIFEST_NAME, Manifest, utc_now
 from carpool.batch.units import Unit, split_table
+from carpool.errors import InputError
 
 __all__ = ["ENGINES", "BatchResult", "FitRequest", "check_result", "fit_batch",
            "fit_driver_group", "fit_unit"]
@@ -80,17 +81,17 @@ class FitRequest:
         if not isinstance(self.model, str):
             raise TypeError("a batch fits a registered model by name (e.g. 'idm')")
         if self.pooling not in POOLING_MODES:
-            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of "
+            raise InputError(f"unknown pooling {self.pooling!r}; choose one of "
                              f"{list(POOLING_MODES)}")
         if self.engine not in ENGINES:
-            raise ValueError(f"unknown engine {self.engine!r}; choose one of {list(ENGINES)}")
+            raise InputError(f"unknown engine {self.engine!r}; choose one of {list(ENGINES)}")
         allowed = FIT_OPTIONS if self.engine == "fit" else SEPARATE_OPTIONS
         unknown = sorted(set(self.options) - set(allowed))
         if unknown:
-            raise ValueError(f"unknown fit option(s) {unknown} for a batch"
+            raise InputError(f"unknown fit option(s) {unknown} for a batch"
                              + (" with engine 'separate'" if self.engine != "fit" else ""))
         if self.engine == "separate" and self.pooling == "hierarchical":
-            raise ValueError("engine 'separate' fits each driver alone: give pooling "
+            raise InputError("engine 'separate' fits each driver alone: give pooling "
                              "'unpooled' (or 'pooled', the same model for one driver)")
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,7 +162,7 @@ def fit_driver_group(units: Sequence[Unit], request: FitRequest, paths: Sequence
             table = unit.load()
             grouped = spec.prepare(table, **data_options)
             if grouped.num_groups != 1:
-                raise ValueError(f"unit {unit.name!r} holds {grouped.num_groups} drivers; "
+                raise InputError(f"unit {unit.name!r} holds {grouped.num_groups} drivers; "
                                  "engine 'separate' fits one driver per unit (--by driver)")
             good.append((unit, path, str(grouped.group_ids[0]), grouped.num_obs, table))
         except (ValueError, KeyError, OSError, TypeError) as exc:
@@ -327,17 +328,17 @@ def fit_batch(
     """
     request = FitRequest(model, pooling, dict(fit_options or {}), engine)
     if drivers_per_task is not None and int(drivers_per_task) < 1:
-        raise ValueError(f"drivers_per_task must be at least 1, got {drivers_per_task}")
+        raise InputError(f"drivers_per_task must be at least 1, got {drivers_per_task}")
     if engine == "separate":
         _check_separate(request)
     if isinstance(units, pd.DataFrame):
         units = split_table(units, by)
     units = list(units)
     if not units:
-        raise ValueError("the batch has no units")
+        raise InputError("the batch has no units")
     if pooling == "hierarchical" and by == "driver" and all(
             u.table is not None for u in units):
-        raise ValueError("pooling 'hierarchical' needs several drivers per unit; split by "
+        raise InputError("pooling 'hierarchical' needs several drivers per unit; split by "
                          "recording or another column, or fit pooled / unpooled")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -411,7 +412,7 @@ def _check_separate(request: FitRequest) -> None:
 
     spec = resolve_spec(request.model, **dict(request.options.get("model_options") or {}))
     if spec.residual.is_dynamic:
-        raise ValueError(f"engine 'separate' fits i.i.d. residuals only (got "
+        raise InputError(f"engine 'separate' fits i.i.d. residuals only (got "
                          f"{spec.residual.name!r}); use engine 'fit'")
 
 

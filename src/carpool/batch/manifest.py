@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from carpool.errors import InputError
+
 __all__ = ["FORMAT", "MANIFEST_NAME", "Manifest", "STATUSES", "utc_now"]
 
 FORMAT = 1
@@ -76,7 +78,7 @@ class Manifest:
                 raise ValueError(f"format {raw.get('format')!r}, expected {FORMAT}")
             return cls(request=raw["request"], units=raw["units"], created=raw["created"])
         except (OSError, ValueError, KeyError, AttributeError) as exc:
-            raise ValueError(f"{path} is not a carpool batch manifest ({exc})") from None
+            raise InputError(f"{path} is not a carpool batch manifest ({exc})") from None
 
 
 def _json_default(value: Any) -> Any:

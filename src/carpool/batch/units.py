@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from carpool.errors import InputError, UnknownNameError
+
 __all__ = ["Unit", "read_units", "split_table", "units_from_files"]
 
 #: ``by=`` value meaning one unit per input file, unless the table has this column.
@@ -48,7 +50,7 @@ class Unit:
 
     def __post_init__(self) -> None:
         if (self.table is None) == (self.path is None):
-            raise ValueError(f"unit {self.name!r}: give exactly one of a table and a path")
+            raise InputError(f"unit {self.name!r}: give exactly one of a table and a path")
 
     def load(self) -> pd.DataFrame:
         """The unit's rows (reading the file for a file unit)."""
@@ -82,11 +84,11 @@ class Unit:
 def split_table(table: pd.DataFrame, by: str = "driver") -> list[Unit]:
     """One unit per distinct value of column ``by`` (rows kept in their order)."""
     if by not in table.columns:
-        raise KeyError(f"no column {by!r} to split by; the columns are "
-                       f"{', '.join(map(str, table.columns))}")
+        raise UnknownNameError(f"no column {by!r} to split by; the columns are "
+                               f"{', '.join(map(str, table.columns))}")
     if table[by].isna().any():
         row = int(table[by].isna().to_numpy().argmax())
-        raise ValueError(f"column {by!r} is empty at row {row} (0-based); every row needs "
+        raise InputError(f"column {by!r} is empty at row {row} (0-based); every row needs "
                          "a unit")
     units = [Unit(str(value), table=rows.reset_index(drop=True))
              for value, rows in table.groupby(table[by].astype(str), sort=True)]
@@ -111,7 +113,7 @@ def _check_unique(units: Sequence[Unit]) -> None:
     seen: dict[str, str] = {}
     for u in units:
         if u.file_stem in seen:
-            raise ValueError(f"units {seen[u.file_stem]!r} and {u.name!r} would write the "
+            raise InputError(f"units {seen[u.file_stem]!r} and {u.name!r} would write the "
                              "same file; rename one")
         seen[u.file_stem] = u.name
 
@@ -158,7 +160,7 @@ def read_units(paths: Sequence[str | os.PathLike[str]], by: str = "driver",
     """
     files = [Path(p) for p in paths]
     if not files:
-        raise ValueError("give at least one trajectory file")
+        raise InputError("give at least one trajectory file")
     if by == RECORDING and not all(_has_column(f, data_format, RECORDING) for f in files):
         return units_from_files(files, data_format)
     tables = [_read_raw(f, data_format) for f in files]

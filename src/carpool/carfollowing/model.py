@@ -55,6 +55,7 @@ from typing import Any
 import jax
 from jax.typing import ArrayLike
 
+from carpool.errors import InputError, UnknownNameError
 from carpool.pooling.parameters import Parameter, ParameterTable
 
 __all__ = [
@@ -81,7 +82,7 @@ def _frozen_floats(values: Mapping[str, Any], what: str) -> Mapping[str, float]:
     out = {}
     for key, value in values.items():
         if not isinstance(key, str) or not key.isidentifier():
-            raise ValueError(f"{what} name {key!r} must be a Python identifier")
+            raise InputError(f"{what} name {key!r} must be a Python identifier")
         out[key] = float(value)
     return MappingProxyType(out)
 
@@ -170,7 +171,7 @@ class CarFollowingModel:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ValueError(f"model name {self.name!r} must be a Python identifier")
+            raise InputError(f"model name {self.name!r} must be a Python identifier")
         if not isinstance(self.parameters, ParameterTable):
             raise TypeError(
                 f"model {self.name!r}: parameters must be a ParameterTable, "
@@ -184,20 +185,20 @@ class CarFollowingModel:
             ranges = {}
             for key, (low, high) in getattr(self, attribute).items():
                 if not float(low) < float(high):
-                    raise ValueError(f"model {self.name!r}: {attribute} of {key!r} is empty")
+                    raise InputError(f"model {self.name!r}: {attribute} of {key!r} is empty")
                 ranges[str(key)] = (float(low), float(high))
             object.__setattr__(self, attribute, MappingProxyType(ranges))
         names = set(self.parameters.names)
         for what, keys in (("constants", self.constants), ("fixed", self.fixed)):
             clash = sorted(names & set(keys))
             if clash:
-                raise ValueError(
+                raise InputError(
                     f"model {self.name!r}: {clash} appear both as calibrated parameters and "
                     f"in {what}"
                 )
         clash = sorted(set(self.constants) & set(self.fixed))
         if clash:
-            raise ValueError(f"model {self.name!r}: {clash} are both constants and fixed")
+            raise InputError(f"model {self.name!r}: {clash} are both constants and fixed")
 
     # -- equality -------------------------------------------------------------------------
     def _key(self) -> tuple[Any, ...]:
@@ -236,7 +237,7 @@ class CarFollowingModel:
         """Raise ``KeyError`` naming any calibrated parameter missing from ``params``."""
         missing = [n for n in self.parameter_names if n not in params]
         if missing:
-            raise KeyError(
+            raise UnknownNameError(
                 f"model {self.name!r} needs parameters {self.parameter_names}; "
                 f"missing {missing} (got {sorted(params)})"
             )
@@ -277,14 +278,14 @@ class CarFollowingModel:
         """The state's features (..., K) of :attr:`linear_form` (``ValueError`` without
         one); ``acceleration = features @ acceleration_coefficients(params)``."""
         if self.linear_form is None:
-            raise ValueError(f"model {self.name!r} has no linear form")
+            raise InputError(f"model {self.name!r} has no linear form")
         return self.linear_form.features(speed, gap, leader_speed, self.constants)
 
     def acceleration_coefficients(self, params: Mapping[str, ArrayLike]) -> jax.Array:
         """The coefficients (..., K) of :attr:`linear_form` for natural-unit ``params``
         (every calibrated parameter; the fixed ones are added)."""
         if self.linear_form is None:
-            raise ValueError(f"model {self.name!r} has no linear form")
+            raise InputError(f"model {self.name!r} has no linear form")
         self.check_params(params)
         merged = {**self.fixed, **{n: params[n] for n in self.parameter_names}}
         return self.linear_form.coefficients(merged, self.constants)
@@ -297,13 +298,13 @@ class CarFollowingModel:
         """
         unknown = sorted(set(values) - set(self.parameter_names))
         if unknown:
-            raise KeyError(
+            raise UnknownNameError(
                 f"model {self.name!r}: cannot fix {unknown}; calibrated parameters are "
                 f"{self.parameter_names}"
             )
         kept = [p for p in self.parameters if p.name not in values]
         if not kept:
-            raise ValueError(f"model {self.name!r}: cannot fix every parameter")
+            raise InputError(f"model {self.name!r}: cannot fix every parameter")
         return dataclasses.replace(
             self, parameters=ParameterTable(kept), fixed={**self.fixed, **values}
         )
@@ -357,7 +358,7 @@ def register_model(model: CarFollowingModel, *, overwrite: bool = False) -> None
         raise TypeError(f"expected a CarFollowingModel, got {type(model).__name__}")
     existing = _REGISTRY.get(model.name)
     if existing is not None and existing != model and not overwrite:
-        raise ValueError(
+        raise InputError(
             f"a different model is already registered as {model.name!r}; "
             "pass overwrite=True to replace it or choose another name"
         )
@@ -369,7 +370,7 @@ def get_model(name: str) -> CarFollowingModel:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(
+        raise UnknownNameError(
             f"unknown car-following model {name!r}; known models: {list_models()} "
             "(register your own with carpool.carfollowing.register_model)"
         ) from None

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from carpool.carfollowing.model import CarFollowingModel, as_model
+from carpool.errors import InputError
 
 __all__ = ["Rollout", "equilibrium_gap", "equilibrium_speed", "follow_leader"]
 
@@ -105,7 +106,7 @@ def follow_leader(
     model.check_params(params)
     leader_speed = jnp.asarray(leader_speed)
     if leader_speed.ndim != 1 or leader_speed.shape[0] < 2:
-        raise ValueError(
+        raise InputError(
             f"leader_speed must have shape (T,) with T >= 2, got {leader_speed.shape}"
         )
     num_steps = leader_speed.shape[0] - 1
@@ -116,11 +117,11 @@ def follow_leader(
     else:
         noise = jnp.asarray(noise, dtype)
         if noise.shape != (num_steps,):
-            raise ValueError(
+            raise InputError(
                 f"noise must have shape (T - 1,) = ({num_steps},), got {noise.shape}"
             )
     if not min_gap > 0:
-        raise ValueError(f"min_gap must be positive, got {min_gap}")
+        raise InputError(f"min_gap must be positive, got {min_gap}")
 
     def step(carry, inputs):
         speed, gap = carry

@@ -23,6 +23,7 @@ from carpool.compare.scores import (
     paired_difference,
     select_groups,
 )
+from carpool.errors import InputError
 from carpool.pooling.spec import POOLING_MODES
 from carpool.verdicts import rhat_ok
 
@@ -40,16 +41,16 @@ def as_mode_dict(fits: Mapping[str, Fit] | Sequence[Fit]) -> dict[str, Fit]:
     out: dict[str, Fit] = {}
     for f in items:
         if f.pooling in out:
-            raise ValueError(f"two {f.pooling} fits given; compare one fit per pooling mode")
+            raise InputError(f"two {f.pooling} fits given; compare one fit per pooling mode")
         out[f.pooling] = f
     if len(out) < 2:
-        raise ValueError("compare needs fits in at least two pooling modes")
+        raise InputError("compare needs fits in at least two pooling modes")
     first = next(iter(out.values()))
     for f in out.values():
         if list(f.group_ids) != list(first.group_ids) or f.data.num_obs != first.data.num_obs:
-            raise ValueError("the fits must be of the same data (same groups and observations)")
+            raise InputError("the fits must be of the same data (same groups and observations)")
         if f.spec.name != first.spec.name:
-            raise ValueError(f"the fits are of different models: {first.spec.name!r} and "
+            raise InputError(f"the fits are of different models: {first.spec.name!r} and "
                              f"{f.spec.name!r}")
     return {m: out[m] for m in POOLING_MODES if m in out}
 
@@ -124,9 +125,9 @@ def compare(
     from carpool.batch.executors import map_logged
 
     if purpose not in PURPOSES:
-        raise ValueError(f"unknown purpose {purpose!r}; choose one of {list(PURPOSES)}")
+        raise InputError(f"unknown purpose {purpose!r}; choose one of {list(PURPOSES)}")
     if (purpose == "forecast" and not lfo) or (purpose == "new-groups" and not ldo):
-        raise ValueError(f"purpose={purpose!r} needs its held-out score "
+        raise InputError(f"purpose={purpose!r} needs its held-out score "
                          f"({'lfo' if purpose == 'forecast' else 'ldo'}=True)")
     by_mode = as_mode_dict(fits)
     opts = dict(refit_options or {})
@@ -186,7 +187,7 @@ def compare(
     by_kind = {"loo": loo, "lfo": lfo_scores, "ldo": ldo_scores}
     kind = PURPOSES[purpose]
     if not by_kind[kind]:
-        raise ValueError(f"purpose={purpose!r}: no {SCORE_WORDS[kind][0]} could be computed"
+        raise InputError(f"purpose={purpose!r}: no {SCORE_WORDS[kind][0]} could be computed"
                          + (f" (it needs at least 3 {group_word})" if kind == "ldo" else ""))
     name = SCORE_WORDS[kind][0].replace("groups", group_word)
     rec, ranking = recommend(by_kind[kind], score_name=name, pooling_factors=pf,

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from carpool.errors import InputError
+
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
 
@@ -92,7 +94,7 @@ def pooling_factors(fit: Fit, *, unpooled: Fit | None = None, max_draws: int = 1
     moved = None
     if unpooled is not None and fit.pooling == "hierarchical":
         if list(unpooled.group_ids) != list(fit.group_ids):
-            raise ValueError("the unpooled fit must be of the same groups, in the same order")
+            raise InputError("the unpooled fit must be of the same groups, in the same order")
         zu = params.to_latent(unpooled.idata.posterior["theta"].values, axis=-1).mean((0, 1))
         zh = params.to_latent(fit.idata.posterior["theta"].values, axis=-1).mean((0, 1))
         mu = fit.idata.posterior["mu"].values.reshape(-1, P).mean(0)

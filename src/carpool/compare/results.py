@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from carpool.errors import InputError
+
 __all__ = ["Comparison", "SweepResult", "PriorSensitivity", "MODE_COLUMNS"]
 
 #: Columns of :attr:`Comparison.table` (one row per pooling mode, index = mode).
@@ -122,7 +124,7 @@ class SweepResult:
         :func:`carpool.plots.shrinkage.plot_shrinkage`. Needs :attr:`ends`.
         """
         if self.ends.empty:
-            raise ValueError("the sweep has no pooled / unpooled end points")
+            raise InputError("the sweep has no pooled / unpooled end points")
         at = self.estimates[np.isclose(self.estimates["tau"], self.grid[k])]
         t = self.ends.merge(at[["group", "parameter", "mean"]], on=["group", "parameter"])
         return t.rename(columns={"mean": "hierarchical"})

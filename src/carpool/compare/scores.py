@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from carpool.errors import InputError
 from carpool.pooling.grouped import GroupedData
 from carpool.verdicts import PARETO_K_MAX
 
@@ -114,7 +115,7 @@ def lfo_split(data: GroupedData, fraction: float = 0.2, *, min_train: int = 2
     scored); ``ValueError`` if no group is long enough.
     """
     if not 0 < fraction < 1:
-        raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction}")
+        raise InputError(f"the held-out fraction must be in (0, 1), got {fraction}")
     test = np.zeros(data.num_obs, dtype=bool)
     for g in range(data.num_groups):
         rows = np.flatnonzero(data.group_index == g)
@@ -122,7 +123,7 @@ def lfo_split(data: GroupedData, fraction: float = 0.2, *, min_train: int = 2
         if rows.size - k >= min_train:
             test[rows[-k:]] = True
     if not test.any():
-        raise ValueError(f"every group is too short to hold out its last {fraction:.0%} and "
+        raise InputError(f"every group is too short to hold out its last {fraction:.0%} and "
                          f"keep {min_train} observations to fit")
     return data.subset(~test), select_groups(data, np.unique(data.group_index[test]),
                                              rows=test)
@@ -150,7 +151,7 @@ def select_groups(data: GroupedData, groups: list[int] | np.ndarray, *,
 def group_folds(num_groups: int, num_folds: int = 5, *, seed: int = 0) -> list[np.ndarray]:
     """Random partition of group positions into ``min(num_folds, num_groups)`` folds."""
     if num_groups < 2:
-        raise ValueError("leave-groups-out needs at least 2 groups")
+        raise InputError("leave-groups-out needs at least 2 groups")
     k = max(2, min(int(num_folds), num_groups))
     perm = np.random.default_rng(seed).permutation(num_groups)
     return [np.sort(f) for f in np.array_split(perm, k)]

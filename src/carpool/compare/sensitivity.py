@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from carpool.compare.results import PriorSensitivity
+from carpool.errors import InputError
 from carpool.pooling.priors import HalfCauchy, HalfNormal
 from carpool.pooling.spec import Hyperpriors, PoolingConfig
 
@@ -65,7 +66,7 @@ def prior_sensitivity(
     opts.setdefault("seed", seed)
     for key in ("pooling", "hyperpriors"):
         if key in opts:
-            raise ValueError(f"prior_sensitivity sets {key!r} itself")
+            raise InputError(f"prior_sensitivity sets {key!r} itself")
     spec = resolve_spec(model, **dict(opts.pop("model_options", None) or {}))
     level = opts.get("level")
     grouped = data if isinstance(data, carpool.GroupedData) else spec.prepare(data, level=level)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from carpool.errors import InputError
+
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
 
@@ -38,7 +40,7 @@ def shrinkage_table(pooled: Fit, unpooled: Fit, hierarchical: Fit) -> pd.DataFra
     ids = list(hierarchical.group_ids)
     for f in (pooled, unpooled):
         if list(f.group_ids) != ids:
-            raise ValueError("the three fits must be of the same groups, in the same order")
+            raise InputError("the three fits must be of the same groups, in the same order")
     params = hierarchical.spec.parameters
     zp, zu, zh = (_latent_means(f) for f in (pooled, unpooled, hierarchical))
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -16,6 +16,7 @@ import pandas as pd
 
 from carpool.compare.results import SweepResult
 from carpool.compare.scores import loo_score
+from carpool.errors import InputError
 
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
@@ -49,10 +50,10 @@ def sweep_fits(fits: Sequence[Fit], *, learned: Fit | None = None, pooled: Fit |
     taus = []
     for f in fits:
         if f.pooling != "hierarchical" or not f.config.tau_is_fixed:
-            raise ValueError("sweep fits must be hierarchical with a fixed tau")
+            raise InputError("sweep fits must be hierarchical with a fixed tau")
         t = np.unique(f.config.fixed_tau(f.spec.parameters))
         if t.size != 1:
-            raise ValueError("sweep fits must fix one tau for every parameter")
+            raise InputError("sweep fits must fix one tau for every parameter")
         taus.append(float(t[0]))
     order = np.argsort(taus)
     grid = np.asarray(taus)[order]
@@ -117,12 +118,12 @@ def sweep(
 
     grid = [float(t) for t in grid]
     if not grid or min(grid) <= 0:
-        raise ValueError("the tau grid must be non-empty and positive")
+        raise InputError("the tau grid must be non-empty and positive")
     opts = dict(fit_options or {})
     opts.setdefault("warn", False)
     for key in ("pooling", "tau"):
         if key in opts:
-            raise ValueError(f"sweep sets {key!r} itself")
+            raise InputError(f"sweep sets {key!r} itself")
     fits = dict(fits or {})
     taus = sorted(grid)
     out = map_logged(executor, _fit_fixed_tau, [(data, model, t, opts) for t in taus],

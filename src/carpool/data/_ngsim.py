@@ -27,6 +27,7 @@ from carpool.data._segments import (
     segment_driver_ids,
 )
 from carpool.data.schema import DataError
+from carpool.errors import InputError
 
 FEET = 0.3048  # metres per foot
 STANDARD_COLUMNS = (
@@ -69,7 +70,7 @@ def read_ngsim(
         ``"ft"`` (the NGSIM release: lengths in feet, speeds in ft/s) or ``"m"``.
     """
     if length_unit not in ("ft", "m"):
-        raise ValueError(f"length_unit must be 'ft' or 'm', got {length_unit!r}")
+        raise InputError(f"length_unit must be 'ft' or 'm', got {length_unit!r}")
     scale = FEET if length_unit == "ft" else 1.0
     raw = _read_table(path)
     if columns:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from carpool.errors import InputError
+
 logger = logging.getLogger("carpool.data")
 
 
@@ -98,11 +100,11 @@ def downsample_factor(native_hz: float, target_hz: float | None, fmt: str) -> in
     if target_hz is None:
         return 1
     if not target_hz > 0:
-        raise ValueError(f"target_hz must be positive, got {target_hz}")
+        raise InputError(f"target_hz must be positive, got {target_hz}")
     ratio = native_hz / target_hz
     k = int(round(ratio))
     if k < 1 or abs(ratio - k) > 1e-6 * ratio:
-        raise ValueError(
+        raise InputError(
             f"{fmt}: target_hz={target_hz:g} Hz must divide the native rate {native_hz:g} Hz"
             " by a whole number"
         )

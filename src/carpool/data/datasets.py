@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from carpool.data.schema import DataError, validate_trajectories
+from carpool.errors import InputError
 
 __all__ = ["example_path", "list_examples", "load_example"]
 
@@ -99,7 +100,7 @@ def example_path(name: str = "ngsim-i80") -> Path:
         For an unknown name (the message lists the valid ones).
     """
     if name not in _EXAMPLES:
-        raise ValueError(f"unknown example {name!r}; available examples are {', '.join(_EXAMPLES)}")
+        raise InputError(f"unknown example {name!r}; available examples are {', '.join(_EXAMPLES)}")
     path = Path(str(resources.files("carpool.data") / "bundled" / _EXAMPLES[name].filename))
     if not path.exists():  # pragma: no cover - a broken installation
         raise FileNotFoundError(f"bundled example file is missing: '{path}'")
@@ -147,7 +148,7 @@ def load_example(
     if drivers is not None:
         unknown = sorted(set(drivers) - set(df["driver"]))
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"example {name!r} has no driver(s) {unknown}; its drivers are"
                 f" {sorted(df['driver'].unique())}"
             )

@@ -38,6 +38,7 @@ from carpool.data._highd import read_highd
 from carpool.data._ngsim import read_ngsim
 from carpool.data._platoon import read_openacc, read_usdot
 from carpool.data.schema import REQUIRED_COLUMNS, DataError, validate_labelled
+from carpool.errors import InputError
 
 __all__ = ["FORMATS", "detect_format", "read_trajectories"]
 
@@ -116,7 +117,7 @@ def read_trajectories(
     ['veh2', 'veh3', 'veh4', 'veh5']
     """
     if format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; valid formats are {', '.join(FORMATS)}")
+        raise InputError(f"unknown format {format!r}; valid formats are {', '.join(FORMATS)}")
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"trajectory file not found: '{file}'")
@@ -249,6 +250,11 @@ def _read_carpool(
             raise ImportError(
                 "reading Parquet needs pyarrow: pip install 'carpool[parquet]'"
             ) from error
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            if isinstance(error, (FileNotFoundError, PermissionError, DataError)):
+                raise
+            first = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
+            raise DataError(f"{file.name}: not a readable Parquet file: {first}") from error
     inverse = {target: source for source, target in (columns or {}).items()}
     as_text = {inverse.get(name, name): str for name in ("driver", "class")}
     try:
@@ -256,7 +262,7 @@ def _read_carpool(
     except pd.errors.EmptyDataError as error:
         raise DataError(f"file '{file}' is empty") from error
     except TypeError as error:
-        raise ValueError(f"invalid reader option for format 'carpool': {error}") from error
+        raise InputError(f"invalid reader option for format 'carpool': {error}") from error
     if len(raw) == 0:
         raise DataError(f"file '{file}' has a header but no data rows")
     if "index_col" not in options and not isinstance(raw.index, pd.RangeIndex):
@@ -294,7 +300,7 @@ def _check_options(fmt: str, reader: Callable[..., Any], options: dict[str, Any]
     ]
     for name in options:
         if name not in valid:
-            raise ValueError(
+            raise InputError(
                 f"unknown option {name!r} for format {fmt!r}; valid options are {', '.join(valid)}"
             )
 

@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from carpool.errors import InputError
+
 __all__ = [
     "DataError",
     "REQUIRED_COLUMNS",
@@ -50,7 +52,7 @@ _TIME_STEP_RTOL = 1e-6
 MAX_ABS: dict[str, float] = {"time": 1e13, "speed": 150.0, "gap": 1e5, "leader_speed": 150.0}
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Trajectory data that do not satisfy the carpool format.
 
     The message is one line naming the problem, the driver and the row.
@@ -140,7 +142,7 @@ def validate_labelled(
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
     if int(min_observations) < 1:
-        raise ValueError(f"min_observations must be >= 1, got {min_observations}")
+        raise InputError(f"min_observations must be >= 1, got {min_observations}")
 
     table = _rename(df, columns)
     present = [str(c) for c in table.columns]

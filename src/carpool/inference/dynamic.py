@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from carpool.errors import InputError
 from carpool.pooling.grouped import GroupedData
 
 if TYPE_CHECKING:
@@ -56,12 +57,12 @@ def new_residual_params(fit: Fit, num_groups: int, *, levels: list[str | None] |
         known = list(fit.data.level_ids)
         levels = levels or [None] * num_groups
         if any(lv not in known for lv in levels):
-            raise ValueError(f"per-class AR coefficients need each new group's class, one of "
+            raise InputError(f"per-class AR coefficients need each new group's class, one of "
                              f"{known}; got {levels}")
         pacf = post["ar_pacf"].values.reshape(S, len(known), p)
         return {"kappa": pacf[:, [known.index(lv) for lv in levels], :]}
     if "ar_mu" not in post:
-        raise ValueError("per-driver AR coefficients of an unpooled fit have no population "
+        raise InputError("per-driver AR coefficients of an unpooled fit have no population "
                          "to draw a new driver's from")
     mu = post["ar_mu"].values.reshape(S, 1, p)
     tau = post["ar_tau"].values.reshape(S, 1, p)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from carpool.errors import InputError
 from carpool.inference.diagnostics import compute_diagnostics
 from carpool.inference.nuts import NutsSettings, SamplerOutput
 from carpool.pooling.centring import CentringChoice
@@ -284,7 +285,7 @@ def load(path: str | os.PathLike[str], spec: ModelSpec | None = None) -> Fit:
         attrs = idata.posterior.attrs
         saved_spec = json.loads(attrs["carpool_spec"])
     except (OSError, KeyError, AttributeError, ValueError) as exc:
-        raise ValueError(f"{path} is not a carpool fit file ({exc})") from None
+        raise InputError(f"{path} is not a carpool fit file ({exc})") from None
     if spec is None:
         spec = get_spec(saved_spec["name"], **saved_spec.get("options", {}))
     spec = spec.with_saved(saved_spec)

@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from carpool.errors import InputError
 from carpool.pooling.grouped import GroupedData
 
 __all__ = ["FitFileError", "VersionWarning", "attrs_checksum", "data_checksum",
            "posterior_checksum", "stamp", "verify"]
 
 
-class FitFileError(ValueError):
+class FitFileError(InputError):
     """A fit file whose content does not match its checksums."""
 
 

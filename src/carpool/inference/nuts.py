@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from carpool.errors import InputError
 from carpool.pooling.model import BuiltModel
 
 __all__ = ["InterruptedWarning", "NutsSettings", "SamplerOutput", "run_nuts",
@@ -56,9 +57,9 @@ class NutsSettings:
     def __post_init__(self) -> None:
         for name in ("num_chains", "num_warmup", "num_samples"):
             if int(getattr(self, name)) < (0 if name == "num_warmup" else 1):
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.target_accept < 1:
-            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
+            raise InputError(f"target_accept must be in (0, 1), got {self.target_accept}")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

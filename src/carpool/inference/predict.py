@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from carpool.errors import InputError
 from carpool.pooling.grouped import GroupedData
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ def align_groups(fit: Fit, data: GroupedData) -> np.ndarray:
     pos = {g: i for i, g in enumerate(fit.group_ids)}
     unknown = [g for g in data.group_ids if g not in pos]
     if unknown:
-        raise ValueError(f"group {unknown[0]!r} was not in the fitted data; use "
+        raise InputError(f"group {unknown[0]!r} was not in the fitted data; use "
                          "new_group_params / predict_new_group for unseen groups")
     table = np.array([pos[g] for g in data.group_ids])
     return table[data.group_index]
@@ -154,17 +155,17 @@ def new_group_params(fit: Fit, num_groups: int = 1, *, seed: int = 0,
         th = fit.theta_draws()[pick]
         return np.repeat(th[:, None, :], num_groups, axis=1)
     if fit.pooling == "unpooled":
-        raise ValueError("an unpooled fit has no population distribution, so it cannot "
+        raise InputError("an unpooled fit has no population distribution, so it cannot "
                          "predict a new group; use pooling='hierarchical' or 'pooled'")
     P = len(params)
     if level is None:
         centre = post["mu"].values.reshape(-1, P)
     else:
         if "level_population" not in post:
-            raise ValueError("this fit has no levels")
+            raise InputError("this fit has no levels")
         levels = [str(v) for v in post.coords["level"].values]
         if level not in levels:
-            raise ValueError(f"unknown level {level!r}; have {levels}")
+            raise InputError(f"unknown level {level!r}; have {levels}")
         lp = post["level_population"].values.reshape(-1, len(levels), P)
         centre = params.to_latent(lp[:, levels.index(level)], axis=-1)
     centre = centre[pick]
@@ -201,7 +202,7 @@ def predict_new_group(fit: Fit, covariates: dict[str, np.ndarray], *,
     """
     missing = [c for c in fit.spec.covariates if c not in covariates]
     if missing:
-        raise ValueError(f"missing covariate(s) {missing} for model {fit.spec.name!r}")
+        raise InputError(f"missing covariate(s) {missing} for model {fit.spec.name!r}")
     covs = {k: np.asarray(v, dtype=float) for k, v in covariates.items()}
     theta = new_group_params(fit, 1, seed=seed, level=level)[:, 0, :]  # (S, P)
     idx = _thin(theta.shape[0], num_draws, seed)

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from carpool.errors import InputError
 from carpool.inference.diagnostics import (
     WeakIdentificationWarning,
     warn_if_bad,
@@ -33,7 +34,7 @@ def resolve_spec(model: str | ModelSpec, **options: Any) -> ModelSpec:
     """A spec object, or a registered model built by name with ``options``."""
     if isinstance(model, ModelSpec):
         if options:
-            raise ValueError("spec options apply to registered model names, not to a ModelSpec")
+            raise InputError("spec options apply to registered model names, not to a ModelSpec")
         return model
     return get_spec(model, **options)
 
@@ -107,12 +108,12 @@ def fit(
         and the guide (``"structured"`` or ``"meanfield"``).
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+        raise InputError(f"unknown method {method!r}; choose one of {list(METHODS)}")
     svi_options = {k: v for k, v in {"num_steps": num_steps, "learning_rate": learning_rate,
                                      "batch_size": batch_size, "guide": guide}.items()
                    if v is not None}
     if method == "nuts" and svi_options:
-        raise ValueError(f"{sorted(svi_options)} apply to method='svi' only")
+        raise InputError(f"{sorted(svi_options)} apply to method='svi' only")
     spec = resolve_spec(model, **dict(model_options or {}))
     if residual is not None:
         spec = with_residual(spec, residual)
@@ -209,7 +210,7 @@ def refit(fit_: Fit, data: GroupedData | None = None, *, warn: bool = False,
     svi_fields = {f.name for f in fields(SviSettings)}
     unknown = set(changes) - config_fields - settings_fields - svi_fields
     if unknown:
-        raise ValueError(f"refit: unknown option(s) {sorted(unknown)}")
+        raise InputError(f"refit: unknown option(s) {sorted(unknown)}")
     config = replace(fit_.config, **{k: v for k, v in changes.items() if k in config_fields})
     if fit_.method == "svi":
         svi_settings = SviSettings(**{k: v for k, v in {**fit_.settings, **changes}.items()

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from carpool.errors import InputError
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.spec import ModelSpec, PoolingConfig
 
@@ -73,12 +74,12 @@ class SbcSettings:
 
     def __post_init__(self) -> None:
         if self.num_replications < 2:
-            raise ValueError(f"num_replications must be >= 2, got {self.num_replications}")
+            raise InputError(f"num_replications must be >= 2, got {self.num_replications}")
         if (self.num_ranks + 1) % self.num_bins:
-            raise ValueError(f"num_ranks + 1 ({self.num_ranks + 1}) must be a multiple of "
+            raise InputError(f"num_ranks + 1 ({self.num_ranks + 1}) must be a multiple of "
                              f"num_bins ({self.num_bins})")
         if self.thinning < 1 or self.num_warmup < 1:
-            raise ValueError("thinning and num_warmup must be >= 1")
+            raise InputError("thinning and num_warmup must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,7 @@ def run_sbc(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
     from carpool.pooling.model import build_model
 
     if spec.residual.is_dynamic:
-        raise ValueError("SBC supports i.i.d. residuals only")
+        raise InputError("SBC supports i.i.d. residuals only")
     t_start = time.perf_counter()
     built = build_model(spec, data, config, centring=centring)
     key_prior, key_fit = jax.random.split(jax.random.PRNGKey(settings.seed))

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from carpool.errors import InputError, UnknownNameError
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.linear_mean import censored_bucket, row_projected_terms
 from carpool.pooling.spec import ModelSpec
@@ -188,7 +189,7 @@ class SeparateFits:
         refitted); its checksums are those of the selection."""
         missing = sorted(set(drivers) - set(self.group_ids))
         if missing:
-            raise KeyError(f"no fit for driver(s) {missing}")
+            raise UnknownNameError(f"no fit for driver(s) {missing}")
         idata = self.idata.sel(driver=list(drivers))
         attrs = dict(self.idata.posterior.attrs)  # a copy: sel may share the dict
         idata.posterior.attrs = attrs
@@ -227,9 +228,9 @@ def load_separate(path: str | os.PathLike[str]) -> SeparateFits:
         kind = attrs.get("carpool_kind")
         options = json.loads(attrs["carpool_model_options"])
     except (OSError, KeyError, AttributeError, ValueError) as exc:
-        raise ValueError(f"{path} is not a carpool fit file ({exc})") from None
+        raise InputError(f"{path} is not a carpool fit file ({exc})") from None
     if kind != KIND:
-        raise ValueError(f"{path} is not a file of separate per-driver fits")
+        raise InputError(f"{path} is not a file of separate per-driver fits")
     verify(idata, None, str(path), spec_attrs=SPEC_ATTRS)
     return SeparateFits(idata, resolve_spec(attrs["carpool_model"], **options))
 
@@ -364,17 +365,17 @@ def fit_separately(
     from carpool.inference.run import resolve_spec
 
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+        raise InputError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
     for name, value, least in (("chains", chains, 1), ("warmup", warmup, 0),
                                ("draws", draws, 1)):
         if int(value) < least:
-            raise ValueError(f"{name} must be at least {least}, got {value}")
+            raise InputError(f"{name} must be at least {least}, got {value}")
     from carpool.inference.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()  # the compiled sampler is kept on disk, as carpool.fit's
     spec = resolve_spec(model, **dict(model_options or {}))
     if spec.residual.is_dynamic:
-        raise ValueError(f"separate fits support i.i.d. residuals only (got "
+        raise InputError(f"separate fits support i.i.d. residuals only (got "
                          f"{spec.residual.name!r}); use carpool.fit(pooling='unpooled')")
     grouped = data if isinstance(data, GroupedData) else spec.prepare(
         data, **dict(data_options or {}))
@@ -434,7 +435,7 @@ def drivers_per_call(strategy: str, batch_size: int | None, num_drivers: int,
     ``batch_size`` (default :data:`VMAP_BATCH`, at most ``num_drivers``) rounded up to a
     multiple of the devices for ``"vmap"``."""
     if batch_size is not None and int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     if strategy == "loop":
         return devices
     batch = min(num_drivers, int(batch_size) if batch_size is not None else VMAP_BATCH)

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 
+from carpool.errors import InputError
 from carpool.inference.nuts import SamplerOutput, _CompileClock
 from carpool.inference.svi_start import LaplaceStart, init_with_values, laplace_start, start_values
 from carpool.pooling.grouped import GroupedData
@@ -93,20 +94,20 @@ class SviSettings:
         for name in ("num_steps", "num_draws"):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int | np.integer)
                                             or self.batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or None, got "
+            raise InputError(f"batch_size must be a positive integer or None, got "
                              f"{self.batch_size!r}")
         if not (np.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+            raise InputError(f"learning_rate must be positive, got {self.learning_rate!r}")
         if self.guide not in GUIDES:
-            raise ValueError(f"unknown guide {self.guide!r}; choose one of {list(GUIDES)}")
+            raise InputError(f"unknown guide {self.guide!r}; choose one of {list(GUIDES)}")
         if not 0 < self.lr_final_fraction <= 1:
-            raise ValueError(f"lr_final_fraction must be in (0, 1], got "
+            raise InputError(f"lr_final_fraction must be in (0, 1], got "
                              f"{self.lr_final_fraction!r}")
         if not self.init_scale > 0:
-            raise ValueError(f"init_scale must be positive, got {self.init_scale!r}")
+            raise InputError(f"init_scale must be positive, got {self.init_scale!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": "svi", **self.__dict__}
@@ -453,7 +454,7 @@ def run_svi(plated: PlatedModel, settings: SviSettings, *,
         samples = jax.block_until_ready(draws)
         t2 = time.perf_counter()
     if not np.all(np.isfinite(losses[-max(1, len(losses) // 10):])):
-        raise ValueError("SVI diverged (non-finite loss); lower learning_rate")
+        raise InputError("SVI diverged (non-finite loss); lower learning_rate")
     optimise = t1 - t_compiled
     compile_s = (t_compiled - t0) + clock.seconds
     timing = {"start_s": start_s, "compile_s": compile_s, "optimise_s": optimise,
@@ -488,7 +489,7 @@ def fit_grouped_svi(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig
 
     spec.parameters.check_priors()
     if spec.residual.is_dynamic:  # before the centring step, which is not free
-        raise ValueError(f"{spec.residual.name} residuals need NUTS (method='nuts'); SVI "
+        raise InputError(f"{spec.residual.name} residuals need NUTS (method='nuts'); SVI "
                          "supports the i.i.d. residual only")
     t0 = time.perf_counter()
     # one pooled MAP for the centring choice and the guide's start (deterministic)

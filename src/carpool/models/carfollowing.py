@@ -43,6 +43,7 @@ from typing import Any
 import pandas as pd
 
 from carpool.carfollowing import IDM_ZHANG_SUN_REFERENCE, as_model, list_models
+from carpool.errors import InputError
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.likelihoods import Gaussian, JointGaussian
 from carpool.pooling.parameters import Parameter, ParameterTable
@@ -103,12 +104,12 @@ def trajectories_to_grouped(
     clean = validate_trajectories(table, columns=columns, min_observations=min_observations,
                                   resample=resample)
     if level is not None and level not in clean.columns:
-        raise ValueError(f"level column {level!r} is not in the data (have "
+        raise InputError(f"level column {level!r} is not in the data (have "
                          f"{list(clean.columns)})")
     pairs = one_step_pairs(clean)
     unknown = sorted(set(covariates) - set(COVARIATES) - set(JOINT_COVARIATES))
     if unknown:
-        raise ValueError(f"unknown car-following covariates {unknown}")
+        raise InputError(f"unknown car-following covariates {unknown}")
     # the leader moves by its mean speed over the step (trapezoid), the follower by its speed
     leader_step = 0.5 * (pairs["leader_speed"] + pairs["next_leader_speed"]) * pairs["dt"]
     pairs["gap_constant_speed"] = pairs["gap"] + leader_step - pairs["speed"] * pairs["dt"]
@@ -197,29 +198,29 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
                              gp_method=gp_method)
     cf = as_model(model)
     if priors not in PRIOR_PRESETS:
-        raise ValueError(f"unknown priors {priors!r}; choose one of {list(PRIOR_PRESETS)}")
+        raise InputError(f"unknown priors {priors!r}; choose one of {list(PRIOR_PRESETS)}")
     table = cf.parameters
     sigma = HalfNormal(1.0)
     hyper = None  # carpool's defaults for the number of drivers
     if priors == "zhang-sun-2023":
         if cf.name != "idm":
-            raise ValueError("the 'zhang-sun-2023' priors are defined for the IDM only")
+            raise InputError("the 'zhang-sun-2023' priors are defined for the IDM only")
         table = _reference_table(cf.parameters, IDM_ZHANG_SUN_REFERENCE, 1.0,
                                  "Zhang & Sun 2023")
         sigma = Exponential(1e4)
         hyper = Hyperpriors(tau=Exponential(100.0), lkj_eta=2.0, tau_level=Exponential(100.0))
     elif priors == "treiber-kesting-2013":
         if cf.name != "idm":
-            raise ValueError("the 'treiber-kesting-2013' priors are defined for the IDM only")
+            raise InputError("the 'treiber-kesting-2013' priors are defined for the IDM only")
         table = _reference_table(cf.parameters, IDM_TREIBER_KESTING_REFERENCE, 0.3,
                                  "Treiber & Kesting 2013, Table 11.2, highway")
         hyper = Hyperpriors(tau=HalfNormal(0.3))
     if speed_limit is not None:
         if "v0" not in table.names:
-            raise ValueError(f"speed_limit sets the prior of v0, and model {cf.name!r} has "
+            raise InputError(f"speed_limit sets the prior of v0, and model {cf.name!r} has "
                              "no v0")
         if not speed_limit > 0:
-            raise ValueError(f"speed_limit must be a positive speed in m/s, got "
+            raise InputError(f"speed_limit must be a positive speed in m/s, got "
                              f"{speed_limit:g}")
         table = ParameterTable([
             Parameter("v0", p.unit, "log", float(speed_limit), Normal(0.0, SPEED_LIMIT_SD),
@@ -227,12 +228,12 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
             if p.name == "v0" else p for p in table
         ])
     if likelihood not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
+        raise InputError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
     covariates = COVARIATES
     observation: Gaussian | JointGaussian = Gaussian(sigma, scale_covariate="dt", lower=0.0)
     if likelihood == "joint":
         if process.is_dynamic:
-            raise ValueError(f"the joint speed-and-gap likelihood is defined with i.i.d. "
+            raise InputError(f"the joint speed-and-gap likelihood is defined with i.i.d. "
                              f"residuals; got residual {process.name!r}")
         covariates = COVARIATES + JOINT_COVARIATES
         observation = JointGaussian(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from carpool.errors import InputError
+
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
 
@@ -18,6 +20,6 @@ def group_position(fit: Fit, group: str | None) -> tuple[str, int]:
         group = ids[0]
     if group is None or str(group) not in ids:
         shown = ", ".join(repr(g) for g in ids[:10]) + (", ..." if len(ids) > 10 else "")
-        raise ValueError(f"unknown {fit.spec.group_dim} {group!r}; this fit has "
+        raise InputError(f"unknown {fit.spec.group_dim} {group!r}; this fit has "
                          f"{len(ids)}: {shown}")
     return str(group), ids.index(str(group))

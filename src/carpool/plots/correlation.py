@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from carpool.errors import InputError
+
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
 
@@ -41,7 +43,7 @@ def plot_population_correlation(fit: Fit, path: str | Path | None = None,
         For a pooled or unpooled fit.
     """
     if fit.pooling != "hierarchical" or "corr" not in fit.idata.posterior:
-        raise ValueError(f"the population correlation exists only for hierarchical fits; "
+        raise InputError(f"the population correlation exists only for hierarchical fits; "
                          f"this fit is {fit.pooling!r} (refit with pooling='hierarchical')")
     import matplotlib
 

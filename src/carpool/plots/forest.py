@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from carpool.errors import InputError
+
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
 
@@ -46,13 +48,13 @@ def plot_forest(fits: Mapping[str, Fit], path: str | Path | None = None,
     from carpool.inference.summary import stats_table
 
     if not fits:
-        raise ValueError("plot_forest needs at least one fit")
+        raise InputError("plot_forest needs at least one fit")
     labels = list(fits)
     first = fits[labels[0]]
     params = first.spec.parameters
     for label in labels[1:]:
         if fits[label].parameter_names != params.names:
-            raise ValueError(f"fit {label!r} has parameters {fits[label].parameter_names}, "
+            raise InputError(f"fit {label!r} has parameters {fits[label].parameter_names}, "
                              f"but {labels[0]!r} has {params.names}; compare fits of one model")
     grouped = [lab for lab in labels if fits[lab].pooling != "pooled"]
     group_ids: list[str] = list(dict.fromkeys(

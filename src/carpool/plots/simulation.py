@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from carpool.errors import InputError
+
 if TYPE_CHECKING:
     from carpool.simulate import FollowResult, RingResult
 
@@ -59,11 +61,11 @@ def plot_time_space(result: RingResult, path: str | Path | None = None, *, draw:
     from matplotlib.collections import LineCollection
 
     if speed_unit not in _UNITS:
-        raise ValueError(f"speed_unit must be one of {list(_UNITS)}, got {speed_unit!r}")
+        raise InputError(f"speed_unit must be one of {list(_UNITS)}, got {speed_unit!r}")
     factor = _UNITS[speed_unit]
     table = result.table
     if draw not in set(table["draw"].unique()):
-        raise ValueError(f"no draw {draw}; the result has draws "
+        raise InputError(f"no draw {draw}; the result has draws "
                          f"{sorted(table['draw'].unique())}")
     one = table[table["draw"] == draw]
     position = one.pivot(index="time", columns="vehicle", values="position")

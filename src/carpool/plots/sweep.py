@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from carpool.errors import InputError
 from carpool.verdicts import PARETO_K_MAX
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def plot_sweep(sweep: SweepResult, path: str | Path | None = None) -> Any:
     est["group"] = est["group"].astype(str)
     est = est[est["tau"] > 0]
     if est.empty:
-        raise ValueError("the sweep has no estimates at a positive tau to plot")
+        raise InputError("the sweep has no estimates at a positive tau to plot")
     names = list(dict.fromkeys(est["parameter"]))
     groups = list(dict.fromkeys(est["group"]))
     G, P = len(groups), len(names)

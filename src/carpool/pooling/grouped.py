@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from carpool.errors import InputError
+
 __all__ = ["GroupedData", "Padded", "choose_layout"]
 
 
@@ -65,29 +67,29 @@ class GroupedData:
         gi = np.asarray(self.group_index)
         n = y.shape[0]
         if y.ndim != 1:
-            raise ValueError(f"y must be one-dimensional, got shape {y.shape}")
+            raise InputError(f"y must be one-dimensional, got shape {y.shape}")
         if n == 0:
-            raise ValueError("no observations")
+            raise InputError("no observations")
         if gi.shape != (n,):
-            raise ValueError(f"group_index has shape {gi.shape}, expected ({n},)")
+            raise InputError(f"group_index has shape {gi.shape}, expected ({n},)")
         if not np.issubdtype(gi.dtype, np.integer):
-            raise ValueError("group_index must be integers")
+            raise InputError("group_index must be integers")
         G = len(self.group_ids)
         bad = np.flatnonzero((gi < 0) | (gi >= G))
         if bad.size:
-            raise ValueError(
+            raise InputError(
                 f"group index out of range at observation {bad[0]}: {gi[bad[0]]} "
                 f"(there are {G} groups, valid 0..{G - 1})"
             )
         missing = sorted(set(range(G)) - set(np.unique(gi).tolist()))
         if missing:
-            raise ValueError(f"group {self.group_ids[missing[0]]!r} has no observations")
+            raise InputError(f"group {self.group_ids[missing[0]]!r} has no observations")
         _check_finite("y", y)
         covs = {}
         for name, values in self.covariates.items():
             v = np.asarray(values, dtype=float)
             if v.shape != (n,):
-                raise ValueError(f"covariate {name!r} has shape {v.shape}, expected ({n},)")
+                raise InputError(f"covariate {name!r} has shape {v.shape}, expected ({n},)")
             _check_finite(name, v)
             covs[name] = v
         object.__setattr__(self, "y", y)
@@ -97,10 +99,10 @@ class GroupedData:
         if self.level_index is not None:
             li = np.asarray(self.level_index).astype(np.int32)
             if li.shape != (G,):
-                raise ValueError(f"level_index has shape {li.shape}, expected ({G},)")
+                raise InputError(f"level_index has shape {li.shape}, expected ({G},)")
             K = len(self.level_ids)
             if K == 0 or li.min() < 0 or li.max() >= K:
-                raise ValueError(f"level index out of range (there are {K} levels)")
+                raise InputError(f"level index out of range (there are {K} levels)")
             object.__setattr__(self, "level_index", li)
             object.__setattr__(self, "level_ids", tuple(str(k) for k in self.level_ids))
 
@@ -123,15 +125,15 @@ class GroupedData:
         needed = [y, group, *covariates] + ([level] if level else [])
         missing = [c for c in needed if c not in df.columns]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"missing column(s) {missing}; the table has {list(df.columns)}"
             )
         for c in [y, *covariates]:
             if not pd.api.types.is_numeric_dtype(df[c]):
-                raise ValueError(f"column {c!r} must be numeric, got dtype {df[c].dtype}")
+                raise InputError(f"column {c!r} must be numeric, got dtype {df[c].dtype}")
             bad = np.flatnonzero(~np.isfinite(df[c].to_numpy(dtype=float)))
             if bad.size:
-                raise ValueError(
+                raise InputError(
                     f"column {c!r} has a non-finite value at row {bad[0]} "
                     f"(group {df[group].iloc[bad[0]]!r})"
                 )
@@ -142,7 +144,7 @@ class GroupedData:
             per_group = df.groupby(codes, sort=True)[level].agg(lambda s: s.astype(str).unique())
             varying = [uniques[i] for i, v in per_group.items() if len(v) != 1]
             if varying:
-                raise ValueError(f"level column {level!r} is not constant within group "
+                raise InputError(f"level column {level!r} is not constant within group "
                                  f"{varying[0]!r}")
             lv = [v[0] for v in per_group.to_numpy()]
             lcodes, luniques = pd.factorize(pd.Series(lv), sort=True)
@@ -226,7 +228,7 @@ def choose_layout(data: GroupedData, layout: str = "auto") -> str:
     if layout in ("padded", "flat"):
         return layout
     if layout != "auto":
-        raise ValueError(f"unknown layout {layout!r}; choose 'auto', 'padded' or 'flat'")
+        raise InputError(f"unknown layout {layout!r}; choose 'auto', 'padded' or 'flat'")
     fill = data.num_obs / (data.num_groups * data.group_sizes.max())
     return "padded" if fill >= 0.5 else "flat"
 
@@ -234,4 +236,4 @@ def choose_layout(data: GroupedData, layout: str = "auto") -> str:
 def _check_finite(name: str, v: np.ndarray) -> None:
     bad = np.flatnonzero(~np.isfinite(v))
     if bad.size:
-        raise ValueError(f"{name} has a non-finite value (NaN or inf) at observation {bad[0]}")
+        raise InputError(f"{name} has a non-finite value (NaN or inf) at observation {bad[0]}")

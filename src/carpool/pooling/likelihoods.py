@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import jax.scipy.stats as jstats
 import numpy as np
 
+from carpool.errors import InputError
 from carpool.pooling.priors import HalfNormal, Prior
 
 __all__ = ["AbstractLikelihood", "Gaussian", "JointGaussian", "StudentT",
@@ -92,11 +93,11 @@ class AbstractLikelihood(ABC):
 def _noise_value(value: Prior | float) -> tuple[Prior | None, float | None]:
     if isinstance(value, Prior):
         if value.support != "positive":
-            raise ValueError(f"a noise scale prior needs positive support, got {value}")
+            raise InputError(f"a noise scale prior needs positive support, got {value}")
         return value, None
     value = float(value)
     if not value > 0:
-        raise ValueError(f"a fixed noise scale must be positive, got {value}")
+        raise InputError(f"a fixed noise scale must be positive, got {value}")
     return None, value
 
 
@@ -262,7 +263,7 @@ class Gaussian(AbstractLikelihood):
             c = np.broadcast_to(np.asarray(covariates[self.scale_covariate], float), y.shape)
             bad = np.flatnonzero(inside.ravel() & ~(c.ravel() > 0))
             if bad.size:
-                raise ValueError(f"the scale covariate {self.scale_covariate!r} must be "
+                raise InputError(f"the scale covariate {self.scale_covariate!r} must be "
                                  f"positive; observation {int(bad[0])} has {c.ravel()[bad[0]]}")
         safe_c = np.where(inside, c, 1.0)
         terms: dict[str, Any] = {
@@ -388,7 +389,7 @@ class StudentT(AbstractLikelihood):
 
     def __post_init__(self) -> None:
         if not self.df > 0:
-            raise ValueError(f"StudentT df must be positive, got {self.df}")
+            raise InputError(f"StudentT df must be positive, got {self.df}")
         _noise_value(self.sigma)
 
     noise_priors = Gaussian.noise_priors
@@ -618,4 +619,4 @@ def likelihood_from_dict(d: Mapping[str, Any]) -> AbstractLikelihood:
         return Gaussian(sigma, d.get("scale_covariate"), d.get("lower"))
     if d["kind"] == "student_t":
         return StudentT(float(d["df"]), sigma, d.get("scale_covariate"))
-    raise ValueError(f"unknown likelihood kind {d['kind']!r}")
+    raise InputError(f"unknown likelihood kind {d['kind']!r}")

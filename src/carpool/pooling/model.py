@@ -43,6 +43,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from carpool.errors import InputError
 from carpool.pooling.grouped import GroupedData, choose_layout
 from carpool.pooling.likelihoods import AbstractLikelihood
 from carpool.pooling.linear_mean import linear_mean_check
@@ -60,7 +61,7 @@ def latent_prior(priors: list[Prior], batch_shape: tuple[int, ...] = ()) -> Any:
     """
     families = {p.family for p in priors}
     if len(families) != 1:
-        raise ValueError(
+        raise InputError(
             f"all parameters of a model must use one prior family, got {sorted(families)}"
         )
     family = families.pop()
@@ -135,10 +136,10 @@ def build_model(
     params.check_priors()
     missing = [c for c in spec.covariates if c not in data.covariates]
     if missing:
-        raise ValueError(f"model {spec.name!r} needs covariate(s) {missing}; data have "
+        raise InputError(f"model {spec.name!r} needs covariate(s) {missing}; data have "
                          f"{list(data.covariates)}")
     if config.use_levels and data.level_index is None:
-        raise ValueError("levels requested but the data have no level column")
+        raise InputError("levels requested but the data have no level column")
     P, G = len(params), data.num_groups
     priors = [p.prior for p in params]
     lik = spec.likelihood
@@ -161,7 +162,7 @@ def build_model(
                         else config.param_choice(n)) for n in params.names}
     correlated = config.resolve_correlated(G, P) and P > 1
     if "partial" in centring.values() and correlated:
-        raise ValueError("partial centring needs a diagonal population (correlated=False)")
+        raise InputError("partial centring needs a diagonal population (correlated=False)")
     if weights is None:
         weights = np.stack([np.full(G, 1.0 if centring[n] == "centred" else 0.0)
                             for n in params.names], axis=1)
@@ -349,10 +350,10 @@ def residual_step(residual: Any, data: GroupedData, padded_covariates: Mapping[s
     """``(dt, window)`` of a GP residual: the time step (s; a float when every group shares
     it, else (G,)) from the ``dt`` covariate, and the window in steps."""
     if "dt" not in padded_covariates:
-        raise ValueError("GP residuals need a 'dt' covariate (the time step, s)")
+        raise InputError("GP residuals need a 'dt' covariate (the time step, s)")
     dt = np.asarray(padded_covariates["dt"])[:, 0]
     if not np.all(dt > 0):
-        raise ValueError("GP residuals need positive time steps")
+        raise InputError("GP residuals need positive time steps")
     window = residual.window_steps(float(dt.min()), int(data.group_sizes.max()))
     shared = bool(np.allclose(dt, dt[0], rtol=1e-6, atol=0.0))
     return (float(dt[0]) if shared else jnp.asarray(dt)), window

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from carpool.errors import InputError, UnknownNameError
 from carpool.pooling.priors import Normal, Prior
 
 __all__ = ["Parameter", "ParameterTable"]
@@ -54,19 +55,19 @@ class Parameter:
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.isidentifier():
-            raise ValueError(f"parameter name {self.name!r} must be a Python identifier")
+            raise InputError(f"parameter name {self.name!r} must be a Python identifier")
         if self.transform not in _TRANSFORMS:
-            raise ValueError(
+            raise InputError(
                 f"parameter {self.name!r}: unknown transform {self.transform!r}; "
                 f"choose one of {list(_TRANSFORMS)}"
             )
         if self.transform == "log" and not self.reference > 0:
-            raise ValueError(
+            raise InputError(
                 f"parameter {self.name!r}: a log-transformed parameter needs a positive "
                 f"reference value, got {self.reference}"
             )
         if self.prior is not None and self.prior.support != "real":
-            raise ValueError(
+            raise InputError(
                 f"parameter {self.name!r}: the prior acts on the unconstrained latent scale and "
                 f"must have real support, got {self.prior}"
             )
@@ -120,18 +121,18 @@ class ParameterTable(Sequence[Parameter]):
     def __init__(self, parameters: Iterable[Parameter]):
         self._params = tuple(parameters)
         if not self._params:
-            raise ValueError("a parameter table needs at least one parameter")
+            raise InputError("a parameter table needs at least one parameter")
         names = [p.name for p in self._params]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"duplicate parameter names: {dupes}")
+            raise InputError(f"duplicate parameter names: {dupes}")
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, str):
             for p in self._params:
                 if p.name == i:
                     return p
-            raise KeyError(f"no parameter named {i!r}; have {self.names}")
+            raise UnknownNameError(f"no parameter named {i!r}; have {self.names}")
         return self._params[i]
 
     def __len__(self) -> int:
@@ -160,7 +161,7 @@ class ParameterTable(Sequence[Parameter]):
         """Raise a clear error if any parameter has no prior."""
         missing = [p.name for p in self._params if p.prior is None]
         if missing:
-            raise ValueError(f"parameters without a prior: {missing}; give each a Prior")
+            raise InputError(f"parameters without a prior: {missing}; give each a Prior")
 
     def latent_prior_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Location and scale of each parameter's Normal latent prior, shape (P,) each.
@@ -197,7 +198,7 @@ class ParameterTable(Sequence[Parameter]):
                 p = Parameter.from_dict(d)
             out.append(p)
         if name not in self.names:
-            raise KeyError(f"no parameter named {name!r}; have {self.names}")
+            raise UnknownNameError(f"no parameter named {name!r}; have {self.names}")
         return ParameterTable(out)
 
     def to_list(self) -> list[dict[str, Any]]:

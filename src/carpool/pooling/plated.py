@@ -40,6 +40,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from carpool.errors import InputError
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.model import latent_prior, natural_params
 from carpool.pooling.spec import ModelSpec, PoolingConfig
@@ -104,14 +105,14 @@ def build_plated_model(
     params = spec.parameters
     params.check_priors()
     if spec.residual.is_dynamic:
-        raise ValueError(f"{spec.residual.name} residuals need NUTS (method='nuts'); SVI "
+        raise InputError(f"{spec.residual.name} residuals need NUTS (method='nuts'); SVI "
                          "supports the i.i.d. residual only")
     missing = [c for c in spec.covariates if c not in data.covariates]
     if missing:
-        raise ValueError(f"model {spec.name!r} needs covariate(s) {missing}; data have "
+        raise InputError(f"model {spec.name!r} needs covariate(s) {missing}; data have "
                          f"{list(data.covariates)}")
     if config.use_levels and data.level_index is None:
-        raise ValueError("levels requested but the data have no level column")
+        raise InputError("levels requested but the data have no level column")
     P, G = len(params), data.num_groups
     priors = [p.prior for p in params]
     lik = spec.likelihood
@@ -124,7 +125,7 @@ def build_plated_model(
                         else config.param_choice(n)) for n in params.names}
     correlated = pooling == "hierarchical" and config.resolve_correlated(G, P) and P > 1
     if "partial" in centring.values() and correlated:
-        raise ValueError("partial centring needs a diagonal population (correlated=False)")
+        raise InputError("partial centring needs a diagonal population (correlated=False)")
     if weights is None:
         weights = np.stack([np.full(G, 1.0 if centring[n] == "centred" else 0.0)
                             for n in params.names], axis=1)

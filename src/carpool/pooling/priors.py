@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from carpool.errors import InputError
+
 __all__ = ["Prior", "Normal", "HalfNormal", "HalfCauchy", "Exponential", "StudentT", "LogNormal"]
 
 # family -> (NumPyro class name, ordered parameter names, support)
@@ -42,20 +44,20 @@ class Prior:
 
     def __post_init__(self) -> None:
         if self.family not in _FAMILIES:
-            raise ValueError(
+            raise InputError(
                 f"unknown prior family {self.family!r}; choose one of {sorted(_FAMILIES)}"
             )
         _, names, _ = _FAMILIES[self.family]
         if set(self.params) != set(names):
-            raise ValueError(
+            raise InputError(
                 f"prior {self.family!r} needs parameters {list(names)}, got {sorted(self.params)}"
             )
         for name, value in self.params.items():
             value = float(value)
             if value != value:  # NaN
-                raise ValueError(f"prior {self.family!r} parameter {name!r} is NaN")
+                raise InputError(f"prior {self.family!r} parameter {name!r} is NaN")
             if name in ("scale", "rate", "df") and value <= 0:
-                raise ValueError(
+                raise InputError(
                     f"prior {self.family!r} parameter {name!r} must be positive, got {value}"
                 )
 
@@ -101,24 +103,32 @@ class Prior:
 
 
 def Normal(loc: float = 0.0, scale: float = 1.0) -> Prior:
+    """Normal(loc, scale): for latent (unconstrained) parameters and population means."""
     return Prior("normal", {"loc": loc, "scale": scale})
 
 
 def StudentT(df: float, loc: float = 0.0, scale: float = 1.0) -> Prior:
+    """Student-t(df, loc, scale): a heavier-tailed alternative to :func:`Normal`."""
     return Prior("student_t", {"df": df, "loc": loc, "scale": scale})
 
 
 def HalfNormal(scale: float = 1.0) -> Prior:
+    """Half-normal(scale), positive: population scales (tau) and noise scales (sigma)."""
     return Prior("half_normal", {"scale": scale})
 
 
 def HalfCauchy(scale: float = 1.0) -> Prior:
+    """Half-Cauchy(scale), positive: a heavy-tailed scale prior (Gelman 2006)."""
     return Prior("half_cauchy", {"scale": scale})
 
 
 def Exponential(rate: float = 1.0) -> Prior:
+    """Exponential(rate), positive; ``rate`` is the inverse mean (PyMC's and NumPyro's
+    parameterisation)."""
     return Prior("exponential", {"rate": rate})
 
 
 def LogNormal(loc: float = 0.0, scale: float = 1.0) -> Prior:
+    """Log-normal(loc, scale) of the log, positive and zero-avoiding: population scales
+    with few groups."""
     return Prior("lognormal", {"loc": loc, "scale": scale})

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from carpool.errors import InputError
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.likelihoods import AbstractLikelihood, Gaussian, likelihood_from_dict
 from carpool.pooling.parameters import ParameterTable
@@ -99,7 +100,7 @@ class ModelSpec:
         if isinstance(table, GroupedData):
             return table
         if self.prepare_fn is None:
-            raise ValueError(f"model {self.name!r} takes GroupedData, not a table")
+            raise InputError(f"model {self.name!r} takes GroupedData, not a table")
         return self.prepare_fn(table, level=level, **kwargs)
 
     def __post_init__(self) -> None:
@@ -114,7 +115,7 @@ class ModelSpec:
             raise TypeError(f"residual must be a carpool.residuals process, got "
                             f"{type(self.residual).__name__}")
         if self.residual.is_dynamic and type(self.likelihood) is not Gaussian:
-            raise ValueError(f"{self.residual.name} residuals need a Gaussian likelihood, "
+            raise InputError(f"{self.residual.name} residuals need a Gaussian likelihood, "
                              f"got {type(self.likelihood).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,9 +179,9 @@ class Hyperpriors:
         priors = self.tau.values() if isinstance(self.tau, Mapping) else [self.tau]
         for p in [*priors, self.tau_level]:
             if not isinstance(p, Prior) or p.support != "positive":
-                raise ValueError(f"population scale priors need positive support, got {p}")
+                raise InputError(f"population scale priors need positive support, got {p}")
         if not self.lkj_eta > 0:
-            raise ValueError(f"lkj_eta must be positive, got {self.lkj_eta}")
+            raise InputError(f"lkj_eta must be positive, got {self.lkj_eta}")
 
     @classmethod
     def default_for(cls, num_groups: int) -> Hyperpriors:
@@ -199,7 +200,7 @@ class Hyperpriors:
     def tau_prior(self, name: str) -> Prior:
         if isinstance(self.tau, Mapping):
             if name not in self.tau:
-                raise ValueError(f"hyperpriors.tau has no prior for parameter {name!r}")
+                raise InputError(f"hyperpriors.tau has no prior for parameter {name!r}")
             return self.tau[name]
         return self.tau
 
@@ -252,19 +253,19 @@ class PoolingConfig:
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLING_MODES:
-            raise ValueError(
+            raise InputError(
                 f"unknown pooling {self.pooling!r}; choose one of {list(POOLING_MODES)}"
             )
         if isinstance(self.tau, str) and self.tau != "learned":
-            raise ValueError(f"tau must be 'learned' or positive number(s), got {self.tau!r}")
+            raise InputError(f"tau must be 'learned' or positive number(s), got {self.tau!r}")
         params = self.param.values() if isinstance(self.param, Mapping) else [self.param]
         for p in params:
             if p not in PARAM_CHOICES:
-                raise ValueError(f"unknown param {p!r}; choose one of {list(PARAM_CHOICES)}")
+                raise InputError(f"unknown param {p!r}; choose one of {list(PARAM_CHOICES)}")
         if isinstance(self.correlated, str) and self.correlated != "auto":
-            raise ValueError(f"correlated must be True, False or 'auto', got {self.correlated!r}")
+            raise InputError(f"correlated must be True, False or 'auto', got {self.correlated!r}")
         if self.use_levels and self.pooling != "hierarchical":
-            raise ValueError("levels (e.g. --level class) need pooling='hierarchical'")
+            raise InputError("levels (e.g. --level class) need pooling='hierarchical'")
 
     def resolve_correlated(self, num_groups: int, num_params: int) -> bool:
         """Whether the population gets a full correlation matrix."""
@@ -282,18 +283,18 @@ class PoolingConfig:
         if isinstance(self.tau, Mapping):
             unknown = sorted(set(self.tau) - set(parameters.names))
             if unknown:
-                raise ValueError(f"tau given for unknown parameter(s) {unknown}")
+                raise InputError(f"tau given for unknown parameter(s) {unknown}")
             missing = [n for n in parameters.names if n not in self.tau]
             if missing:
-                raise ValueError(f"fixed tau missing for parameter(s) {missing}")
+                raise InputError(f"fixed tau missing for parameter(s) {missing}")
             tau = np.array([float(self.tau[n]) for n in parameters.names])
         else:
             tau = np.broadcast_to(np.asarray(self.tau, dtype=float), (P,)).copy() \
                 if np.ndim(self.tau) == 0 else np.asarray(self.tau, dtype=float)
             if tau.shape != (P,):
-                raise ValueError(f"tau has {tau.size} values, the model has {P} parameters")
+                raise InputError(f"tau has {tau.size} values, the model has {P} parameters")
         if not np.all(tau > 0) or not np.all(np.isfinite(tau)):
-            raise ValueError(
+            raise InputError(
                 f"a fixed tau must be positive and finite, got {tau.tolist()} "
                 "(for tau = 0 use pooling='pooled')"
             )
@@ -339,11 +340,13 @@ def get_spec(name: str, **options: Any) -> ModelSpec:
     """Build a registered spec by name."""
     _load_builtins()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {sorted(_REGISTRY)}")
+        raise InputError(f"unknown model {name!r}; known models: {sorted(_REGISTRY)}")
     return _REGISTRY[name](**options)
 
 
 def list_specs() -> list[str]:
+    """Names of the registered model specs (built-in car-following models, ``linear``,
+    ``eight_schools`` and any a user registered with :func:`register_spec`)."""
     _load_builtins()
     return sorted(_REGISTRY)
 

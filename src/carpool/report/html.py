@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from carpool.errors import InputError
 from carpool.report.template import CSP, CSS, NOSCRIPT_CSS, PAGE, SCRIPT
 from carpool.verdicts import (
     ESS_MIN_PER_CHAIN,
@@ -213,7 +214,7 @@ def figure_data_uri(figure: Any, *, dpi: int = FIGURE_DPI) -> str:
         path = Path(figure)
         mime = _MIME.get(path.suffix.lower())
         if mime is None:
-            raise ValueError(f"cannot embed {path}: not one of {', '.join(sorted(_MIME))}")
+            raise InputError(f"cannot embed {path}: not one of {', '.join(sorted(_MIME))}")
         data = path.read_bytes()
     elif hasattr(figure, "savefig"):
         buf = io.BytesIO()

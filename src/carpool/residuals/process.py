@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 import numpy as np
 
+from carpool.errors import InputError
 from carpool.pooling.priors import HalfNormal, LogNormal, Prior
 from carpool.residuals.ar import ar_conditional, ar_forward, pacf_to_phi
 from carpool.residuals.gp import gp_conditional, gp_sliding_conditional, se_covariance
@@ -184,12 +185,12 @@ class AR(ResidualProcess):
 
     def __post_init__(self) -> None:
         if not (isinstance(self.order, int | np.integer) and 1 <= self.order <= MAX_AR_ORDER):
-            raise ValueError(f"AR order must be an integer 1..{MAX_AR_ORDER}, got {self.order!r}")
+            raise InputError(f"AR order must be an integer 1..{MAX_AR_ORDER}, got {self.order!r}")
         if self.pooling not in AR_POOLING:
-            raise ValueError(f"unknown AR pooling {self.pooling!r}; choose one of "
+            raise InputError(f"unknown AR pooling {self.pooling!r}; choose one of "
                              f"{list(AR_POOLING)}")
         if not (self.first_scale > 0 and self.higher_scale > 0):
-            raise ValueError("AR prior scales must be positive")
+            raise InputError("AR prior scales must be positive")
         object.__setattr__(self, "order", int(self.order))
 
     @property
@@ -198,7 +199,7 @@ class AR(ResidualProcess):
 
     def check(self, pooling: str, has_levels: bool) -> None:
         if self.pooling == "class" and not has_levels:
-            raise ValueError("per-class AR coefficients (ar_pooling='class') need a level "
+            raise InputError("per-class AR coefficients (ar_pooling='class') need a level "
                              "column (level='class')")
 
     def _prior(self) -> Any:
@@ -289,13 +290,13 @@ class GP(ResidualProcess):
 
     def __post_init__(self) -> None:
         if self.window_s is not None and not self.window_s > 0:
-            raise ValueError(f"GP window must be positive seconds, got {self.window_s}")
+            raise InputError(f"GP window must be positive seconds, got {self.window_s}")
         if self.method not in GP_METHODS:
-            raise ValueError(f"unknown GP method {self.method!r}; choose one of "
+            raise InputError(f"unknown GP method {self.method!r}; choose one of "
                              f"{list(GP_METHODS)}")
         for prior in (self.lengthscale, self.scale):
             if prior.support != "positive":
-                raise ValueError(f"GP priors need positive support, got {prior}")
+                raise InputError(f"GP priors need positive support, got {prior}")
 
     @property
     def name(self) -> str:
@@ -390,7 +391,7 @@ def parse_residual(residual: str | ResidualProcess | None = "iid", *, ar: int | 
         return residual
     if ar is not None:
         if residual not in (None, "iid", f"ar{ar}", "ar"):
-            raise ValueError(f"ar={ar} conflicts with residual={residual!r}")
+            raise InputError(f"ar={ar} conflicts with residual={residual!r}")
         return AR(int(ar), ar_pooling)
     name = "iid" if residual is None else str(residual).strip().lower()
     if name == "iid":
@@ -400,7 +401,7 @@ def parse_residual(residual: str | ResidualProcess | None = "iid", *, ar: int | 
     m = re.fullmatch(r"ar\(?(\d+)\)?", name)
     if m:
         return AR(int(m.group(1)), ar_pooling)
-    raise ValueError(f"unknown residual {residual!r}; choose 'iid', 'ar1' .. "
+    raise InputError(f"unknown residual {residual!r}; choose 'iid', 'ar1' .. "
                      f"'ar{MAX_AR_ORDER}' or 'gp'")
 
 
@@ -414,5 +415,5 @@ def residual_from_dict(d: Mapping[str, Any] | None) -> ResidualProcess:
     if d["kind"] == "gp":
         return GP(d["window_s"], Prior.from_dict(d["lengthscale"]),
                   Prior.from_dict(d["scale"]), d.get("method", "window"))
-    raise ValueError(f"unknown residual kind {d['kind']!r}")
+    raise InputError(f"unknown residual kind {d['kind']!r}")
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from carpool.carfollowing.model import CarFollowingModel, get_model, list_models
+from carpool.errors import InputError
 
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
@@ -18,11 +19,11 @@ def carfollowing_model(fit: Fit) -> CarFollowingModel:
     """The fit's car-following model; ``ValueError`` for any other kind of model."""
     name = fit.spec.name
     if name not in list_models() or tuple(fit.spec.covariates)[:4] != _COVARIATES:
-        raise ValueError(f"the fit is of model {name!r}, not a car-following model; "
+        raise InputError(f"the fit is of model {name!r}, not a car-following model; "
                          f"simulations need one of {list_models()}")
     model = get_model(name)
     if model.parameter_names != list(fit.parameter_names):
-        raise ValueError(f"the fit's parameters {list(fit.parameter_names)} do not match "
+        raise InputError(f"the fit's parameters {list(fit.parameter_names)} do not match "
                          f"model {name!r} ({model.parameter_names})")
     return model
 
@@ -32,6 +33,6 @@ def sigma_draws(fit: Fit) -> np.ndarray:
     num_draws = fit.theta_draws().shape[0]
     noise = fit.noise_draws()
     if "sigma" not in noise:
-        raise ValueError(f"the fit's likelihood has no noise scale 'sigma' (has "
+        raise InputError(f"the fit's likelihood has no noise scale 'sigma' (has "
                          f"{sorted(noise)})")
     return np.broadcast_to(np.asarray(noise["sigma"], dtype=float), (num_draws,)).copy()

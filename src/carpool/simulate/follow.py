@@ -40,6 +40,7 @@ import pandas as pd
 
 from carpool.carfollowing.model import CarFollowingModel
 from carpool.carfollowing.rollout import Rollout, follow_leader
+from carpool.errors import InputError
 from carpool.simulate._fit import carfollowing_model, sigma_draws
 from carpool.simulate.noise import NoiseFn, iid_noise, white_noise
 from carpool.simulate.scores import coverage, crps_ensemble, rmse
@@ -178,17 +179,17 @@ def follow(
 
     model = carfollowing_model(fit)
     if int(num_draws) < 1:
-        raise ValueError(f"num_draws must be >= 1, got {num_draws}")
+        raise InputError(f"num_draws must be >= 1, got {num_draws}")
     horizons = [] if horizon is None else [float(horizon)]
     horizons += [float(w) for w in windows]
     if any(not h > 0 for h in horizons):
-        raise ValueError(f"horizons must be positive seconds, got {horizons}")
+        raise InputError(f"horizons must be positive seconds, got {horizons}")
     clean = validate_trajectories(data, min_observations=2)
     driver = str(driver)
     ids = list(pd.unique(clean["driver"]))
     if driver not in ids:
         shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
-        raise ValueError(f"unknown driver {driver!r}; the data have {len(ids)}: {shown}")
+        raise InputError(f"unknown driver {driver!r}; the data have {len(ids)}: {shown}")
     rec = clean.loc[clean["driver"] == driver, ["time", "speed", "gap", "leader_speed"]]
     rec = rec.reset_index(drop=True)
     time = rec["time"].to_numpy(float)
@@ -276,7 +277,7 @@ def _driver_theta(fit: Fit, driver: str, as_new_driver: bool, seed: int
         return fit.theta_draws()[:, list(fit.group_ids).index(driver), :], "driver"
     if fit.pooling == "unpooled":
         why = "was not in" if driver not in fit.group_ids else "is simulated as new by"
-        raise ValueError(f"driver {driver!r} {why} the unpooled fit, and an unpooled fit has "
+        raise InputError(f"driver {driver!r} {why} the unpooled fit, and an unpooled fit has "
                          "no population to draw a new driver from; use a hierarchical or "
                          "pooled fit")
     from carpool.inference.predict import new_group_params

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from carpool.errors import InputError
+
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
 
@@ -42,7 +44,7 @@ def split_in_time(table: pd.DataFrame, train_fraction: float = 0.7
         Rows with ``time - start < train_fraction * duration`` per driver, and the others.
     """
     if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+        raise InputError(f"train_fraction must be in (0, 1), got {train_fraction}")
     by = table.groupby("driver")["time"]
     start, duration = by.transform("min"), by.transform("max") - by.transform("min")
     early = (table["time"] - start) < train_fraction * duration

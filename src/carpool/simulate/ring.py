@@ -57,6 +57,7 @@ from jax.typing import ArrayLike
 
 from carpool.carfollowing.model import CarFollowingModel, as_model
 from carpool.carfollowing.rollout import equilibrium_speed
+from carpool.errors import InputError
 from carpool.simulate._fit import carfollowing_model, sigma_draws
 from carpool.simulate.noise import NoiseFn, iid_noise, white_noise
 from carpool.simulate.stability import linear_stability
@@ -102,17 +103,17 @@ def check_ring(num_vehicles: int, length_m: float, vehicle_length_m: float,
                perturbation_m: float = 0.0, min_gap: float = 0.01) -> float:
     """Validate a ring's geometry; returns the initial even gap, m."""
     if int(num_vehicles) != num_vehicles or num_vehicles < 2:
-        raise ValueError(f"a ring needs at least 2 vehicles, got {num_vehicles}")
+        raise InputError(f"a ring needs at least 2 vehicles, got {num_vehicles}")
     if not length_m > 0:
-        raise ValueError(f"the ring length must be positive, got {length_m:g} m")
+        raise InputError(f"the ring length must be positive, got {length_m:g} m")
     if not vehicle_length_m >= 0:
-        raise ValueError(f"the vehicle length must be >= 0, got {vehicle_length_m:g} m")
+        raise InputError(f"the vehicle length must be >= 0, got {vehicle_length_m:g} m")
     if not min_gap > 0:
-        raise ValueError(f"min_gap must be positive, got {min_gap}")
+        raise InputError(f"min_gap must be positive, got {min_gap}")
     gap = length_m / num_vehicles - vehicle_length_m
     if gap - abs(perturbation_m) <= min_gap:
         most = int(np.ceil(length_m / (vehicle_length_m + min_gap + abs(perturbation_m)))) - 1
-        raise ValueError(
+        raise InputError(
             f"too many vehicles for the ring: {num_vehicles} vehicles of {vehicle_length_m:g} m "
             f"on {length_m:g} m leave a gap of {gap:.2f} m"
             + (f" (less the {abs(perturbation_m):g} m perturbation)" if perturbation_m else "")
@@ -181,20 +182,20 @@ def simulate_ring(
     p = {n: jnp.asarray(params[n], jnp.result_type(float)) for n in model.parameter_names}
     shapes = {jnp.shape(v) for v in p.values()}
     if len(shapes) != 1 or len(next(iter(shapes))) != 1:
-        raise ValueError(f"params must all have shape (N,), got {sorted(shapes)}")
+        raise InputError(f"params must all have shape (N,), got {sorted(shapes)}")
     (num_vehicles,) = next(iter(shapes))
     num_steps = int(num_steps)
     if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        raise InputError(f"num_steps must be >= 1, got {num_steps}")
     if not dt > 0:
-        raise ValueError(f"dt must be positive, got {dt}")
+        raise InputError(f"dt must be positive, got {dt}")
     check_ring(num_vehicles, length_m, vehicle_length_m, perturbation_m, min_gap)
     dtype = jnp.result_type(float)
     if noise is None:
         noise = jnp.zeros((num_steps, num_vehicles), dtype)
     noise = jnp.asarray(noise, dtype)
     if noise.shape != (num_steps, num_vehicles):
-        raise ValueError(f"noise must have shape (num_steps, N) = ({num_steps}, "
+        raise InputError(f"noise must have shape (num_steps, N) = ({num_steps}, "
                          f"{num_vehicles}), got {noise.shape}")
     speed0 = jnp.asarray(jnp.nan if init_speed is None else init_speed, dtype)
     return _ring_jit(model, *(jnp.asarray(x, dtype) for x in (dt, length_m, vehicle_length_m,
@@ -493,19 +494,19 @@ def ring(
     """
     model = carfollowing_model(fit)
     if drivers not in DRIVERS:
-        raise ValueError(f"unknown drivers {drivers!r}; choose 'population' or 'observed'")
+        raise InputError(f"unknown drivers {drivers!r}; choose 'population' or 'observed'")
     if fit.pooling == "unpooled" and drivers == "population":
-        raise ValueError("an unpooled fit has no population distribution to draw new drivers "
+        raise InputError("an unpooled fit has no population distribution to draw new drivers "
                          "from; use drivers='observed' (resample the fitted drivers) or a "
                          "hierarchical fit")
     num_vehicles = int(num_vehicles)
     check_ring(num_vehicles, float(length_m), float(vehicle_length_m), float(perturbation_m),
                float(min_gap))
     if not (dt > 0 and duration_s >= dt):
-        raise ValueError(f"need dt > 0 and duration_s >= dt, got dt={dt:g} s, "
+        raise InputError(f"need dt > 0 and duration_s >= dt, got dt={dt:g} s, "
                          f"duration_s={duration_s:g} s")
     if int(num_draws) < 1:
-        raise ValueError(f"num_draws must be >= 1, got {num_draws}")
+        raise InputError(f"num_draws must be >= 1, got {num_draws}")
     num_draws = int(num_draws)
     num_steps = int(round(duration_s / dt))
     names = model.parameter_names

@@ -42,6 +42,7 @@ from jax.typing import ArrayLike
 
 from carpool.carfollowing.model import CarFollowingModel, as_model
 from carpool.carfollowing.rollout import equilibrium_speed
+from carpool.errors import InputError
 
 __all__ = ["LinearStability", "linear_stability"]
 
@@ -108,17 +109,17 @@ def linear_stability(
     model.check_params(params)
     p = {n: jnp.asarray(params[n], jnp.float32) for n in model.parameter_names}
     if any(v.ndim for v in p.values()):
-        raise ValueError("linear_stability takes scalar parameters (one driver type)")
+        raise InputError("linear_stability takes scalar parameters (one driver type)")
     gap = float(gap)
     if not gap > 0:
-        raise ValueError(f"gap must be positive, got {gap}")
+        raise InputError(f"gap must be positive, got {gap}")
     speed, f_speed, f_gap, f_leader = (float(x) for x in
                                        _linearise(model, p, jnp.asarray(gap, jnp.float32)))
     margin = f_speed**2 - f_leader**2 - 2.0 * f_gap
     growth = float("nan")
     if num_vehicles is not None:
         if int(num_vehicles) < 2:
-            raise ValueError(f"num_vehicles must be >= 2, got {num_vehicles}")
+            raise InputError(f"num_vehicles must be >= 2, got {num_vehicles}")
         k = np.arange(1, int(num_vehicles))
         z = np.exp(2j * np.pi * k / int(num_vehicles))
         # lambda^2 - (f_v + f_l z) lambda - f_s (z - 1) = 0

@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from carpool.errors import InputError
+
 __all__ = ["wave_speed"]
 
 
@@ -61,9 +63,9 @@ def wave_speed(
     """
     v = np.asarray(speed, dtype=float)
     if v.ndim != 2 or v.shape[0] < 3 or v.shape[1] < 2:
-        raise ValueError(f"speed must have shape (T, N) with T >= 3, N >= 2, got {v.shape}")
+        raise InputError(f"speed must have shape (T, N) with T >= 3, N >= 2, got {v.shape}")
     if not (dt > 0 and mean_spacing_m > 0 and max_lag_s > 0):
-        raise ValueError("dt, mean_spacing_m and max_lag_s must be positive")
+        raise InputError("dt, mean_spacing_m and max_lag_s must be positive")
     if not np.isfinite(v).all() or v.std() < min_speed_std:
         return float("nan")
     x = v - v.mean(axis=0)
