@@ -52,8 +52,8 @@ def child(args: argparse.Namespace) -> None:
 
     from carpool.inference.nuts import NutsSettings
     from carpool.inference.run import fit_grouped, resolve_spec
-    from carpool.pooling.priors import HalfNormal
     from carpool.pooling.spec import Hyperpriors, PoolingConfig
+    from carpool.priors import HalfNormal
 
     df, _ = stand_in(args.drivers, args.duration_s, args.data_seed)
     spec = resolve_spec("idm")

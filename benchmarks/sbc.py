@@ -36,7 +36,7 @@ BEGIN, END = "<!-- sbc-results:begin (written by benchmarks/sbc.py) -->", "<!-- 
 
 def design(model: str):
     """The fixed design (covariates, groups) of a model's SBC."""
-    from carpool.pooling.spec import get_spec
+    from carpool.models.registry import get_spec
     from carpool.testing import simulate_drivers, simulate_linear_groups
 
     spec = get_spec(model)

@@ -17,8 +17,8 @@ import pytest
 
 import carpool.carfollowing as cf
 from carpool.carfollowing import model as model_module
-from carpool.pooling.parameters import Parameter, ParameterTable
-from carpool.pooling.priors import Normal
+from carpool.parameters import Parameter, ParameterTable
+from carpool.priors import Normal
 
 BUILTIN = ["fvdm", "gipps", "idm", "ovm"]
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from carpool.carfollowing.idm import IDM_MIN_GAP, IDM_PARAMETERS, idm_acceleration
-from carpool.pooling.spec import get_spec
+from carpool.models.registry import get_spec
 
 NAMES = IDM_PARAMETERS.names
 GAPS = (1e-30, 1e-12, 1e-6, IDM_MIN_GAP, 0.5, 5.0)       # m

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import carpool.carfollowing as cf
-from carpool.pooling.parameters import Parameter, ParameterTable
-from carpool.pooling.priors import Normal
+from carpool.parameters import Parameter, ParameterTable
+from carpool.priors import Normal
 
 
 @pytest.fixture(autouse=True)

@@ -18,12 +18,13 @@ import pytest
 
 from carpool.carfollowing import get_model
 from carpool.carfollowing.idm import IDM_FEATURES, idm_acceleration
+from carpool.models.registry import get_spec
+from carpool.parameters import Parameter
 from carpool.pooling.likelihoods import Gaussian
 from carpool.pooling.linear_mean import LinearMean, projected_statistics
 from carpool.pooling.model import build_model
-from carpool.pooling.parameters import Parameter
-from carpool.pooling.priors import HalfNormal, Normal
-from carpool.pooling.spec import Hyperpriors, PoolingConfig, get_spec
+from carpool.pooling.spec import Hyperpriors, PoolingConfig
+from carpool.priors import HalfNormal, Normal
 from carpool.testing import simulate_drivers
 
 
@@ -164,8 +165,8 @@ def test_a_users_linear_mean_gives_the_same_potential():
     # ~300 terms of size ~1-100: 1e-4 relative leaves room for the reordering
     from numpyro.infer.util import initialize_model, potential_energy
 
+    from carpool.parameters import ParameterTable
     from carpool.pooling.grouped import GroupedData
-    from carpool.pooling.parameters import ParameterTable
     from carpool.pooling.spec import ModelSpec
 
     rng = np.random.default_rng(7)

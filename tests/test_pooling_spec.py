@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from carpool.parameters import Parameter, ParameterTable
 from carpool.pooling.grouped import GroupedData, choose_layout
 from carpool.pooling.likelihoods import Gaussian, StudentT, likelihood_from_dict
-from carpool.pooling.parameters import Parameter, ParameterTable
-from carpool.pooling.priors import HalfCauchy, HalfNormal, Normal, Prior
 from carpool.pooling.spec import Hyperpriors, PoolingConfig
+from carpool.priors import HalfCauchy, HalfNormal, Normal, Prior
 
 
 def test_prior_validation_and_roundtrip():

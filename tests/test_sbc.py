@@ -22,7 +22,8 @@ from carpool.inference.sbc import (
     rank_of_truth,
     run_sbc,
 )
-from carpool.pooling.spec import Hyperpriors, PoolingConfig, get_spec
+from carpool.models.registry import get_spec
+from carpool.pooling.spec import Hyperpriors, PoolingConfig
 from carpool.testing import simulate_linear_groups
 
 CI = SbcSettings(num_replications=60, num_warmup=150, num_ranks=49, thinning=2, num_bins=10,
@@ -77,7 +78,7 @@ def test_chunks_on_an_executor_give_the_same_ranks(linear_design):
     # each replication has its own key and data: splitting them into tasks (here 3 chunks,
     # each compiling once, on the in-process executor the batch layer also uses) must not
     # change a single rank
-    from carpool.batch.executors import SerialExecutor
+    from carpool.parallel.executors import SerialExecutor
 
     spec, data = linear_design
     small = SbcSettings(num_replications=6, num_warmup=60, num_ranks=19, thinning=1,

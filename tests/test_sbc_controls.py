@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from carpool.inference.sbc import SbcSettings, run_sbc
-from carpool.pooling.spec import Hyperpriors, PoolingConfig, get_spec
+from carpool.models.registry import get_spec
+from carpool.pooling.spec import Hyperpriors, PoolingConfig
 from carpool.testing import simulate_drivers, simulate_linear_groups
 
 

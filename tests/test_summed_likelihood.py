@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from numpyro.infer.util import initialize_model, potential_energy
 
+from carpool.models.registry import get_spec
 from carpool.pooling.likelihoods import Gaussian
 from carpool.pooling.model import build_model
-from carpool.pooling.priors import HalfNormal
-from carpool.pooling.spec import Hyperpriors, PoolingConfig, get_spec
+from carpool.pooling.spec import Hyperpriors, PoolingConfig
+from carpool.priors import HalfNormal
 from carpool.testing import simulate_drivers
 
 

@@ -10,7 +10,10 @@ Importing this package does not import Dask or JAX; a Dask executor imports
 ``distributed`` when it is made.
 """
 
-from carpool.batch.executors import (
+from carpool.batch.fitting import BatchResult, FitRequest, check_result, fit_batch, fit_unit
+from carpool.batch.manifest import Manifest
+from carpool.batch.units import Unit, read_units, split_table, units_from_files
+from carpool.parallel.executors import (
     WORKER_XLA_FLAGS,
     AbstractExecutor,
     DaskExecutor,
@@ -22,9 +25,6 @@ from carpool.batch.executors import (
     make_executor,
     worker_environment,
 )
-from carpool.batch.fitting import BatchResult, FitRequest, check_result, fit_batch, fit_unit
-from carpool.batch.manifest import Manifest
-from carpool.batch.units import Unit, read_units, split_table, units_from_files
 
 __all__ = [
     "WORKER_XLA_FLAGS",

@@ -27,10 +27,10 @@ from typing import Any
 
 import pandas as pd
 
-from carpool.batch.executors import DEFAULT_RETRIES, Progress, Task, as_executor
 from carpool.batch.manifest import MANIFEST_NAME, Manifest, utc_now
 from carpool.batch.units import Unit, split_table
 from carpool.errors import InputError
+from carpool.parallel.executors import DEFAULT_RETRIES, Progress, Task, as_executor
 
 __all__ = ["ENGINES", "BatchResult", "FitRequest", "check_result", "fit_batch",
            "fit_driver_group", "fit_unit"]
@@ -148,8 +148,8 @@ def fit_driver_group(units: Sequence[Unit], request: FitRequest, paths: Sequence
     call returns. Returns ``{unit name: manifest record}``.
     """
     import carpool
-    from carpool.batch.executors import _describe
     from carpool.inference.run import resolve_spec
+    from carpool.parallel.executors import _describe
 
     options = dict(request.options)
     spec = resolve_spec(request.model, **dict(options.get("model_options") or {}))
@@ -295,7 +295,7 @@ def fit_batch(
         Where tasks run: ``None`` (a ``LocalCluster`` with one worker process per core,
         closed at the end), an ``int`` (that many local workers; ``0``: this process), a
         scheduler address, a ``distributed.Client`` or an
-        :class:`~carpool.batch.executors.AbstractExecutor`.
+        :class:`~carpool.parallel.executors.AbstractExecutor`.
     retries
         Re-runs of a failed unit before it is recorded as failed.
     resume
@@ -305,7 +305,7 @@ def fit_batch(
         Further :func:`carpool.fit` options (``chains``, ``warmup``, ``draws``, ``seed``,
         ``level``, ``model_options``, ...), the same for every unit.
     progress_fn
-        Called with a :class:`~carpool.batch.executors.Progress` of the units being fitted
+        Called with a :class:`~carpool.parallel.executors.Progress` of the units being fitted
         (reused results not counted) whenever it changes.
     manifest_interval_s
         The manifest is rewritten at most this often while the batch runs (each fit file

@@ -60,8 +60,8 @@ from jax.typing import ArrayLike
 
 from carpool.carfollowing._numerics import safe_sqrt
 from carpool.carfollowing.model import CarFollowingModel, register_model
-from carpool.pooling.parameters import Parameter, ParameterTable
-from carpool.pooling.priors import Normal
+from carpool.parameters import Parameter, ParameterTable
+from carpool.priors import Normal
 
 __all__ = [
     "GIPPS",

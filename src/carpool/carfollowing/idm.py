@@ -51,8 +51,8 @@ from jax.typing import ArrayLike
 
 from carpool.carfollowing._numerics import safe_power
 from carpool.carfollowing.model import CarFollowingModel, LinearForm, register_model
-from carpool.pooling.parameters import Parameter, ParameterTable
-from carpool.pooling.priors import Normal
+from carpool.parameters import Parameter, ParameterTable
+from carpool.priors import Normal
 
 __all__ = [
     "IDM",

@@ -36,8 +36,8 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from carpool.carfollowing.model import CarFollowingModel, LinearForm, register_model
-from carpool.pooling.parameters import Parameter, ParameterTable
-from carpool.pooling.priors import Normal
+from carpool.parameters import Parameter, ParameterTable
+from carpool.priors import Normal
 
 __all__ = ["LINEAR_ACC", "LINEAR_ACC_FEATURES", "LINEAR_ACC_PLAUSIBLE_RANGES",
            "linear_acc_acceleration", "linear_acc_coefficients", "linear_acc_features"]

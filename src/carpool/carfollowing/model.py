@@ -8,15 +8,15 @@ physics stays here and never imports NumPyro.
 Adding your own model
 ---------------------
 Write the acceleration as a pure function of natural-unit parameters and the state, build a
-:class:`~carpool.pooling.parameters.ParameterTable` for the calibrated parameters, and
+:class:`~carpool.parameters.ParameterTable` for the calibrated parameters, and
 register the model under a name. The function must use only ``jax.numpy`` operations
 (no Python ``if`` on array values) so that it can be jitted, differentiated and vmapped,
 and it must broadcast parameters against the state element-wise.
 
 >>> import jax.numpy as jnp
 >>> from carpool.carfollowing import CarFollowingModel, get_model, register_model
->>> from carpool.pooling.parameters import Parameter, ParameterTable
->>> from carpool.pooling.priors import Normal
+>>> from carpool.parameters import Parameter, ParameterTable
+>>> from carpool.priors import Normal
 >>> def relaxation_acceleration(params, speed, gap, leader_speed, constants):
 ...     # relax towards the speed that keeps a time gap T behind the leader
 ...     target = jnp.clip((gap - constants["s0"]) / params["T"], 0.0, leader_speed + 5.0)
@@ -56,7 +56,7 @@ import jax
 from jax.typing import ArrayLike
 
 from carpool.errors import InputError, UnknownNameError
-from carpool.pooling.parameters import Parameter, ParameterTable
+from carpool.parameters import Parameter, ParameterTable
 
 __all__ = [
     "AccelerationFn",

@@ -53,8 +53,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from carpool.carfollowing.model import CarFollowingModel, register_model
-from carpool.pooling.parameters import Parameter, ParameterTable
-from carpool.pooling.priors import Normal
+from carpool.parameters import Parameter, ParameterTable
+from carpool.priors import Normal
 
 __all__ = [
     "FVDM",

@@ -122,7 +122,7 @@ def compare(
         local worker processes, a scheduler address or a Dask client
         (:func:`carpool.batch.as_executor`). Each refit is scored where it ran.
     """
-    from carpool.batch.executors import map_logged
+    from carpool.parallel.executors import map_logged
 
     if purpose not in PURPOSES:
         raise InputError(f"unknown purpose {purpose!r}; choose one of {list(PURPOSES)}")

@@ -16,8 +16,8 @@ import pandas as pd
 
 from carpool.compare.results import PriorSensitivity
 from carpool.errors import InputError
-from carpool.pooling.priors import HalfCauchy, HalfNormal
 from carpool.pooling.spec import Hyperpriors, PoolingConfig
+from carpool.priors import HalfCauchy, HalfNormal
 
 __all__ = ["prior_sensitivity", "one_step_gap", "WEAK", "INFORMATIVE"]
 

@@ -114,7 +114,7 @@ def sweep(
         worker processes, a scheduler address or a Dask client
         (:func:`carpool.batch.as_executor`). The fits are independent.
     """
-    from carpool.batch.executors import map_logged
+    from carpool.parallel.executors import map_logged
 
     grid = [float(t) for t in grid]
     if not grid or min(grid) <= 0:

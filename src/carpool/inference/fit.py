@@ -29,10 +29,11 @@ import pandas as pd
 from carpool.errors import InputError
 from carpool.inference.diagnostics import compute_diagnostics
 from carpool.inference.nuts import NutsSettings, SamplerOutput
+from carpool.models.registry import get_spec
 from carpool.pooling.centring import CentringChoice
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.model import BuiltModel
-from carpool.pooling.spec import ModelSpec, PoolingConfig, get_spec
+from carpool.pooling.spec import ModelSpec, PoolingConfig
 
 __all__ = ["Fit", "load", "to_inference_data"]
 

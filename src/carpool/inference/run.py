@@ -17,10 +17,11 @@ from carpool.inference.diagnostics import (
 from carpool.inference.fit import Fit, to_inference_data
 from carpool.inference.nuts import NutsSettings, run_nuts
 from carpool.inference.plausibility import warn_implausible
+from carpool.models.registry import get_spec
 from carpool.pooling.centring import choose_centring
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.model import build_model
-from carpool.pooling.spec import Hyperpriors, ModelSpec, PoolingConfig, get_spec
+from carpool.pooling.spec import Hyperpriors, ModelSpec, PoolingConfig
 
 __all__ = ["METHODS", "fit", "fit_grouped", "refit", "resolve_spec", "with_residual"]
 

@@ -288,7 +288,7 @@ def run_sbc(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
     import jax
     from numpyro.infer import Predictive
 
-    from carpool.batch.executors import map_logged
+    from carpool.parallel.executors import map_logged
     from carpool.pooling.model import build_model
 
     if spec.residual.is_dynamic:

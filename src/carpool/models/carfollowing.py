@@ -42,13 +42,13 @@ from typing import Any
 
 import pandas as pd
 
-from carpool.carfollowing import IDM_ZHANG_SUN_REFERENCE, as_model, list_models
+from carpool.carfollowing import IDM_ZHANG_SUN_REFERENCE, as_model
 from carpool.errors import InputError
+from carpool.parameters import Parameter, ParameterTable
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.likelihoods import Gaussian, JointGaussian
-from carpool.pooling.parameters import Parameter, ParameterTable
-from carpool.pooling.priors import Exponential, HalfNormal, Normal
-from carpool.pooling.spec import Hyperpriors, ModelSpec, register_spec
+from carpool.pooling.spec import Hyperpriors, ModelSpec
+from carpool.priors import Exponential, HalfNormal, Normal
 
 __all__ = ["carfollowing_spec", "trajectories_to_grouped", "PRIOR_PRESETS", "COVARIATES",
            "LIKELIHOODS", "JOINT_COVARIATES"]
@@ -257,12 +257,3 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
         linear_mean=_linear_mean(cf),
         physical_ranges={k: v for k, v in cf.physical_ranges.items() if k in table.names},
     )
-
-
-def register_carfollowing_models() -> None:
-    """Register a spec for every car-following model known to :mod:`carpool.carfollowing`."""
-    for name in list_models():
-        register_spec(name, partial(carfollowing_spec, name))
-
-
-register_carfollowing_models()

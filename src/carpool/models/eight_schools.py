@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from carpool.models.registry import register_spec
+from carpool.parameters import Parameter, ParameterTable
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.likelihoods import Gaussian
-from carpool.pooling.parameters import Parameter, ParameterTable
-from carpool.pooling.priors import HalfCauchy, Normal
-from carpool.pooling.spec import Hyperpriors, ModelSpec, register_spec
+from carpool.pooling.spec import Hyperpriors, ModelSpec
+from carpool.priors import HalfCauchy, Normal
 
 __all__ = ["eight_schools_spec", "eight_schools_data", "EIGHT_SCHOOLS_HYPERPRIORS"]
 

@@ -11,11 +11,12 @@ from typing import Any
 
 import pandas as pd
 
+from carpool.models.registry import register_spec
+from carpool.parameters import Parameter, ParameterTable
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.likelihoods import Gaussian
-from carpool.pooling.parameters import Parameter, ParameterTable
-from carpool.pooling.priors import HalfNormal, Normal
-from carpool.pooling.spec import ModelSpec, register_spec
+from carpool.pooling.spec import ModelSpec
+from carpool.priors import HalfNormal, Normal
 
 __all__ = ["linear_spec"]
 

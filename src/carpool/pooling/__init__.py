@@ -1,37 +1,19 @@
 """The pooling engine: one model specification -> pooled, unpooled or hierarchical models.
 
 ``build_model`` and ``choose_centring`` import NumPyro and load lazily, so that pure modules
-(e.g. ``carpool.carfollowing``) can use parameter tables without importing NumPyro.
+(e.g. ``carpool.compare``) can use the specs without importing NumPyro.
 """
 
 from typing import Any
 
 from carpool.pooling.grouped import GroupedData, choose_layout
 from carpool.pooling.likelihoods import AbstractLikelihood, Gaussian, StudentT
-from carpool.pooling.parameters import Parameter, ParameterTable
-from carpool.pooling.priors import (
-    Exponential,
-    HalfCauchy,
-    HalfNormal,
-    LogNormal,
-    Normal,
-    Prior,
-)
-from carpool.pooling.spec import (
-    Hyperpriors,
-    ModelSpec,
-    PoolingConfig,
-    get_spec,
-    list_specs,
-    register_spec,
-)
+from carpool.pooling.spec import Hyperpriors, ModelSpec, PoolingConfig
 
 __all__ = [
-    "AbstractLikelihood", "BuiltModel", "CentringChoice", "Exponential", "Gaussian",
-    "GroupedData", "HalfCauchy", "HalfNormal", "Hyperpriors", "LogNormal", "ModelSpec",
-    "Normal", "Parameter", "ParameterTable", "PoolingConfig", "Prior", "StudentT",
-    "build_model", "choose_centring", "choose_layout", "get_spec", "list_specs",
-    "register_spec",
+    "AbstractLikelihood", "BuiltModel", "CentringChoice", "Gaussian", "GroupedData",
+    "Hyperpriors", "ModelSpec", "PoolingConfig", "StudentT", "build_model",
+    "choose_centring", "choose_layout",
 ]
 
 _LAZY = {

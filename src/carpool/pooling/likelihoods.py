@@ -19,7 +19,7 @@ import jax.scipy.stats as jstats
 import numpy as np
 
 from carpool.errors import InputError
-from carpool.pooling.priors import HalfNormal, Prior
+from carpool.priors import HalfNormal, Prior
 
 __all__ = ["AbstractLikelihood", "Gaussian", "JointGaussian", "StudentT",
            "censored_positions", "likelihood_from_dict"]

@@ -1,6 +1,6 @@
 """The engine: one :class:`ModelSpec` + a :class:`PoolingConfig` -> a NumPyro model.
 
-Sample sites (latent scale, see :mod:`carpool.pooling.parameters`):
+Sample sites (latent scale, see :mod:`carpool.parameters`):
 
 ============== ================ =====================================================
 mode           site             shape / meaning
@@ -44,12 +44,12 @@ import numpyro
 import numpyro.distributions as dist
 
 from carpool.errors import InputError
+from carpool.parameters import ParameterTable
 from carpool.pooling.grouped import GroupedData, choose_layout
 from carpool.pooling.likelihoods import AbstractLikelihood
 from carpool.pooling.linear_mean import linear_mean_check
-from carpool.pooling.parameters import ParameterTable
-from carpool.pooling.priors import Prior
 from carpool.pooling.spec import ModelSpec, PoolingConfig
+from carpool.priors import Prior
 
 __all__ = ["BuiltModel", "build_model", "latent_prior", "natural_params"]
 

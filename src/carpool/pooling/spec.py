@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from carpool.errors import InputError
+from carpool.parameters import ParameterTable
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.likelihoods import AbstractLikelihood, Gaussian, likelihood_from_dict
-from carpool.pooling.parameters import ParameterTable
-from carpool.pooling.priors import HalfNormal, LogNormal, Prior
+from carpool.priors import HalfNormal, LogNormal, Prior
 
 __all__ = [
     "ModelSpec",
@@ -27,9 +27,6 @@ __all__ = [
     "PoolingConfig",
     "POOLING_MODES",
     "PARAM_CHOICES",
-    "register_spec",
-    "get_spec",
-    "list_specs",
 ]
 
 POOLING_MODES = ("pooled", "unpooled", "hierarchical")
@@ -47,7 +44,7 @@ class ModelSpec:
     name
         Registry name used to rebuild the spec when a saved fit is loaded.
     parameters
-        The per-group parameter table (see :class:`~carpool.pooling.parameters.Parameter`).
+        The per-group parameter table (see :class:`~carpool.parameters.Parameter`).
     mean_fn
         ``mean_fn(params, covariates) -> mean``: ``params`` maps each parameter name to its
         natural-unit value, either a scalar (pooled) or an array broadcastable against the
@@ -325,35 +322,3 @@ class PoolingConfig:
         return cls(d["pooling"], tau, corr if isinstance(corr, str) else bool(corr),
                    Hyperpriors.from_dict(d["hyperpriors"]), d["param"],
                    bool(d.get("use_levels", False)))
-
-
-# ---------------------------------------------------------------------------- registry
-_REGISTRY: dict[str, Callable[..., ModelSpec]] = {}
-
-
-def register_spec(name: str, builder: Callable[..., ModelSpec]) -> None:
-    """Register ``builder(**options) -> ModelSpec`` under ``name`` (used by ``carpool.load``)."""
-    _REGISTRY[name] = builder
-
-
-def get_spec(name: str, **options: Any) -> ModelSpec:
-    """Build a registered spec by name."""
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise InputError(f"unknown model {name!r}; known models: {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**options)
-
-
-def list_specs() -> list[str]:
-    """Names of the registered model specs (built-in car-following models, ``linear``,
-    ``eight_schools`` and any a user registered with :func:`register_spec`)."""
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-def _load_builtins() -> None:
-    # importing these modules registers their builders; car-following models registered by
-    # users after import get a spec too
-    from carpool.models.carfollowing import register_carfollowing_models
-
-    register_carfollowing_models()

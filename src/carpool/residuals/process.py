@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from carpool.errors import InputError
-from carpool.pooling.priors import HalfNormal, LogNormal, Prior
+from carpool.priors import HalfNormal, LogNormal, Prior
 from carpool.residuals.ar import ar_conditional, ar_forward, pacf_to_phi
 from carpool.residuals.gp import gp_conditional, gp_sliding_conditional, se_covariance
 

@@ -18,7 +18,7 @@ JAX inside workers: each local worker is one process with one thread, and its en
 (:func:`worker_environment`) gives XLA one CPU device and no multi-threaded Eigen, so
 chains run one after another inside a worker. XLA's compiler and runtime still use some
 threads of their own (a worker averages ~1.3 cores); ``make_executor(..., pin_cores=True)``
-holds each local worker to one core (:class:`carpool.batch.pinning.PinWorkersToCores`),
+holds each local worker to one core (:class:`carpool.parallel.pinning.PinWorkersToCores`),
 measured slower on an otherwise idle machine, so it is off by default.
 """
 
@@ -354,7 +354,7 @@ def make_executor(scheduler: str | None = None, local_workers: int | None = None
     worker_env
         Extra environment variables for local workers (see :func:`worker_environment`).
     pin_cores
-        Give each local worker one core of its own (:mod:`carpool.batch.pinning`) when there
+        Give each local worker one core of its own (:mod:`carpool.parallel.pinning`) when there
         are at most as many workers as cores (Linux). Off by default: XLA's compiler and
         runtime threads put idle cycles to use, and pinning made the batches of
         ``benchmarks/batch_unpooled.py`` 4-56% slower; use it where a worker must not
@@ -386,7 +386,7 @@ def make_executor(scheduler: str | None = None, local_workers: int | None = None
                            dashboard_address=None, env=worker_environment(worker_env))
     client = Client(cluster)
     if pin_cores and n <= len(cores) and hasattr(os, "sched_setaffinity"):
-        from carpool.batch.pinning import PinWorkersToCores
+        from carpool.parallel.pinning import PinWorkersToCores
 
         client.register_plugin(PinWorkersToCores(cores))
     return DaskExecutor(client, owns_client=True)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from carpool.errors import InputError, UnknownNameError
-from carpool.pooling.priors import Normal, Prior
+from carpool.priors import Normal, Prior
 
 __all__ = ["Parameter", "ParameterTable"]
 

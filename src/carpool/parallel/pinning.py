@@ -1,7 +1,7 @@
 """Local Dask workers pinned to one CPU core each (a worker plugin).
 
 Imported only where a ``LocalCluster`` is made (it imports ``distributed``); the plain
-functions it uses live in :mod:`carpool.batch.executors`.
+functions it uses live in :mod:`carpool.parallel.executors`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from distributed import WorkerPlugin
 
-from carpool.batch.executors import pin_process_to_core
+from carpool.parallel.executors import pin_process_to_core
 
 __all__ = ["PinWorkersToCores"]
 
