@@ -23,13 +23,17 @@ import pytest  # noqa: E402
 arviz.Numba.disable_numba()
 
 
+#: Test modules of carpool's pure JAX code (car-following physics, residual maths, the
+#: simulators of carpool.testing), where implicit rank promotion raises.
+STRICT_JAX_MODULES = ("carfollowing", "strict", "test_testing")
+
+
 @pytest.fixture(autouse=True)
 def strict_jax(request):
-    """Implicit rank promotion raises in tests of our pure JAX code (car-following physics,
-    pooling maths). NumPyro's own internals promote ranks, so model-fitting tests run with
-    JAX's default."""
+    """Implicit rank promotion raises in tests of our pure JAX code. NumPyro's own internals
+    promote ranks, so model-fitting tests run with JAX's default."""
     name = request.module.__name__
-    if "carfollowing" in name or "strict" in name:
+    if any(part in name for part in STRICT_JAX_MODULES):
         with jax.numpy_rank_promotion("raise"):
             yield
     else:

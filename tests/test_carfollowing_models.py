@@ -23,13 +23,6 @@ from carpool.priors import Normal
 BUILTIN = ["fvdm", "gipps", "idm", "ovm"]
 
 
-@pytest.fixture(autouse=True)
-def strict_rank_promotion():
-    """Implicit rank promotion raises, as in the rest of carpool's tests."""
-    with jax.numpy_rank_promotion("raise"):
-        yield
-
-
 @pytest.fixture
 def clean_registry(monkeypatch):
     """A private copy of the registry so that tests can register models freely."""

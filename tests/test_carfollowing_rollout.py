@@ -15,13 +15,6 @@ import carpool.carfollowing as cf
 from carpool.parameters import Parameter, ParameterTable
 from carpool.priors import Normal
 
-
-@pytest.fixture(autouse=True)
-def strict_rank_promotion():
-    with jax.numpy_rank_promotion("raise"):
-        yield
-
-
 IDM_REF = cf.IDM.reference_params()
 
 # Compiled once per model and input shapes: much faster than eager dispatch in tests.

@@ -8,7 +8,6 @@ generator).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -18,12 +17,6 @@ import carpool.carfollowing as cf
 from carpool.testing import simulate_drivers, simulate_linear_groups
 
 Z_MAX = 4.0
-
-
-@pytest.fixture(autouse=True)
-def strict_rank_promotion():
-    with jax.numpy_rank_promotion("raise"):
-        yield
 
 
 @pytest.fixture(scope="module")
