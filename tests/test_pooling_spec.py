@@ -109,3 +109,28 @@ def test_pooling_config_errors_and_roundtrip():
     cfg = PoolingConfig(tau=(0.5, 2.0), param={"a": "centred"},
                         hyperpriors=Hyperpriors(tau={"a": HalfNormal(1.0), "b": HalfCauchy(2.0)}))
     assert PoolingConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_pooling_config_and_fit_share_their_defaults():
+    # one default per setting: carpool.fit and PoolingConfig() build the same model from the
+    # same data (correlated "auto", hyperpriors resolved from the model and group count)
+    import dataclasses
+    import inspect
+
+    from carpool.inference.run import fit
+    from carpool.models.registry import get_spec
+    from carpool.pooling.spec import Hyperpriors, PoolingConfig
+
+    signature = inspect.signature(fit).parameters
+    for field in dataclasses.fields(PoolingConfig):
+        if field.name in signature:
+            assert signature[field.name].default == field.default, field.name
+    spec = get_spec("idm")
+    few, many = PoolingConfig().with_defaults(spec, 4), PoolingConfig().with_defaults(spec, 40)
+    assert few.hyperpriors == Hyperpriors.default_for(4)
+    assert many.hyperpriors == Hyperpriors()
+    zs = get_spec("idm", priors="zhang-sun-2023")
+    assert PoolingConfig().with_defaults(zs, 40).hyperpriors == zs.default_hyperpriors
+    explicit = PoolingConfig(hyperpriors=Hyperpriors(lkj_eta=4.0))
+    assert explicit.with_defaults(spec, 4) is explicit
+    assert PoolingConfig.from_dict(PoolingConfig().to_dict()) == PoolingConfig()

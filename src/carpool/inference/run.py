@@ -121,9 +121,9 @@ def fit(
     grouped = data if isinstance(data, GroupedData) else spec.prepare(
         data, level=level, **dict(data_options or {}))
     config = PoolingConfig(pooling=pooling, tau=tau, correlated=correlated,
-                           hyperpriors=(hyperpriors or spec.default_hyperpriors
-                                        or Hyperpriors.default_for(grouped.num_groups)),
-                           param=param, use_levels=level is not None)
+                           hyperpriors=hyperpriors, param=param,
+                           use_levels=level is not None).with_defaults(spec,
+                                                                       grouped.num_groups)
     if method == "svi":
         from carpool.inference.svi import SviSettings, fit_grouped_svi
 
@@ -166,6 +166,7 @@ def fit_grouped(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig,
                 warn: bool = True) -> Fit:
     """The core of :func:`fit` on prepared data with explicit configuration objects."""
     spec.parameters.check_priors()
+    config = config.with_defaults(spec, grouped.num_groups)
     t0 = time.perf_counter()
     centring = choose_centring(spec, grouped, config, seed=settings.seed)
     centring_s = time.perf_counter() - t0

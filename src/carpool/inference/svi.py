@@ -488,6 +488,7 @@ def fit_grouped_svi(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig
     from carpool.pooling.plated import build_plated_model
 
     spec.parameters.check_priors()
+    config = config.with_defaults(spec, grouped.num_groups)
     if spec.residual.is_dynamic:  # before the centring step, which is not free
         raise InputError(f"{spec.residual.name} residuals need NUTS (method='nuts'); SVI "
                          "supports the i.i.d. residual only")

@@ -429,6 +429,7 @@ def choose_centring(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
     ``pooled``: :func:`pooled_map_with_residual` of ``spec`` on ``data`` where the caller
     has it already (SVI's start needs it too), else it is computed here when needed."""
     names = spec.parameters.names
+    config = config.with_defaults(spec, data.num_groups)
     explicit = {n: config.param_choice(n) for n in names}
     if config.pooling != "hierarchical":
         return CentringChoice({n: "centred" for n in names})

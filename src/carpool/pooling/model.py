@@ -132,6 +132,7 @@ def build_model(
         centre)`` (1 = centred, 0 = non-centred), exact for any weight. Required where
         ``centring`` says ``"partial"``; see :func:`carpool.pooling.centring.choose_centring`.
     """
+    config = config.with_defaults(spec, data.num_groups)
     params = spec.parameters
     params.check_priors()
     missing = [c for c in spec.covariates if c not in data.covariates]

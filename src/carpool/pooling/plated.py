@@ -102,6 +102,7 @@ def build_plated_model(
     ValueError
         For AR / GP residuals, which need NUTS.
     """
+    config = config.with_defaults(spec, data.num_groups)
     params = spec.parameters
     params.check_priors()
     if spec.residual.is_dynamic:

@@ -234,7 +234,9 @@ class PoolingConfig:
         4 parameters the 6 correlations are prior only, and LKJ made NUTS diverge on the
         bundled platoon; measured), else diagonal. Resolve with :meth:`resolve_correlated`.
     hyperpriors
-        :class:`Hyperpriors` of the population.
+        :class:`Hyperpriors` of the population; ``None`` (default): the model's own
+        (``ModelSpec.default_hyperpriors``), else :meth:`Hyperpriors.default_for` the
+        number of groups, resolved when a model is built on data (:meth:`with_defaults`).
     param
         ``"centred"``, ``"noncentred"``, ``"auto"`` or a mapping parameter -> choice.
     use_levels
@@ -243,8 +245,8 @@ class PoolingConfig:
 
     pooling: str = "hierarchical"
     tau: str | float | Mapping[str, float] | tuple[float, ...] = "learned"
-    correlated: bool | str = True
-    hyperpriors: Hyperpriors = field(default_factory=Hyperpriors)
+    correlated: bool | str = "auto"
+    hyperpriors: Hyperpriors | None = None
     param: str | Mapping[str, str] = "auto"
     use_levels: bool = False
 
@@ -302,6 +304,15 @@ class PoolingConfig:
             return self.param.get(name, "auto")
         return self.param
 
+    def with_defaults(self, spec: ModelSpec, num_groups: int) -> PoolingConfig:
+        """This config with ``hyperpriors=None`` resolved for ``spec`` on ``num_groups``
+        groups: the one place the default population priors are chosen, whatever the entry
+        point (``carpool.fit``, ``build_model``, SVI, the centring choice)."""
+        if self.hyperpriors is not None:
+            return self
+        return replace(self, hyperpriors=(spec.default_hyperpriors
+                                          or Hyperpriors.default_for(num_groups)))
+
     def to_dict(self) -> dict[str, Any]:
         tau = self.tau
         if isinstance(tau, Mapping):
@@ -309,7 +320,8 @@ class PoolingConfig:
         elif not isinstance(tau, str):
             tau = np.asarray(tau, dtype=float).tolist()
         return {"pooling": self.pooling, "tau": tau, "correlated": self.correlated,
-                "hyperpriors": self.hyperpriors.to_dict(),
+                "hyperpriors": (None if self.hyperpriors is None
+                                else self.hyperpriors.to_dict()),
                 "param": dict(self.param) if isinstance(self.param, Mapping) else self.param,
                 "use_levels": self.use_levels}
 
@@ -320,5 +332,6 @@ class PoolingConfig:
             tau = tuple(tau)
         corr = d["correlated"]
         return cls(d["pooling"], tau, corr if isinstance(corr, str) else bool(corr),
-                   Hyperpriors.from_dict(d["hyperpriors"]), d["param"],
+                   (None if d.get("hyperpriors") is None
+                    else Hyperpriors.from_dict(d["hyperpriors"])), d["param"],
                    bool(d.get("use_levels", False)))
