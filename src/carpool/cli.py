@@ -286,17 +286,15 @@ def _population_table(fit: Any) -> Table:
     hdi = [c for c in s.columns if c.startswith("hdi_")]
     residual = fit.spec.residual
     title = f"{fit.spec.name} - {fit.pooling}"
-    if residual.kind != "iid":
-        title += f" - residual {residual.name}"
-        if residual.kind == "ar":
-            title += f" ({residual.pooling})"
+    if residual.is_dynamic:
+        title += f" - residual {residual.label}"
     table = Table(title=title)
     for col in ["kind", "group", "parameter", "unit", "mean", "sd", *hdi, "r_hat"]:
         table.add_column(col, justify="right" if col not in ("kind", "group", "parameter")
                          else "left")
     if len(s) > 40:  # per-driver rows (parameters, AR coefficients) only for small fits
         per_driver = s.kind == "group"
-        if residual.kind == "ar" and residual.pooling == "driver":
+        if residual.per_group:
             per_driver |= (s.kind == "residual") & s.group.notna()
         shown = s[~per_driver]
     else:

@@ -39,6 +39,7 @@ __all__ = ["pooling_factors", "group_information_of", "pooling_factor_draws"]
 
 def group_information_of(fit: Fit) -> np.ndarray:
     """Information of each group's data about its latent parameters, (G, P, P)."""
+    from carpool.inference.dynamic import fitted_residual_params
     from carpool.pooling.centring import group_information
 
     params = fit.spec.parameters
@@ -47,8 +48,8 @@ def group_information_of(fit: Fit) -> np.ndarray:
     lik_noise = {k: v for k, v in noise.items() if k in fit.spec.likelihood.noise_priors()}
     residual_params = None
     if fit.spec.residual.is_dynamic:
-        rp = fit.residual_draws()
-        residual_params = {k: np.mean(v, axis=0) for k, v in rp.items() if k != "phi"}
+        rp = fitted_residual_params(fit, np.arange(fit.data.num_groups))
+        residual_params = {k: np.mean(v, axis=0) for k, v in rp.items()}
     return group_information(fit.spec, fit.data, z, lik_noise,
                              residual_params=residual_params)
 

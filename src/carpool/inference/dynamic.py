@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from carpool.errors import InputError
 from carpool.pooling.grouped import GroupedData
 
 if TYPE_CHECKING:
@@ -29,11 +28,9 @@ __all__ = ["fitted_residual_params", "new_residual_params", "residual_moments",
 
 def fitted_residual_params(fit: Fit, groups: np.ndarray) -> dict[str, np.ndarray]:
     """Residual parameters per draw for the fitted groups at positions ``groups`` (G',):
-    AR ``kappa`` (S, G', p); GP ``lengthscale``, ``scale`` (S,)."""
-    rp = fit.residual_draws()
-    if "kappa" in rp:
-        return {"kappa": rp["kappa"][:, np.asarray(groups, dtype=int), :]}
-    return rp
+    AR ``kappa`` (S, G', p) (or (S, p) for one group given as an int); GP ``lengthscale``,
+    ``scale`` (S,)."""
+    return fit.spec.residual.group_params(fit.residual_draws(), groups)
 
 
 def new_residual_params(fit: Fit, num_groups: int, *, levels: list[str | None] | None = None,
@@ -45,29 +42,9 @@ def new_residual_params(fit: Fit, num_groups: int, *, levels: list[str | None] |
     a hierarchical fit are drawn from their population, ``tanh(ar_mu + ar_tau eps)``; an
     unpooled fit has no population and raises ``ValueError``.
     """
-    residual = fit.spec.residual
-    rp = fit.residual_draws()
-    if residual.kind != "ar":
-        return rp
-    post = fit.idata.posterior
-    S, p = rp["kappa"].shape[0], residual.order
-    if residual.pooling == "shared" or post["ar_pacf"].ndim == 3:  # shared (also: pooled)
-        return {"kappa": np.repeat(rp["kappa"][:, :1, :], num_groups, axis=1)}
-    if residual.pooling == "class":
-        known = list(fit.data.level_ids)
-        levels = levels or [None] * num_groups
-        if any(lv not in known for lv in levels):
-            raise InputError(f"per-class AR coefficients need each new group's class, one of "
-                             f"{known}; got {levels}")
-        pacf = post["ar_pacf"].values.reshape(S, len(known), p)
-        return {"kappa": pacf[:, [known.index(lv) for lv in levels], :]}
-    if "ar_mu" not in post:
-        raise InputError("per-driver AR coefficients of an unpooled fit have no population "
-                         "to draw a new driver's from")
-    mu = post["ar_mu"].values.reshape(S, 1, p)
-    tau = post["ar_tau"].values.reshape(S, 1, p)
-    eps = np.random.default_rng(seed).standard_normal((S, num_groups, p))
-    return {"kappa": np.tanh(mu + tau * eps)}
+    return fit.spec.residual.new_group_draws(fit.residual_draws(), fit.residual_variables(),
+                                             num_groups, level_ids=fit.data.level_ids,
+                                             levels=levels, seed=seed)
 
 
 def with_history(history: GroupedData, test: GroupedData) -> tuple[GroupedData, np.ndarray]:
@@ -113,8 +90,6 @@ def residual_moments(fit: Fit, data: GroupedData, mean: np.ndarray,
     m, s
         (S, n) each, in the residual's units (m/s^2 for car-following).
     """
-    from carpool.pooling.model import residual_step
-
     residual = fit.spec.residual
     lik = fit.spec.likelihood
     c = (data.covariates[lik.scale_covariate] if lik.scale_covariate is not None
@@ -122,8 +97,7 @@ def residual_moments(fit: Fit, data: GroupedData, mean: np.ndarray,
     r = (np.asarray(data.y)[None, :] - np.asarray(mean)) / c[None, :]
     gi, pos = data.group_index, data.positions()
     G, T = data.num_groups, int(data.group_sizes.max())
-    step = (residual_step(residual, data, data.padded().covariates)
-            if residual.kind == "gp" else None)
+    step = residual.step_for(data.padded().covariates, T)
     S = r.shape[0]
     r_pad = np.zeros((S, G, T), dtype=r.dtype)
     r_pad[:, gi, pos] = r

@@ -103,6 +103,13 @@ class Fit:
         th = self.idata.posterior["theta"].values
         return th.reshape((-1,) + th.shape[2:])
 
+    def residual_variables(self) -> dict[str, np.ndarray]:
+        """The residual process's posterior variables this fit holds (name -> array of
+        shape (chain, draw, ...); see its ``posterior_variables``). Empty for i.i.d."""
+        post = self.idata.posterior
+        return {n: post[n].values for n in self.spec.residual.posterior_variables()
+                if n in post}
+
     def residual_draws(self) -> dict[str, np.ndarray]:
         """Residual-process parameters per posterior draw (chains stacked, S draws).
 
@@ -110,24 +117,9 @@ class Fit:
         for the fitted groups whatever their pooling; GP: ``lengthscale`` (s) and ``scale``
         (m/s^2), each (S,). Empty for i.i.d. residuals.
         """
-        post = self.idata.posterior
-        residual = self.spec.residual
-        S = self.theta_draws().shape[0]
-        G = self.data.num_groups
-        if residual.kind == "ar":
-            p = residual.order
-            out = {}
-            for key, var in (("kappa", "ar_pacf"), ("phi", "ar_phi")):
-                v = post[var].values
-                v = v.reshape((S,) + v.shape[2:])
-                if v.ndim == 3 and residual.pooling == "class":
-                    v = v[:, self.data.level_index, :]
-                out[key] = np.broadcast_to(v.reshape(S, -1, p), (S, G, p)).copy()
-            return out
-        if residual.kind == "gp":
-            return {"lengthscale": post["gp_lengthscale"].values.reshape(-1),
-                    "scale": post["gp_scale"].values.reshape(-1)}
-        return {}
+        return self.spec.residual.per_draw(self.residual_variables(),
+                                           num_groups=self.data.num_groups,
+                                           level_index=self.data.level_index)
 
     def noise_draws(self) -> dict[str, np.ndarray]:
         """Learned noise parameters as (S,) arrays, fixed ones as scalars."""
@@ -209,10 +201,9 @@ def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringC
         if name not in s:  # e.g. the population of per-driver AR coefficients when pooled
             continue
         posterior[name] = s[name]
-        if name.startswith("ar_"):
-            lead = ([] if s[name].ndim == 3 else ["level"]
-                    if getattr(residual, "pooling", "") == "class" else [gdim])
-            dims[name] = [*lead, "lag"]
+        var_dims = residual.posterior_dims(name, s[name].ndim - 2, gdim)
+        if var_dims is not None:
+            dims[name] = var_dims
     st = out.stats
     sample_stats = {  # none for an approximate (SVI) fit
         "diverging": st["diverging"].astype(bool),
@@ -230,8 +221,7 @@ def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringC
     }
     if data.level_ids:
         coords["level"] = list(data.level_ids)
-    if residual.kind == "ar":
-        coords["lag"] = list(range(1, residual.order + 1))
+    coords.update(residual.posterior_coords())
     constant = {"group_index": data.group_index, **{f"cov_{k}": v
                                                      for k, v in data.covariates.items()}}
     cdims = {k: ["obs"] for k in constant}

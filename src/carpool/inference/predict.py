@@ -221,12 +221,10 @@ def _simulate_new_series(fit: Fit, mean: np.ndarray, noise: dict[str, np.ndarray
                          seed: int) -> np.ndarray:
     """Whole residual series of one new group per draw, from the fitted process, (S, n)."""
     from carpool.inference.dynamic import new_residual_params
-    from carpool.pooling.model import residual_step
 
     residual, lik = fit.spec.residual, fit.spec.likelihood
     rp = {k: v[idx] for k, v in new_residual_params(fit, 1, levels=[level], seed=seed).items()}
-    step = (residual_step(residual, data, data.padded().covariates)
-            if residual.kind == "gp" else None)
+    step = residual.step_for(data.padded().covariates, int(data.group_sizes.max()))
     sigma = np.broadcast_to(np.asarray(noise["sigma"]).reshape(-1), (len(idx),))
     white = np.random.default_rng(seed).standard_normal((len(idx), 1, data.num_obs))
 

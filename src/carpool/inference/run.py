@@ -153,11 +153,7 @@ def with_residual(spec: ModelSpec, residual: Any) -> ModelSpec:
                              gp_method=opts.get("gp_method", "sliding"))
     if "residual" in opts:  # keep a registered spec rebuildable by name when loaded
         opts["residual"] = process.name
-        if process.kind == "ar":
-            opts["ar_pooling"] = process.pooling
-        if process.kind == "gp":
-            opts["gp_window_s"] = process.window_s
-            opts["gp_method"] = process.method
+        opts.update(process.parse_options())
     return replace(spec, residual=process, options=opts)
 
 

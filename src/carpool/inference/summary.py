@@ -90,33 +90,19 @@ def summarise(fit: Fit, hdi_prob: float = 0.94) -> pd.DataFrame:
 
 
 def _residual_rows(fit: Fit, hdi_prob: float, lo: str, hi: str) -> list[dict[str, Any]]:
-    """Rows of kind ``residual``: AR coefficients ``phi[k]`` and partial autocorrelations
-    ``pacf[k]`` (per level or group where not shared; ``ar_population`` rows give the
-    population's pacf tanh(ar_mu)), or the GP's length scale (s) and signal scale."""
-    post = fit.idata.posterior
-    residual = fit.spec.residual
+    """Rows of the residual process's parameters (kind ``residual``, ...): the process's
+    :meth:`~carpool.residuals.ResidualProcess.summary_blocks`, e.g. AR coefficients per
+    level or group, or the GP's length scale (s) and signal scale."""
     rows: list[dict[str, Any]] = []
-    if residual.kind == "gp":
-        st = stats_table(np.stack([post["gp_lengthscale"].values, post["gp_scale"].values],
-                                  axis=-1), hdi_prob)
-        rows += _rows("residual", None, ["gp_lengthscale", "gp_scale"], ["s", "m/s^2"], st,
-                      lo, hi)
-    elif residual.kind == "ar":
-        p = residual.order
-        names = [f"phi[{k}]" for k in range(1, p + 1)] + [f"pacf[{k}]" for k in range(1, p + 1)]
-        both = np.concatenate([post["ar_phi"].values, post["ar_pacf"].values], axis=-1)
-        st = stats_table(both, hdi_prob)
-        if both.ndim == 3:  # shared (or per driver in a pooled fit)
-            rows += _rows("residual", None, names, [""] * 2 * p, st, lo, hi)
-        else:
-            labels = (fit.data.level_ids if residual.pooling == "class" else fit.group_ids)
-            for g, label in enumerate(labels):
-                rows += _rows("residual", label, names, [""] * 2 * p,
-                              {k: v[g] for k, v in st.items()}, lo, hi)
-            if "ar_mu" in post:
-                st = stats_table(np.tanh(post["ar_mu"].values), hdi_prob)
-                rows += _rows("residual_population", None,
-                              [f"pacf[{k}]" for k in range(1, p + 1)], [""] * p, st, lo, hi)
+    blocks = fit.spec.residual.summary_blocks(fit.residual_variables(), group_ids=fit.group_ids,
+                                              level_ids=fit.data.level_ids)
+    for kind, labels, names, units, draws in blocks:
+        st = stats_table(draws, hdi_prob)
+        if labels is None:
+            rows += _rows(kind, None, names, units, st, lo, hi)
+            continue
+        for g, label in enumerate(labels):
+            rows += _rows(kind, label, names, units, {k: v[g] for k, v in st.items()}, lo, hi)
     return rows
 
 

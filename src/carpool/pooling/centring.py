@@ -134,8 +134,7 @@ def pooled_map_with_residual(spec: ModelSpec, data: GroupedData, *, seed: int = 
         y = jnp.asarray(pad.y)
         covs = {k: jnp.asarray(v) for k, v in pad.covariates.items()}
         mask = jnp.asarray(pad.mask)
-        step = (_residual_step(residual, data, pad.covariates) if residual.kind == "gp"
-                else None)
+        step = residual.step_for(pad.covariates, int(data.group_sizes.max()))
     else:
         y = jnp.asarray(data.y)
         covs = {k: jnp.asarray(v) for k, v in data.covariates.items()}
@@ -250,12 +249,6 @@ def _residual_scale(objective: Any, x0: np.ndarray, P: int, K: int) -> float:
     return float(grid[int(np.argmin(values))])
 
 
-def _residual_step(residual, data, padded_covariates):
-    from carpool.pooling.model import residual_step
-
-    return residual_step(residual, data, padded_covariates)
-
-
 def _conditional(spec: ModelSpec, y, mean, noise, covs, residual_params, step):
     """Mean and noise of the one-step distribution under the spec's residual process."""
     lik = spec.likelihood
@@ -264,12 +257,13 @@ def _conditional(spec: ModelSpec, y, mean, noise, covs, residual_params, step):
     return mean, {**noise, "sigma": s}
 
 
-def _row_loglik_fn(spec: ModelSpec, window: int | None = None):
+def _row_loglik_fn(spec: ModelSpec, static: Any = None):
     """``f(z_g (P,), y (T,), mask (T,), covs, residual params, noise) -> log p(y_g | z_g)``
     on one padded row (with AR / GP residuals, the series' joint density given the residual
-    parameters; a GP row's time step travels in its parameters as ``"dt"``). ``noise`` maps
-    each learned noise parameter to its value; the likelihood's fixed noise is added here.
-    Data and noise are arguments, so the compiled function serves any data of one shape."""
+    parameters, laid out per row by the process's ``row_params``, whose static part, e.g.
+    the GP's window, is ``static``). ``noise`` maps each learned noise parameter to its
+    value; the likelihood's fixed noise is added here. Data and noise are arguments, so the
+    compiled function serves any data of one shape."""
     params = spec.parameters
     lik = spec.likelihood
     fixed = {k: jnp.asarray(v) for k, v in lik.fixed_noise().items()}
@@ -280,8 +274,7 @@ def _row_loglik_fn(spec: ModelSpec, window: int | None = None):
         mean = spec.mean_fn(p, cov_row)
         noise_row = {**fixed, **noise}
         if spec.residual.is_dynamic:
-            rp = dict(rp_row)
-            step = (rp.pop("dt"), window) if spec.residual.kind == "gp" else None
+            rp, step = spec.residual.row_args(rp_row, static)
             mean, noise_row = _conditional(spec, y_row, mean, noise_row, cov_row, rp, step)
         lp = lik.log_prob(y_row, mean, noise_row, cov_row)
         return jnp.sum(jnp.where(mask_row, lp, 0.0))
@@ -293,20 +286,20 @@ def _row_loglik_fn(spec: ModelSpec, window: int | None = None):
 BACKTRACK_HALVINGS = 8
 
 
-def row_functions(spec: ModelSpec, window: int | None = None) -> tuple[Any, Any]:
+def row_functions(spec: ModelSpec, static: Any = None) -> tuple[Any, Any]:
     """``(loglik, grad_hess)``: the row log-likelihood of :func:`_row_loglik_fn` and its
     gradient and Hessian in ``z_g``, jitted and vectorised over rows (arguments ``z (G, P),
     y (G, T), mask (G, T), covs {name: (G, T)}, residual params {name: (G, ...)}, noise``).
     Kept per spec, so refits and comparisons of one model trace them once."""
     def build() -> tuple[Any, Any]:
-        row = _row_loglik_fn(spec, window)
+        row = _row_loglik_fn(spec, static)
         axes = (0, 0, 0, 0, 0, None)
         loglik = jax.jit(jax.vmap(row, in_axes=axes))
         grad_hess = jax.jit(jax.vmap(lambda *a: (jax.grad(row)(*a), jax.hessian(row)(*a)),
                                      in_axes=axes))
         return loglik, grad_hess
 
-    return _kept_per_spec(("rows", id(spec), window), spec, build)
+    return _kept_per_spec(("rows", id(spec), static), spec, build)
 
 
 def group_estimates(spec: ModelSpec, data: GroupedData, z: np.ndarray,
@@ -339,20 +332,14 @@ def group_estimates(spec: ModelSpec, data: GroupedData, z: np.ndarray,
     loc, scale = spec.parameters.latent_prior_arrays()
     G, P = data.num_groups, len(spec.parameters)
     residual = spec.residual
-    window = None
+    static = None
     rp: dict[str, Any] = {}
     if residual.is_dynamic:
         if residual_params is None:
             raise ValueError("group_information with AR / GP residuals needs residual_params")
-        if residual.kind == "gp":
-            dt, window = _residual_step(residual, data, pad.covariates)
-            rp = {k: jnp.full((G,), float(v)) for k, v in residual_params.items()}
-            rp["dt"] = jnp.broadcast_to(jnp.asarray(dt, y.dtype), (G,))
-        else:
-            kappa = np.broadcast_to(np.asarray(residual_params["kappa"]),
-                                    (G, residual.order))
-            rp = {"kappa": jnp.asarray(kappa, y.dtype)}
-    loglik, grad_hess = row_functions(spec, window)
+        time_step = residual.step_for(pad.covariates, int(data.group_sizes.max()))
+        rp, static = residual.row_params(residual_params, time_step, G, y.dtype)
+    loglik, grad_hess = row_functions(spec, static)
     noise_j = {k: jnp.asarray(v, y.dtype) for k, v in noise.items()}
     prior_prec = 1.0 / scale**2
 

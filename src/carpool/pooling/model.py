@@ -192,7 +192,7 @@ def build_model(
     arrays["projected"] = None if dynamic else projected_terms(spec, data)
     if dynamic:
         scale_name = lik.scale_covariate
-        step = residual_step(residual, data, pad.covariates) if residual.kind == "gp" else None
+        step = residual.step_for(pad.covariates, int(data.group_sizes.max()))
         arrays["flat_index"] = (data.group_index, data.positions())
     default_arrays = _as_jax(arrays)
     tau_priors = [config.hyperpriors.tau_prior(n) for n in params.names]
@@ -345,16 +345,3 @@ def _as_jax(tree: Any) -> Any:
     """NumPy leaves -> JAX arrays (``None`` stays ``None``, an empty pytree node)."""
     return jax.tree_util.tree_map(jnp.asarray, tree)
 
-
-def residual_step(residual: Any, data: GroupedData, padded_covariates: Mapping[str, Any]
-                  ) -> tuple[Any, int]:
-    """``(dt, window)`` of a GP residual: the time step (s; a float when every group shares
-    it, else (G,)) from the ``dt`` covariate, and the window in steps."""
-    if "dt" not in padded_covariates:
-        raise InputError("GP residuals need a 'dt' covariate (the time step, s)")
-    dt = np.asarray(padded_covariates["dt"])[:, 0]
-    if not np.all(dt > 0):
-        raise InputError("GP residuals need positive time steps")
-    window = residual.window_steps(float(dt.min()), int(data.group_sizes.max()))
-    shared = bool(np.allclose(dt, dt[0], rtol=1e-6, atol=0.0))
-    return (float(dt[0]) if shared else jnp.asarray(dt)), window

@@ -28,6 +28,10 @@ AR (all)                  ``ar_pacf``,          deterministic: partial autocorre
 GP                        ``gp_lengthscale``    () s
                           ``gp_scale``          () m/s^2 (the signal scale)
 ========================= ===================== ===========================================
+
+The engine (fitting, summaries, prediction, simulation) never asks a process its kind: what
+differs between processes (their time step, posterior variables and summary rows, the
+parameters of fitted and new groups, simulation noise) is a method of the process here.
 """
 
 from __future__ import annotations
@@ -35,24 +39,48 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from carpool.errors import InputError
 from carpool.priors import HalfNormal, LogNormal, Prior
 from carpool.residuals.ar import ar_conditional, ar_forward, pacf_to_phi
-from carpool.residuals.gp import gp_conditional, gp_sliding_conditional, se_covariance
+from carpool.residuals.gp import (
+    gp_conditional,
+    gp_forward,
+    gp_sliding_conditional,
+    se_covariance,
+)
 
-__all__ = ["ResidualProcess", "IID", "AR", "GP", "AR_POOLING", "GP_METHODS", "MAX_AR_ORDER",
-           "parse_residual", "residual_from_dict"]
+__all__ = ["ResidualProcess", "IID", "AR", "GP", "AR_POOLING", "GP_HISTORY_STEPS", "GP_METHODS",
+           "MAX_AR_ORDER", "SummaryBlock", "parse_residual", "residual_from_dict"]
 
 AR_POOLING = ("shared", "class", "driver")
 GP_METHODS = ("sliding", "window")
 MAX_AR_ORDER = 8
+#: Most past steps a GP noise draw conditions on (and the chunk length of long GP series),
+#: see :meth:`GP.forward_noise`.
+GP_HISTORY_STEPS = 50
+
+
+class SummaryBlock(NamedTuple):
+    """Summary rows of a process's parameters (:meth:`ResidualProcess.summary_blocks`).
+
+    ``draws`` (chain, draw, k) gives one row per parameter, ``names`` and ``units`` (k each);
+    (chain, draw, L, k) gives one set of k rows per entry of ``labels`` (L: levels or
+    groups). ``kind`` is the rows' kind in the summary table.
+    """
+
+    kind: str
+    labels: Sequence[Any] | None
+    names: list[str]
+    units: list[str]
+    draws: np.ndarray
 
 
 class ResidualProcess(ABC):
@@ -115,6 +143,102 @@ class ResidualProcess(ABC):
     def check(self, pooling: str, has_levels: bool) -> None:  # noqa: B027 (optional hook)
         """Raise ``ValueError`` for a pooling configuration this process cannot use."""
 
+    # Hooks of the generic engine (fit, summary, prediction, simulation). The defaults are
+    # those of a process without parameters and without a time step (:class:`IID`).
+
+    @property
+    def label(self) -> str:
+        """Name with its configuration for titles, e.g. ``"ar2 (shared)"``."""
+        return self.name
+
+    @property
+    def per_group(self) -> bool:
+        """True when groups (drivers) may have parameters of their own, one summary row set
+        each (rather than one shared set or one per level)."""
+        return False
+
+    def parse_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`parse_residual` that rebuild this process from its
+        :attr:`name` (the options a registered spec keeps)."""
+        return {}
+
+    def step_for(self, padded_covariates: Mapping[str, Any], num_steps: int) -> Any:
+        """The static ``dt`` argument of :meth:`conditional` / :meth:`simulate` /
+        :meth:`one_step` for series laid out as padded rows: ``padded_covariates`` maps each
+        covariate to a (G, T) array, ``num_steps`` is the longest series. ``None`` where the
+        process needs no time step."""
+        return None
+
+    def row_params(self, params: Mapping[str, Any], step: Any, num_rows: int, dtype: Any
+                   ) -> tuple[dict[str, Any], Any]:
+        """``params`` (shared, or one entry per row) and ``step`` (:meth:`step_for`) as
+        per-row arrays, each with leading axis ``num_rows``, for a function vmapped over
+        padded rows; and the static (hashable) rest of the step. :meth:`row_args` inverts
+        it on one row."""
+        return {}, None
+
+    def row_args(self, row: Mapping[str, Any], static: Any) -> tuple[dict[str, Any], Any]:
+        """``(params, step)`` for :meth:`one_step` on one row of :meth:`row_params`."""
+        return dict(row), None
+
+    def posterior_coords(self) -> dict[str, list[Any]]:
+        """Coordinates the posterior variables need beyond the fit's own (ArviZ)."""
+        return {}
+
+    def posterior_dims(self, name: str, ndim: int, group_dim: str) -> list[str] | None:
+        """Dims of the posterior variable ``name`` whose value per draw has ``ndim`` axes;
+        ``None`` for ArviZ's default names."""
+        return None
+
+    def per_draw(self, variables: Mapping[str, np.ndarray], *, num_groups: int,
+                 level_index: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The parameters :meth:`conditional` needs (and derived ones) per posterior draw,
+        chains stacked (S draws), from the posterior ``variables`` (name -> (chain, draw,
+        ...); those of :meth:`posterior_variables` that the fit holds). Entries per group
+        have shape (S, num_groups, ...) whatever the pooling (``level_index`` (G,) gives
+        each group's level); shared ones (S, ...). Empty without parameters."""
+        return {}
+
+    def group_params(self, draws: Mapping[str, np.ndarray], groups: Any
+                     ) -> dict[str, np.ndarray]:
+        """The parameters of :meth:`conditional` from :meth:`per_draw` ``draws`` for the
+        groups at positions ``groups``: an int (the group axis dropped), (G',) or, one row
+        per draw, (S, G'). Shared entries are returned unchanged."""
+        return dict(draws)
+
+    def new_group_draws(self, draws: Mapping[str, np.ndarray],
+                        variables: Mapping[str, np.ndarray], num_groups: int, *,
+                        level_ids: Sequence[str], levels: Sequence[str | None] | None,
+                        seed: int) -> dict[str, np.ndarray]:
+        """Parameters of ``num_groups`` NEW groups per draw, in the layout of
+        :meth:`group_params`: ``draws`` of :meth:`per_draw`, ``variables`` as there,
+        ``levels`` each new group's level (one of ``level_ids``) where parameters depend on
+        it, ``seed`` for draws from a population. Shared parameters apply to any group."""
+        return dict(draws)
+
+    def summary_blocks(self, variables: Mapping[str, np.ndarray], *,
+                       group_ids: Sequence[Any], level_ids: Sequence[Any]
+                       ) -> list[SummaryBlock]:
+        """Rows of the fit summary for this process's parameters, from the posterior
+        ``variables`` (as in :meth:`per_draw`)."""
+        return []
+
+    def history_steps(self, dt: float) -> int:
+        """How many past residuals a noise draw of :meth:`forward_noise` conditions on at
+        time step ``dt`` (s)."""
+        return 0
+
+    @abstractmethod
+    def forward_noise(self, white: np.ndarray, params: Mapping[str, Any], sigma: np.ndarray,
+                      dt: float, history: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """Residual series (steps, D, N) (m/s^2 for car-following) carried forward from a
+        known past, for the simulations: ``white`` standard normals (steps, D, N) for D draws
+        and N series; ``params`` per draw (entries per series (D, N, ...), or (D, ...) for
+        all series alike, as :meth:`group_params` gives them for one group; scalar ones
+        (D,)), ``sigma`` (D,), ``dt`` the time step (s); ``history`` (D, N, H)
+        the ``H = history_steps(dt)`` residuals before each series, most recent last, of
+        which the last ``known`` (N,) are real (0: from the stationary distribution)."""
+
 
 @dataclass(frozen=True)
 class IID(ResidualProcess):
@@ -147,6 +271,9 @@ class IID(ResidualProcess):
 
     def posterior_variables(self) -> list[str]:
         return []
+
+    def forward_noise(self, white, params, sigma, dt, history, known):
+        return np.asarray(white) * np.asarray(sigma)[None, :, None]
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "iid"}
@@ -253,6 +380,103 @@ class AR(ResidualProcess):
         extra = ["ar_mu", "ar_tau"] if self.pooling == "driver" else []
         return ["ar_pacf", "ar_phi", *extra]
 
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.pooling})"
+
+    @property
+    def per_group(self) -> bool:
+        return self.pooling == "driver"
+
+    def parse_options(self) -> dict[str, Any]:
+        return {"ar_pooling": self.pooling}
+
+    def row_params(self, params, step, num_rows, dtype):
+        kappa = np.broadcast_to(np.asarray(params["kappa"]), (num_rows, self.order))
+        return {"kappa": jnp.asarray(kappa, dtype)}, None
+
+    def posterior_coords(self) -> dict[str, list[Any]]:
+        return {"lag": list(range(1, self.order + 1))}
+
+    def posterior_dims(self, name: str, ndim: int, group_dim: str) -> list[str] | None:
+        # ar_pacf / ar_phi: (p,) shared, (K, p) per level, (G, p) per group; ar_mu, ar_tau (p,)
+        lead = [] if ndim == 1 else ["level"] if self.pooling == "class" else [group_dim]
+        return [*lead, "lag"]
+
+    def per_draw(self, variables, *, num_groups, level_index):
+        """``kappa`` (partial autocorrelations) and ``phi`` (coefficients), each
+        (S, num_groups, p) whatever the pooling."""
+        p = self.order
+        out = {}
+        for key, var in (("kappa", "ar_pacf"), ("phi", "ar_phi")):
+            v = variables[var]
+            S = v.shape[0] * v.shape[1]
+            v = v.reshape((S,) + v.shape[2:])
+            if v.ndim == 3 and self.pooling == "class":
+                v = v[:, level_index, :]
+            out[key] = np.broadcast_to(v.reshape(S, -1, p), (S, num_groups, p)).copy()
+        return out
+
+    def group_params(self, draws, groups):
+        """``kappa`` (S, p) for one group, else (S, G', p)."""
+        kappa, groups = draws["kappa"], np.asarray(groups, dtype=int)
+        if groups.ndim == 2:  # each draw its own groups
+            return {"kappa": kappa[np.arange(kappa.shape[0])[:, None], groups]}
+        return {"kappa": kappa[:, groups]}
+
+    def new_group_draws(self, draws, variables, num_groups, *, level_ids, levels, seed):
+        """``kappa`` (S, num_groups, p). Per-class coefficients take each new group's level;
+        per-driver coefficients of a hierarchical fit are drawn from their population,
+        ``tanh(ar_mu + ar_tau eps)``; an unpooled fit has none (``InputError``)."""
+        S, p = draws["kappa"].shape[0], self.order
+        if self.pooling == "shared" or variables["ar_pacf"].ndim == 3:  # also: pooled
+            return {"kappa": np.repeat(draws["kappa"][:, :1, :], num_groups, axis=1)}
+        if self.pooling == "class":
+            known = list(level_ids)
+            levels = levels or [None] * num_groups
+            if any(lv not in known for lv in levels):
+                raise InputError(f"per-class AR coefficients need each new group's class, "
+                                 f"one of {known}; got {levels}")
+            pacf = variables["ar_pacf"].reshape(S, len(known), p)
+            return {"kappa": pacf[:, [known.index(lv) for lv in levels], :]}
+        if "ar_mu" not in variables:
+            raise InputError("per-driver AR coefficients of an unpooled fit have no "
+                             "population to draw a new driver's from")
+        mu = variables["ar_mu"].reshape(S, 1, p)
+        tau = variables["ar_tau"].reshape(S, 1, p)
+        eps = np.random.default_rng(seed).standard_normal((S, num_groups, p))
+        return {"kappa": np.tanh(mu + tau * eps)}
+
+    def summary_blocks(self, variables, *, group_ids, level_ids):
+        """Coefficients ``phi[k]`` and partial autocorrelations ``pacf[k]`` (per level or
+        group where not shared); ``residual_population`` rows give the population's pacf
+        ``tanh(ar_mu)``."""
+        p = self.order
+        names = [f"phi[{k}]" for k in range(1, p + 1)] + [f"pacf[{k}]" for k in range(1, p + 1)]
+        both = np.concatenate([variables["ar_phi"], variables["ar_pacf"]], axis=-1)
+        if both.ndim == 3:  # shared (or per driver in a pooled fit)
+            return [SummaryBlock("residual", None, names, [""] * 2 * p, both)]
+        labels = level_ids if self.pooling == "class" else group_ids
+        blocks = [SummaryBlock("residual", labels, names, [""] * 2 * p, both)]
+        if "ar_mu" in variables:
+            blocks.append(SummaryBlock("residual_population", None,
+                                       [f"pacf[{k}]" for k in range(1, p + 1)], [""] * p,
+                                       np.tanh(variables["ar_mu"])))
+        return blocks
+
+    def history_steps(self, dt: float) -> int:
+        return int(self.order)
+
+    def forward_noise(self, white, params, sigma, dt, history, known):
+        _, D, N = white.shape
+        kappa = np.asarray(params["kappa"])
+        kappa = np.broadcast_to(kappa[:, None, :] if kappa.ndim == 2 else kappa,
+                                (D, N, self.order))
+        return np.asarray(ar_forward(jnp.asarray(white), jnp.asarray(kappa, white.dtype),
+                                     jnp.asarray(sigma, white.dtype)[:, None],
+                                     jnp.asarray(history, white.dtype),
+                                     jnp.asarray(known)[None, :]))
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "ar", "order": self.order, "pooling": self.pooling,
                 "first_scale": float(self.first_scale),
@@ -352,18 +576,83 @@ class GP(ResidualProcess):
     def posterior_variables(self) -> list[str]:
         return ["gp_lengthscale", "gp_scale"]
 
+    def parse_options(self) -> dict[str, Any]:
+        return {"gp_window_s": self.window_s, "gp_method": self.method}
+
+    def step_for(self, padded_covariates, num_steps):
+        """``(dt, window)``: the time step (s; a float when every group shares it, else
+        (G,)) from the ``dt`` covariate, and the window in steps (:meth:`window_steps`)."""
+        if "dt" not in padded_covariates:
+            raise InputError("GP residuals need a 'dt' covariate (the time step, s)")
+        dt = np.asarray(padded_covariates["dt"])[:, 0]
+        if not np.all(dt > 0):
+            raise InputError("GP residuals need positive time steps")
+        window = self.window_steps(float(dt.min()), int(num_steps))
+        shared = bool(np.allclose(dt, dt[0], rtol=1e-6, atol=0.0))
+        return (float(dt[0]) if shared else jnp.asarray(dt)), window
+
+    def row_params(self, params, step, num_rows, dtype):
+        """Length scale, scale and the time step ``dt`` per row; the window is static."""
+        dt, window = step
+        rows = {k: jnp.full((num_rows,), float(v)) for k, v in params.items()}
+        rows["dt"] = jnp.broadcast_to(jnp.asarray(dt, dtype), (num_rows,))
+        return rows, window
+
+    def row_args(self, row, static):
+        params = dict(row)
+        dt = params.pop("dt")
+        return params, (dt, static)
+
+    def per_draw(self, variables, *, num_groups, level_index):
+        """``lengthscale`` (s) and ``scale`` (m/s^2), each (S,)."""
+        return {"lengthscale": variables["gp_lengthscale"].reshape(-1),
+                "scale": variables["gp_scale"].reshape(-1)}
+
+    def summary_blocks(self, variables, *, group_ids, level_ids):
+        draws = np.stack([variables["gp_lengthscale"], variables["gp_scale"]], axis=-1)
+        return [SummaryBlock("residual", None, ["gp_lengthscale", "gp_scale"],
+                             ["s", "m/s^2"], draws)]
+
+    def history_steps(self, dt: float) -> int:
+        return int(min(GP_HISTORY_STEPS, self.window_steps(dt, 10**9)))
+
+    def forward_noise(self, white, params, sigma, dt, history, known):
+        """Drawn in chunks of ``H`` steps, each conditioned on the chunk before it (exact for
+        the joint of two neighbouring chunks); series sharing ``known`` are drawn together."""
+        steps, D, _ = white.shape
+        H = history.shape[-1]
+        args = (jnp.asarray(params["lengthscale"], white.dtype),
+                jnp.asarray(params["scale"], white.dtype), jnp.asarray(sigma, white.dtype))
+        out = np.zeros(white.shape, white.dtype)
+        for n in np.unique(known):  # series sharing how much history is known
+            cols = np.flatnonzero(known == n)
+            hist = jnp.asarray(history[:, cols, :], white.dtype)
+            num_known = int(n)
+            pieces = []
+            for k in range(0, steps, H):
+                w = np.zeros((H, D, cols.size), white.dtype)
+                part = white[k:k + H][:, :, cols]
+                w[:part.shape[0]] = part
+                chunk = _gp_chunk(jnp.asarray(w), float(dt), *args, hist, num_known)
+                pieces.append(np.asarray(chunk)[:part.shape[0]])
+                hist, num_known = jnp.moveaxis(chunk, 0, -1), H
+            out[:, :, cols] = np.concatenate(pieces)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "gp", "window_s": None if self.window_s is None else
                 float(self.window_s), "lengthscale": self.lengthscale.to_dict(),
                 "scale": self.scale.to_dict(), "method": self.method}
 
 
+#: One compiled GP chunk per shape (dt and how much history is known are traced).
+_gp_chunk = jax.jit(gp_forward)
+
+
 def _filter_forward(white: Any, coefficients: Any, sd: Any, m: int) -> Any:
     """Series (G, T) from the lag filter ``r_t = sum_l C[k_t, l] r_{t-l} + sd[k_t] w_t``,
     ``k_t = min(t, m)``; ``coefficients`` (m+1, m) or (G, m+1, m), ``sd`` (m+1,) / (G, m+1).
     """
-    import jax
-
     G, _ = white.shape
     coefficients = jnp.broadcast_to(coefficients, (G,) + coefficients.shape[-2:])
     sd = jnp.broadcast_to(sd, (G, sd.shape[-1]))

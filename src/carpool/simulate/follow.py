@@ -291,12 +291,10 @@ def _driver_residual_params(fit: Fit, driver: str, source: str) -> dict[str, np.
     from carpool.inference.dynamic import fitted_residual_params, new_residual_params
 
     if source == "driver":
-        rp = fitted_residual_params(fit, np.array([list(fit.group_ids).index(driver)]))
-    elif source == "pooled":
-        rp = fitted_residual_params(fit, np.array([0]))
-    else:
-        rp = new_residual_params(fit, 1)
-    return {k: (v[:, 0, :] if k == "kappa" else v) for k, v in rp.items()}
+        return fitted_residual_params(fit, list(fit.group_ids).index(driver))
+    if source == "pooled":
+        return fitted_residual_params(fit, 0)
+    return fit.spec.residual.group_params(new_residual_params(fit, 1), 0)
 
 
 def _simulate(model: CarFollowingModel, dt: float, min_gap: float, params: dict[str, jax.Array],

@@ -262,9 +262,7 @@ def _ring_residual_params(fit: Fit, drivers: str, draw_idx: np.ndarray, num_vehi
 
     if pick is not None:  # resampled fitted drivers keep their own coefficients
         rp = fitted_residual_params(fit, np.arange(fit.data.num_groups))
-        if "kappa" in rp:
-            return {"kappa": rp["kappa"][draw_idx[:, None], pick]}
-        return {k: v[draw_idx] for k, v in rp.items()}
+        return fit.spec.residual.group_params({k: v[draw_idx] for k, v in rp.items()}, pick)
     if fit.pooling == "pooled":
         rp = fitted_residual_params(fit, np.zeros(num_vehicles, dtype=int))
     else:
