@@ -39,7 +39,6 @@ __all__ = ["pooling_factors", "group_information_of", "pooling_factor_draws"]
 
 def group_information_of(fit: Fit) -> np.ndarray:
     """Information of each group's data about its latent parameters, (G, P, P)."""
-    from carpool.inference.dynamic import fitted_residual_params
     from carpool.pooling.centring import group_information
 
     params = fit.spec.parameters
@@ -48,7 +47,7 @@ def group_information_of(fit: Fit) -> np.ndarray:
     lik_noise = {k: v for k, v in noise.items() if k in fit.spec.likelihood.noise_priors()}
     residual_params = None
     if fit.spec.residual.is_dynamic:
-        rp = fitted_residual_params(fit, np.arange(fit.data.num_groups))
+        rp = fit.spec.residual.group_params(fit.residual_draws(), None)
         residual_params = {k: np.mean(v, axis=0) for k, v in rp.items()}
     return group_information(fit.spec, fit.data, z, lik_noise,
                              residual_params=residual_params)

@@ -203,7 +203,8 @@ class ResidualProcess(ABC):
                      ) -> dict[str, np.ndarray]:
         """The parameters of :meth:`conditional` from :meth:`per_draw` ``draws`` for the
         groups at positions ``groups``: an int (the group axis dropped), (G',) or, one row
-        per draw, (S, G'). Shared entries are returned unchanged."""
+        per draw, (S, G'); ``None`` for every group (the arrays of ``draws`` themselves).
+        Shared entries are returned unchanged."""
         return dict(draws)
 
     def new_group_draws(self, draws: Mapping[str, np.ndarray],
@@ -419,6 +420,8 @@ class AR(ResidualProcess):
 
     def group_params(self, draws, groups):
         """``kappa`` (S, p) for one group, else (S, G', p)."""
+        if groups is None:
+            return {"kappa": draws["kappa"]}
         kappa, groups = draws["kappa"], np.asarray(groups, dtype=int)
         if groups.ndim == 2:  # each draw its own groups
             return {"kappa": kappa[np.arange(kappa.shape[0])[:, None], groups]}
