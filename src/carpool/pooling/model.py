@@ -224,13 +224,10 @@ def build_model(
             w = a["weights"]
             x = numpyro.sample("z_dec", dist.Normal(w * centre, tau**w).to_event(2))
             return numpyro.deterministic("z", centre + tau ** (1.0 - w) * (x - w * centre))
-        # permute to centring order
+        # a correlated population: permute to centring order (non-centred first)
         o = jnp.asarray(order)
         centre_o, tau_o = centre[:, o], tau[o]
-        if correlated:
-            L = numpyro.sample("L_corr", dist.LKJCholesky(P, concentration=eta))
-        else:
-            L = jnp.eye(P)
+        L = numpyro.sample("L_corr", dist.LKJCholesky(P, concentration=eta))
         n_nc = len(nc)
         parts = []
         eps_n = None
@@ -240,16 +237,11 @@ def build_model(
             parts.append(centre_o[:, :n_nc] + tau_o[:n_nc] * x_n)
         if len(cc):
             loc_c = centre_o[:, n_nc:]
-            if eps_n is not None and correlated:
+            if eps_n is not None:
                 loc_c = loc_c + tau_o[n_nc:] * (eps_n @ L[n_nc:, :n_nc].T)
-            if correlated:
-                scale_tril = tau_o[n_nc:, None] * L[n_nc:, n_nc:]
-                d = dist.MultivariateNormal(loc_c, scale_tril=scale_tril)
-                theta_c = numpyro.sample("theta_c", d.to_event(1))
-            else:
-                theta_c = numpyro.sample(
-                    "theta_c", dist.Normal(loc_c, tau_o[n_nc:]).to_event(2))
-            parts.append(theta_c)
+            scale_tril = tau_o[n_nc:, None] * L[n_nc:, n_nc:]
+            d = dist.MultivariateNormal(loc_c, scale_tril=scale_tril)
+            parts.append(numpyro.sample("theta_c", d.to_event(1)))
         theta_o = jnp.concatenate(parts, axis=-1)
         return numpyro.deterministic("z", theta_o[:, jnp.asarray(inverse)])
 
