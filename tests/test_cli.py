@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_result import assert_one_error_line as _assert_one_error_line
 from typer.testing import CliRunner
 
 import carpool
@@ -50,20 +51,6 @@ GOOD = HEADER + "\n".join(_rows()) + "\n"
 def _leftovers(folder: Path) -> list[str]:
     """Temporary files an interrupted atomic write would leave (``.<name>.*.tmp``)."""
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
-
-
-def _assert_one_error_line(result, *needles: str) -> str:
-    """Exit status 2, exactly one ``error:`` line on stderr naming ``needles``, no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
-    assert line.startswith("error: "), line
-    for needle in needles:
-        assert needle in line, (needle, line)
-    return line
 
 
 def _fit(data: Path | str, out: Path | str, *extra: str, catch: bool = True):

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from cli_result import assert_one_error_line as _one_error_line
 from typer.testing import CliRunner
 
 import carpool
@@ -92,19 +93,6 @@ def _fit(data: Path, *extra: str):
     return runner.invoke(app, ["fit", str(data), "--out", str(data.with_suffix(".nc")),
                                "--draws", "10", "--tune", "10", "--chains", "1",
                                "--no-progress", *extra])
-
-
-def _one_error_line(result, *needles: str) -> str:
-    """Exit status 2, exactly one ``error:`` line on stderr naming ``needles``."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def _internal_error(result, log_dir: Path, *in_log: str) -> str:

@@ -154,6 +154,25 @@ def _censored_logpdf_at(y: Array, mean: Array, scale: Array, lower: float,
     return jnp.broadcast_to(lp, shape).reshape(-1).at[positions].add(tail).reshape(shape)
 
 
+def _observed_cells(y: np.ndarray, mask: Array | None, lower: float | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(inside, exact)``: the cells inside ``mask`` (all where ``None``) and, of those,
+    the exactly observed ones (above ``lower`` where the likelihood is censored)."""
+    inside = np.ones(y.shape, bool) if mask is None else np.asarray(mask, bool)
+    return inside, (inside if lower is None else inside & (y > lower))
+
+
+def _censored_terms(y: np.ndarray, mask: Array | None, lower: float | None,
+                    c: np.ndarray) -> dict[str, Any]:
+    """The ``observed_terms`` entries of a censored likelihood: ``censored``
+    (:func:`censored_positions`) and ``c_censored``, the scale covariate there; empty
+    where ``lower`` is ``None``."""
+    if lower is None:
+        return {}
+    positions, valid = censored_positions(y, mask, lower)
+    return {"censored": (positions, valid), "c_censored": c.ravel()[positions]}
+
+
 _CENSORED_CLASS: Any = None
 
 
@@ -255,8 +274,7 @@ class Gaussian(AbstractLikelihood):
         ``-log c - log(2 pi) / 2``, summed) and, when censored, ``censored``
         (:func:`censored_positions`) and ``c_censored`` (the covariate there)."""
         y = np.asarray(y, dtype=float)
-        inside = np.ones(y.shape, bool) if mask is None else np.asarray(mask, bool)
-        exact = inside if self.lower is None else inside & (y > self.lower)
+        inside, exact = _observed_cells(y, mask, self.lower)
         if self.scale_covariate is None:
             c = np.ones(y.shape)
         else:
@@ -273,11 +291,7 @@ class Gaussian(AbstractLikelihood):
             "const": float(-np.sum(np.where(exact, np.log(safe_c), 0.0))
                            - 0.5 * np.log(2 * np.pi) * exact.sum()),
         }
-        if self.lower is not None:
-            positions, valid = censored_positions(y, mask, self.lower)
-            terms["censored"] = (positions, valid)
-            terms["c_censored"] = safe_c.ravel()[positions]
-        return terms
+        return {**terms, **_censored_terms(y, mask, self.lower, safe_c)}
 
     def summed_log_prob(self, terms, y, mean, noise):
         """The Gaussian log density summed with the data-only work done once: per cell one
@@ -550,8 +564,7 @@ class JointGaussian(AbstractLikelihood):
         ``censored`` (:func:`censored_positions`) and ``c_censored``. Padding cells get
         harmless values (``c = 1``)."""
         y = np.asarray(y, dtype=float)
-        inside = np.ones(y.shape, bool) if mask is None else np.asarray(mask, bool)
-        exact = inside if self.lower is None else inside & (y > self.lower)
+        inside, exact = _observed_cells(y, mask, self.lower)
 
         def cov(name: str) -> np.ndarray:
             return np.broadcast_to(np.asarray(covariates[name], float), y.shape)
@@ -563,11 +576,7 @@ class JointGaussian(AbstractLikelihood):
         terms: dict[str, Any] = {"weight": exact.astype(float), "count": float(exact.sum()),
                                  "c": c, "load": load,
                                  "z_base": np.where(inside, z_base, 0.0)}
-        if self.lower is not None:
-            positions, valid = censored_positions(y, mask, self.lower)
-            terms["censored"] = (positions, valid)
-            terms["c_censored"] = c.ravel()[positions]
-        return terms
+        return {**terms, **_censored_terms(y, mask, self.lower, c)}
 
     def summed_log_prob(self, terms, y, mean, noise):
         """:meth:`log_prob` summed over the exactly observed cells, the censored term at the
