@@ -1,11 +1,13 @@
 """Every engine scores the same posterior: NUTS's model in both data layouts, SVI's
-plate-over-groups model at full batch, and a separate fit's per-driver density.
+subsampled model at full batch, a separate fit's per-driver density and the centring
+choice's per-group densities (with AR / GP residuals too).
 
-The engines are written separately (``pooling/model.py``, ``pooling/plated.py``,
-``inference/separate.py``), so nothing but these tests ties them together. Each case draws a
-point from the prior (seeded), evaluates every engine's log joint density there in float64,
-and requires agreement to 1e-8 relative (float64 sums of a few thousand terms agree to
-~1e-12; the margin covers the different summation orders of the layouts).
+The model (``pooling/model.py``) and the pure scoring core (``pooling/scoring.py``) share
+their scoring code; what differs per engine is the data layout, the site structure (a plate
+over groups, the centring order) and the coordinates, which is what these tests pin down.
+Each case draws a point from the prior (seeded), evaluates every engine's log joint density
+there in float64, and requires agreement to 1e-10 relative (float64 sums of a few thousand
+terms agree to ~1e-13; the margin covers the different summation orders of the layouts).
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ from numpyro import handlers
 from numpyro.infer.util import log_density, potential_energy
 
 from carpool.models.registry import get_spec
-from carpool.pooling.model import build_model
-from carpool.pooling.plated import build_plated_model
+from carpool.pooling.model import build_model, build_plated_model
 from carpool.pooling.spec import Hyperpriors, PoolingConfig
 from carpool.testing import simulate_drivers, simulate_linear_groups
 
-RTOL = 1e-8
+RTOL = 1e-10
 
 CENTRINGS = ("noncentred", "centred", "mixed", "partial")
 
@@ -105,14 +106,15 @@ def test_separate_fit_density_is_the_one_driver_unpooled_density(likelihood):
     # carpool.fit_separately scores each driver alone with its own noise: for a data set of
     # one driver that is the unpooled model, in the same unconstrained coordinates
     # (latent z, log noise, log-Jacobian included)
-    from carpool.inference.separate import _padded, row_log_density, row_terms
+    from carpool.inference.separate import _padded, row_terms
+    from carpool.pooling.scoring import point_log_density
 
     with jax.enable_x64(True):
         spec, one = _data("idm", likelihood, drivers=1)
         covariates = tuple(spec.covariates)
         y, mask, covs = _padded(one, covariates, 8)
         named = {c: covs[..., i] for i, c in enumerate(covariates)}
-        f = row_log_density(spec)
+        f = point_log_density(spec)
         terms = row_terms(spec, y, mask, named)
         built = build_model(spec, one, PoolingConfig(pooling="unpooled"), layout="padded")
         noise_names = list(spec.likelihood.noise_priors())
@@ -150,3 +152,38 @@ def test_the_comparison_sees_a_different_posterior():
         lp, _ = log_density(build_plated_model(spec, data, other).model, (),
                             {"observed": True}, point)
         assert abs(float(lp) - float(ref)) > 1e3 * RTOL * abs(float(ref))
+
+
+@pytest.mark.parametrize("residual,pooling", [("ar1", "pooled"), ("ar2", "hierarchical"),
+                                              ("gp", "pooled"), ("gp", "hierarchical")])
+def test_dynamic_residual_rows_score_the_models_likelihood(residual, pooling):
+    # the centring choice scores each group's series alone (rows vmapped, the residual
+    # parameters laid out per row by row_params); their sum is the model's likelihood
+    from carpool.pooling.centring import row_functions
+
+    with jax.enable_x64(True):
+        df, _ = simulate_drivers(4, duration_s=12.0, rng_seed=5)
+        df = df[~((df.driver == "d01") & (df.time > 8.0))].round(2)
+        spec = get_spec("idm", residual=residual)
+        data = spec.prepare(df)
+        built = build_model(spec, data, PoolingConfig(pooling=pooling))
+        for seed in (1, 2):
+            point = _prior_point(built.model, seed)
+            tr = handlers.trace(handlers.substitute(handlers.seed(built.model, 0), point)
+                                ).get_trace(observed=True)
+            model_ll = float(tr["obs"]["fn"].log_prob(tr["obs"]["value"]).sum())
+            with handlers.seed(rng_seed=0), handlers.substitute(data=point):
+                rp = spec.residual.sample_params(num_groups=data.num_groups, level_index=None,
+                                                 num_levels=0, pooling=pooling)
+            pad = data.padded()
+            step = spec.residual.step_for(pad.covariates, int(data.group_sizes.max()))
+            rows, static = spec.residual.row_params(rp, step, data.num_groups, np.float64)
+            loglik, _ = row_functions(spec, static)
+            z = np.broadcast_to(np.asarray(tr["z"]["value"]), (data.num_groups,
+                                                                 len(spec.parameters)))
+            noise = {n: point[n] for n in spec.likelihood.noise_priors()}
+            covs = {k: jax.numpy.asarray(v) for k, v in pad.covariates.items()}
+            row_ll = loglik(jax.numpy.asarray(z), jax.numpy.asarray(pad.y),
+                            jax.numpy.asarray(pad.mask), covs, rows, noise)
+            assert np.isfinite(model_ll)
+            np.testing.assert_allclose(float(np.sum(row_ll)), model_ll, rtol=RTOL)

@@ -112,7 +112,8 @@ def test_separate_fits_row_density_summed_equals_per_observation():
     # data-only terms (censored positions per row, padded to one bucket over the rows);
     # value and gradient must equal the masked per-observation sum for every driver,
     # including one with no stop at all and the padded tail of a shorter series
-    from carpool.inference.separate import _padded, row_log_density, row_terms
+    from carpool.inference.separate import _padded, row_terms
+    from carpool.pooling.scoring import point_log_density
 
     df, _ = simulate_drivers(3, duration_s=20.0, rng_seed=4)
     df = df[~((df.driver == "d02") & (df.time > 12.0))]  # a shorter series: padding
@@ -131,7 +132,7 @@ def test_separate_fits_row_density_summed_equals_per_observation():
     projected = row_terms(spec, y, mask, named, projected=True)  # the linear mean's form
     assert projected["R"].shape == (3, 1, 8, 8)
     assert projected["censored"]["valid"].shape == (3, 16)
-    f = row_log_density(spec)
+    f = point_log_density(spec)
     loc, _ = spec.parameters.latent_prior_arrays()
     for x in (np.concatenate([loc + 0.1, [np.log(0.2)]]),
               np.concatenate([loc - 0.3, [np.log(0.5)]])):

@@ -22,7 +22,7 @@ from numpyro.infer.autoguide import AutoMultivariateNormal
 
 from carpool.inference import svi as svi_mod
 from carpool.inference.svi_start import init_with_values
-from carpool.pooling.plated import GROUP_PLATE
+from carpool.pooling.model import GROUP_PLATE
 from carpool.testing import simulate_linear_groups
 
 G, P = 5, 3

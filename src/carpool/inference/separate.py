@@ -44,10 +44,10 @@ import pandas as pd
 from carpool.errors import InputError, UnknownNameError
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.linear_mean import censored_bucket, row_projected_terms
+from carpool.pooling.scoring import point_log_density
 from carpool.pooling.spec import ModelSpec
 
-__all__ = ["SeparateFits", "fit_separately", "load_separate", "row_log_density",
-           "row_terms"]
+__all__ = ["SeparateFits", "fit_separately", "load_separate", "row_terms"]
 
 STRATEGIES = ("loop", "vmap")
 
@@ -57,49 +57,6 @@ STRATEGIES = ("loop", "vmap")
 #: (1,000 + 1,000), benchmarks/scale_drivers.py).
 VMAP_BATCH = 64
 KIND = "separate"
-
-
-def row_log_density(spec: ModelSpec) -> Any:
-    """``f(x (P + K,), y (T,), mask (T,), covs {name: (T,)}, terms=None) -> log density`` of
-    one driver.
-
-    The unnormalised log posterior of one driver fitted alone, in the unconstrained
-    coordinates ``x = (z, log noise)`` (log-Jacobian included); masked cells (padding) add
-    nothing. ``terms``: the row's :func:`row_terms` (the likelihood's data-only parts, done
-    once), which score the summed log density (``summed_log_prob``), or its projected
-    statistics (``projected=True``: ``projected_log_prob``); ``None`` scores each
-    observation's log density under the mask. i.i.d. residuals only.
-    """
-    params = spec.parameters
-    names = params.names
-    P = len(names)
-    priors = [p.prior.to_numpyro() for p in params]  # type: ignore[union-attr]
-    lik = spec.likelihood
-    noise_priors = lik.noise_priors()
-    noise_names = list(noise_priors)
-    noise_dists = [noise_priors[n].to_numpyro() for n in noise_names]
-    fixed = {k: jnp.asarray(v) for k, v in lik.fixed_noise().items()}
-
-    def log_density(x: jax.Array, y: jax.Array, mask: jax.Array,
-                    covs: Mapping[str, jax.Array], terms: Any = None) -> jax.Array:
-        z, log_noise = x[:P], x[P:]
-        lp = sum(d.log_prob(z[i]) for i, d in enumerate(priors))
-        noise = dict(fixed)
-        for k, (n, d) in enumerate(zip(noise_names, noise_dists, strict=True)):
-            noise[n] = jnp.exp(log_noise[k])
-            lp = lp + d.log_prob(noise[n]) + log_noise[k]
-        natural = params.to_natural(z)
-        named = {n: natural[i] for i, n in enumerate(names)}
-        if terms is not None and "R" in terms:  # projected statistics of a linear mean
-            return lp + lik.projected_log_prob(terms, spec.linear_mean.coefficients(named),
-                                               noise)
-        mean = spec.mean_fn(named, covs)
-        if terms is not None:
-            return lp + lik.summed_log_prob(terms, y, mean, noise)
-        lp_y = jnp.where(mask, lik.log_prob(y, mean, noise, covs), 0.0)
-        return lp + jnp.sum(lp_y)
-
-    return log_density
 
 
 def row_terms(spec: ModelSpec, y: np.ndarray, mask: np.ndarray,
@@ -284,7 +241,7 @@ def _sampler(spec: ModelSpec, covariates: tuple[str, ...], num_warmup: int, num_
     driver's row of :func:`row_terms`, or ``None`` (per-observation log density)."""
     from numpyro.infer.hmc import hmc
 
-    log_density = row_log_density(spec)
+    log_density = point_log_density(spec)
     loc, _ = spec.parameters.latent_prior_arrays()
     noise0 = np.log([p.median() for p in spec.likelihood.noise_priors().values()])
     x_centre = jnp.asarray(np.concatenate([loc, noise0]))

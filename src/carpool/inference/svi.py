@@ -1,8 +1,8 @@
 """Stochastic variational inference (SVI): a fast, approximate alternative to NUTS.
 
-The model is the plate-over-groups engine (:mod:`carpool.pooling.plated`), so each step can
-use a minibatch of ``batch_size`` groups (drivers) with the likelihood scaled by G / B. The
-guide is
+The model is the NUTS model itself (:func:`carpool.pooling.model.build_model`, padded
+layout), called with ``batch_size``: each step uses a minibatch of that many groups
+(drivers), with their latents and likelihood scaled by G / B. The guide is
 
 - ``"meanfield"``: an independent normal per latent on the unconstrained scale (what
   NumPyro's ``AutoNormal`` is: the same start and family, set up like the structured
@@ -39,7 +39,7 @@ from carpool.errors import InputError
 from carpool.inference.nuts import SamplerOutput, _CompileClock
 from carpool.inference.svi_start import LaplaceStart, init_with_values, laplace_start, start_values
 from carpool.pooling.grouped import GroupedData
-from carpool.pooling.plated import GROUP_PLATE, PlatedModel
+from carpool.pooling.model import GROUP_PLATE, BuiltModel
 from carpool.pooling.spec import ModelSpec, PoolingConfig
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class SviOutput:
     batch_size: int
 
 
-def _make_guide(plated: PlatedModel, settings: SviSettings, start: LaplaceStart) -> Any:
+def _make_guide(plated: BuiltModel, settings: SviSettings, start: LaplaceStart) -> Any:
     values, cov = start_values(plated, start)
     values = {k: jnp.asarray(v, dtype=jnp.result_type(float)) for k, v in values.items()}
     return StructuredGuide(plated, values, cov, settings.init_scale,
@@ -154,7 +154,7 @@ class GlobalSite:
         return int(np.prod(self.unconstrained_shape, dtype=int))
 
 
-def global_start(plated: PlatedModel, values: dict[str, Any], rng_key: Any
+def global_start(plated: BuiltModel, values: dict[str, Any], rng_key: Any
                  ) -> tuple[tuple[GlobalSite, ...], np.ndarray]:
     """The global sites of ``plated`` (in the model's order) and their unconstrained start, (K,).
 
@@ -244,7 +244,7 @@ class StructuredGuide:
         full-covariance parts; ``cov`` is then unused.
     """
 
-    def __init__(self, plated: PlatedModel, values: dict[str, Any], cov: np.ndarray,
+    def __init__(self, plated: BuiltModel, values: dict[str, Any], cov: np.ndarray,
                  init_scale: float, rng_key: Any = None, *, diagonal: bool = False) -> None:
         self.plated = plated
         self.diagonal = bool(diagonal)
@@ -403,7 +403,7 @@ def init_state(svi: Any, guide: StructuredGuide, rng_key: Any) -> Any:
     return SVIState(svi.optim.init(params), None, rng_key)
 
 
-def run_svi(plated: PlatedModel, settings: SviSettings, *,
+def run_svi(plated: BuiltModel, settings: SviSettings, *,
             pooled: tuple[np.ndarray, dict[str, float]] | None = None) -> SviOutput:
     """Fit the guide by SVI and draw ``num_draws`` posterior samples from it.
 
@@ -485,7 +485,7 @@ def fit_grouped_svi(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig
     guide, then a :class:`~carpool.inference.fit.Fit` marked approximate."""
     from carpool.inference.fit import Fit, to_inference_data
     from carpool.pooling.centring import choose_centring, pooled_map_with_residual
-    from carpool.pooling.plated import build_plated_model
+    from carpool.pooling.model import build_plated_model
 
     spec.parameters.check_priors()
     config = config.with_defaults(spec, grouped.num_groups)

@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from carpool.pooling.grouped import GroupedData
+from carpool.pooling.scoring import data_log_likelihood, point_log_density
 from carpool.pooling.spec import ModelSpec, PoolingConfig
 
 __all__ = ["CentringChoice", "choose_centring", "pooled_map", "pooled_map_with_residual",
@@ -205,33 +206,11 @@ def _map_value_and_grad(spec: ModelSpec, step: Any) -> Any:
 
 
 def _build_map_value_and_grad(spec: ModelSpec, step: Any) -> Any:
-    params = spec.parameters
-    lik = spec.likelihood
-    names = params.names
-    P = len(names)
-    priors = [p.prior.to_numpyro() for p in params]  # type: ignore[union-attr]
-    noise_priors = lik.noise_priors()
-    noise_names = list(noise_priors)
-    noise_dists = [noise_priors[n].to_numpyro() for n in noise_names]
-    fixed = {k: jnp.asarray(v) for k, v in lik.fixed_noise().items()}
-    residual = spec.residual
-    K = len(noise_names)
+    dynamic = spec.residual.is_dynamic
+    log_density = point_log_density(spec, residual=dynamic, step=step)
 
     def neg_log_post(x, y, covs, mask):
-        z, log_noise, xr = x[:P], x[P:P + K], x[P + K:]
-        lp = sum(d.log_prob(z[i]) for i, d in enumerate(priors))
-        noise = dict(fixed)
-        for k, (n, d) in enumerate(zip(noise_names, noise_dists, strict=True)):
-            noise[n] = jnp.exp(log_noise[k])
-            lp = lp + d.log_prob(noise[n]) + log_noise[k]  # log-Jacobian of exp
-        natural = params.to_natural(z)
-        mean = spec.mean_fn({n: natural[i] for i, n in enumerate(names)}, covs)
-        if mask is None:
-            return -(lp + jnp.sum(lik.log_prob(y, mean, noise, covs)))
-        rp, lp_r = residual.map_params(xr)
-        mean, noise = _conditional(spec, y, mean, noise, covs, rp, step)
-        lp_y = jnp.where(mask, lik.log_prob(y, mean, noise, covs), 0.0)
-        return -(lp + lp_r + jnp.sum(lp_y))
+        return -log_density(x, y, mask, covs)
 
     return jax.jit(jax.value_and_grad(neg_log_post))
 
@@ -249,35 +228,22 @@ def _residual_scale(objective: Any, x0: np.ndarray, P: int, K: int) -> float:
     return float(grid[int(np.argmin(values))])
 
 
-def _conditional(spec: ModelSpec, y, mean, noise, covs, residual_params, step):
-    """Mean and noise of the one-step distribution under the spec's residual process."""
-    lik = spec.likelihood
-    c = covs[lik.scale_covariate] if lik.scale_covariate is not None else 1.0
-    mean, s = spec.residual.one_step(y, mean, c, residual_params, noise["sigma"], step)
-    return mean, {**noise, "sigma": s}
-
-
 def _row_loglik_fn(spec: ModelSpec, static: Any = None):
     """``f(z_g (P,), y (T,), mask (T,), covs, residual params, noise) -> log p(y_g | z_g)``
     on one padded row (with AR / GP residuals, the series' joint density given the residual
     parameters, laid out per row by the process's ``row_params``, whose static part, e.g.
     the GP's window, is ``static``). ``noise`` maps each learned noise parameter to its
-    value; the likelihood's fixed noise is added here. Data and noise are arguments, so the
-    compiled function serves any data of one shape."""
+    value. Data and noise are arguments, so the compiled function serves any data of one
+    shape."""
     params = spec.parameters
-    lik = spec.likelihood
-    fixed = {k: jnp.asarray(v) for k, v in lik.fixed_noise().items()}
 
     def row_loglik(zg, y_row, mask_row, cov_row, rp_row, noise):
         natural = params.to_natural(zg)
         p = {n: natural[i] for i, n in enumerate(params.names)}
-        mean = spec.mean_fn(p, cov_row)
-        noise_row = {**fixed, **noise}
-        if spec.residual.is_dynamic:
-            rp, step = spec.residual.row_args(rp_row, static)
-            mean, noise_row = _conditional(spec, y_row, mean, noise_row, cov_row, rp, step)
-        lp = lik.log_prob(y_row, mean, noise_row, cov_row)
-        return jnp.sum(jnp.where(mask_row, lp, 0.0))
+        residual = (spec.residual.row_args(rp_row, static) if spec.residual.is_dynamic
+                    else None)
+        return data_log_likelihood(spec, p, y_row, mask_row, cov_row, noise,
+                                   residual=residual)
 
     return row_loglik
 

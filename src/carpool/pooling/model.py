@@ -48,10 +48,12 @@ from carpool.parameters import ParameterTable
 from carpool.pooling.grouped import GroupedData, choose_layout
 from carpool.pooling.likelihoods import AbstractLikelihood
 from carpool.pooling.linear_mean import linear_mean_check
+from carpool.pooling.scoring import data_log_likelihood, one_step
 from carpool.pooling.spec import ModelSpec, PoolingConfig
 from carpool.priors import Prior
 
-__all__ = ["BuiltModel", "build_model", "latent_prior", "natural_params"]
+__all__ = ["GROUP_PLATE", "BuiltModel", "build_model", "build_plated_model", "latent_prior",
+           "natural_params"]
 
 
 def latent_prior(priors: list[Prior], batch_shape: tuple[int, ...] = ()) -> Any:
@@ -81,30 +83,49 @@ def natural_params(parameters: ParameterTable, z: Any) -> Any:
     return parameters.to_natural(z, axis=-1)
 
 
+#: Name of the plate over groups (the one SVI subsamples).
+GROUP_PLATE = "groups"
+
+
 @dataclass(frozen=True)
 class BuiltModel:
     """A NumPyro model function with the data and choices it was built with.
 
-    ``model(observed=True)`` conditions on the data; ``observed=False`` simulates ``obs``
-    (prior or posterior predictive). ``arrays`` is the pytree of JAX arrays the model reads
-    (observations, covariates, masks, indices, centring weights, a fixed tau);
-    ``model(observed, arrays=other)`` runs the same model on other arrays of the same
-    shapes, so a sampler compiled as a function of ``arrays`` serves every data set of that
-    shape (see :func:`carpool.inference.nuts.run_nuts`). ``layout`` is ``"padded"`` or ``"flat"``;
-    ``centring`` maps each parameter to ``"centred"`` / ``"noncentred"`` (hierarchical only).
+    ``model(observed=True, arrays=None, batch_size=None, likelihood=True)``:
+    ``observed=True`` conditions on the data, ``False`` simulates ``obs`` (prior or posterior
+    predictive). ``arrays`` is the pytree of JAX arrays the model reads (observations,
+    covariates, masks, indices, centring weights, a fixed tau); another pytree of the same
+    shapes runs the same model on other data, so a sampler compiled as a function of
+    ``arrays`` serves every data set of that shape (see :func:`carpool.inference.nuts.run_nuts`).
+    ``batch_size``: that many groups subsampled per call, the likelihood and the group
+    latents scaled by G / B (the padded layout and i.i.d. residuals only; for SVI).
+    ``likelihood=False``: the latent sites only, returning ``z``. ``layout`` is ``"padded"``
+    or ``"flat"``; ``centring`` maps each parameter to ``"centred"`` / ``"noncentred"`` /
+    ``"partial"`` (hierarchical only); ``order`` is the centring order (non-centred first);
+    ``weights`` the (G, P) centring weights. ``global_sites``: the latent sites outside the
+    plate over groups; ``local_sites``: ``(name, width)`` of the per-group sites inside it,
+    each (G, width), in the order their columns make up a group's latent vector in centring
+    order.
     """
 
-    model: Callable[..., None]
+    model: Callable[..., Any]
     spec: ModelSpec
     config: PoolingConfig
     data: GroupedData
     layout: str
     centring: Mapping[str, str]
-    order: tuple[int, ...]  # centring order of parameters (non-centred first)
-    arrays: Mapping[str, Any] = None  # type: ignore[assignment]
+    order: tuple[int, ...]
+    arrays: Mapping[str, Any]
+    weights: np.ndarray
+    global_sites: tuple[str, ...]
+    local_sites: tuple[tuple[str, int], ...]
 
     def __call__(self, observed: bool = True) -> None:
         self.model(observed)
+
+    def latents(self, observed: bool = True, batch_size: int | None = None) -> Any:
+        """The latent sites without the likelihood; returns ``z``, (P,) or (B, P)."""
+        return self.model(observed, batch_size=batch_size, likelihood=False)
 
 
 def build_model(
@@ -117,6 +138,10 @@ def build_model(
     weights: Any = None,
 ) -> BuiltModel:
     """Build the NumPyro model of ``spec`` on ``data`` in ``config.pooling`` mode.
+
+    This is carpool's one posterior: NUTS samples it, SVI subsamples it (``batch_size``),
+    and the per-group densities of separate fits and of the centring choice score the same
+    terms (:func:`carpool.pooling.scoring.point_log_density`).
 
     Parameters
     ----------
@@ -142,6 +167,7 @@ def build_model(
     if config.use_levels and data.level_index is None:
         raise InputError("levels requested but the data have no level column")
     P, G = len(params), data.num_groups
+    pooling = config.pooling
     priors = [p.prior for p in params]
     lik = spec.likelihood
     noise_priors = lik.noise_priors()
@@ -153,24 +179,27 @@ def build_model(
         # a residual process runs along each group's series: the padded (G, T) layout holds
         # every series as a row in time order, so lags never cross a group boundary
         # (simulated ``obs`` still come back flat, (n,), as with the flat layout)
-        residual.check(config.pooling, data.level_index is not None)
+        residual.check(pooling, data.level_index is not None)
         layout = "padded"
+    elif pooling == "pooled" and layout == "auto":
+        layout = "flat"
     else:
-        layout = "flat" if config.pooling == "pooled" else choose_layout(data, layout)
+        layout = choose_layout(data, layout)
 
     if centring is None:
         centring = {n: ("noncentred" if config.param_choice(n) == "auto"
                         else config.param_choice(n)) for n in params.names}
-    correlated = config.resolve_correlated(G, P) and P > 1
+    correlated = pooling == "hierarchical" and config.resolve_correlated(G, P) and P > 1
     if "partial" in centring.values() and correlated:
         raise InputError("partial centring needs a diagonal population (correlated=False)")
     if weights is None:
         weights = np.stack([np.full(G, 1.0 if centring[n] == "centred" else 0.0)
                             for n in params.names], axis=1)
+    weights = np.asarray(weights, dtype=float)
     nc = [i for i, n in enumerate(params.names) if centring[n] == "noncentred"]
     cc = [i for i, n in enumerate(params.names) if centring[n] in ("centred", "partial")]
     order = tuple(nc + cc)
-    inverse = np.argsort(order)
+    o, inverse, n_nc = jnp.asarray(order), jnp.asarray(np.argsort(order)), len(nc)
 
     # data as JAX arrays in the chosen layout: one pytree, the model's argument
     if layout == "padded":
@@ -180,116 +209,163 @@ def build_model(
         arrays = {"y": data.y, "covs": dict(data.covariates), "mask": None}
     arrays["group_index"] = data.group_index
     arrays["level_index"] = data.level_index
-    arrays["weights"] = np.asarray(weights, dtype=float)
+    arrays["weights"] = weights
     arrays["tau"] = config.fixed_tau(params) if config.tau_is_fixed else None
-    # the data-only parts of the summed log density, done once here instead of per gradient
+    # one scoring path per likelihood x layout, chosen here: a linear mean's projected
+    # statistics, else the likelihood's summed form (its data-only parts done once here),
+    # else each cell's density (with the positions where a censored likelihood's costly
+    # term runs)
+    arrays["projected"] = None if dynamic else projected_terms(spec, data)
     arrays["terms"] = lik.observed_terms(arrays["y"], arrays["mask"], arrays["covs"])
-    # else where a censored likelihood's observations sit at the bound (its costly term runs
-    # there)
     arrays["censored"] = (lik.censored_at(arrays["y"], arrays["mask"])
                           if arrays["terms"] is None else None)
-    # a mean linear in data features: each group's series as its projected statistics
-    arrays["projected"] = None if dynamic else projected_terms(spec, data)
     if dynamic:
-        scale_name = lik.scale_covariate
         step = residual.step_for(pad.covariates, int(data.group_sizes.max()))
         arrays["flat_index"] = (data.group_index, data.positions())
     default_arrays = _as_jax(arrays)
     tau_priors = [config.hyperpriors.tau_prior(n) for n in params.names]
-    eta = config.hyperpriors.lkj_eta
 
-    def group_params(natural: Any, group_index: Any) -> dict[str, Any]:
-        if config.pooling == "pooled":
-            return {n: natural[i] for i, n in enumerate(params.names)}
-        if layout == "padded":
-            return {n: natural[:, i:i + 1] for i, n in enumerate(params.names)}
-        return {n: natural[group_index, i] for i, n in enumerate(params.names)}
-
-    def hierarchical_latent(a: Mapping[str, Any]) -> Any:
-        level_index = a["level_index"]
+    def population(a: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+        """The population's sites: mean, scales, level means (K, P) or None, L_corr."""
         mu = numpyro.sample("mu", latent_prior(priors))
         tau = (numpyro.sample("tau", latent_prior(tau_priors)) if a["tau"] is None
                else a["tau"])
+        level_mu = None
         if config.use_levels:
-            K = data.num_levels
             tau_level = numpyro.sample(
                 "tau_level", latent_prior([config.hyperpriors.tau_level] * P))
-            level_eta = numpyro.sample("level_eta", dist.Normal(0.0, 1.0).expand((K, P))
-                                       .to_event(2))
-            centre = (mu + tau_level * level_eta)[level_index]
-        else:
-            centre = jnp.broadcast_to(mu, (G, P))
-        if not correlated:
+            level_eta = numpyro.sample("level_eta", dist.Normal(0.0, 1.0)
+                                       .expand((data.num_levels, P)).to_event(2))
+            level_mu = mu + tau_level * level_eta
+        L = (numpyro.sample("L_corr", dist.LKJCholesky(P, config.hyperpriors.lkj_eta))
+             if correlated else None)
+        return mu, tau, level_mu, L
+
+    def group_latent(a: Mapping[str, Any], pick: Callable[[Any], Any], B: int,
+                     mu: Any, tau: Any, level_mu: Any, L: Any) -> Any:
+        """Latent values (B, P) of the plate's groups, sampled inside the plate."""
+        centre = (jnp.broadcast_to(mu, (B, P)) if level_mu is None
+                  else level_mu[pick(a["level_index"])])
+        if L is None:
             # partially non-centred (weights 1 = centred, 0 = non-centred), exact for any w
-            w = a["weights"]
-            x = numpyro.sample("z_dec", dist.Normal(w * centre, tau**w).to_event(2))
-            return numpyro.deterministic("z", centre + tau ** (1.0 - w) * (x - w * centre))
-        # a correlated population: permute to centring order (non-centred first)
-        o = jnp.asarray(order)
+            w = pick(a["weights"])
+            x = numpyro.sample("z_dec", dist.Normal(w * centre, tau**w).to_event(1))
+            return centre + tau ** (1.0 - w) * (x - w * centre)
+        # a correlated population in centring order (non-centred first)
         centre_o, tau_o = centre[:, o], tau[o]
-        L = numpyro.sample("L_corr", dist.LKJCholesky(P, concentration=eta))
-        n_nc = len(nc)
-        parts = []
-        eps_n = None
+        parts, eps_n = [], None
         if n_nc:
-            eps_n = numpyro.sample("z_nc", dist.Normal(0.0, 1.0).expand((G, n_nc)).to_event(2))
-            x_n = eps_n @ L[:n_nc, :n_nc].T
-            parts.append(centre_o[:, :n_nc] + tau_o[:n_nc] * x_n)
-        if len(cc):
+            eps_n = numpyro.sample("z_nc", dist.Normal(0.0, 1.0).expand((n_nc,)).to_event(1))
+            parts.append(centre_o[:, :n_nc] + tau_o[:n_nc] * (eps_n @ L[:n_nc, :n_nc].T))
+        if cc:
             loc_c = centre_o[:, n_nc:]
             if eps_n is not None:
                 loc_c = loc_c + tau_o[n_nc:] * (eps_n @ L[n_nc:, :n_nc].T)
             scale_tril = tau_o[n_nc:, None] * L[n_nc:, n_nc:]
-            d = dist.MultivariateNormal(loc_c, scale_tril=scale_tril)
-            parts.append(numpyro.sample("theta_c", d.to_event(1)))
-        theta_o = jnp.concatenate(parts, axis=-1)
-        return numpyro.deterministic("z", theta_o[:, jnp.asarray(inverse)])
+            parts.append(numpyro.sample(
+                "theta_c", dist.MultivariateNormal(loc_c, scale_tril=scale_tril)))
+        return jnp.concatenate(parts, axis=-1)[:, inverse]
 
-    def model(observed: bool = True, arrays: Mapping[str, Any] | None = None) -> None:
+    def named(natural: Any, index: Any) -> dict[str, Any]:
+        """Each parameter's values where the observations of the layout need them."""
+        if natural.ndim == 1:
+            return {n: natural[i] for i, n in enumerate(params.names)}
+        if index is None:  # padded rows
+            return {n: natural[:, i:i + 1] for i, n in enumerate(params.names)}
+        return {n: natural[index, i] for i, n in enumerate(params.names)}
+
+    def model(observed: bool = True, arrays: Mapping[str, Any] | None = None,
+              batch_size: int | None = None, likelihood: bool = True) -> Any:
         a = default_arrays if arrays is None else arrays
-        y_obs, covs, mask, level_index = a["y"], a["covs"], a["mask"], a["level_index"]
-        if config.pooling == "pooled":
-            z = numpyro.sample("z", latent_prior(priors))
-        elif config.pooling == "unpooled":
-            z = numpyro.sample("z", latent_prior(priors, (G,)).to_event(1))
-        else:
-            z = hierarchical_latent(a)
-        natural = natural_params(params, z)
         noise = dict(fixed_noise)
+        z = numpyro.sample("z", latent_prior(priors)) if pooling == "pooled" else None
+        pop = population(a) if pooling == "hierarchical" else None
+        groups = numpyro.plate(GROUP_PLATE, G, subsample_size=batch_size)
+        with groups as idx:
+            B = G if batch_size is None else batch_size
+            pick = (lambda v: v) if batch_size is None else (lambda v: v[idx])
+            if pooling == "unpooled":
+                z = numpyro.sample("z", latent_prior(priors))
+            elif pop is not None:
+                z = numpyro.deterministic("z", group_latent(a, pick, B, *pop))
         for name, prior in noise_priors.items():
             noise[name] = numpyro.sample(name, prior.to_numpyro())
+        if not likelihood:
+            return z
+        natural = natural_params(params, z)
+        if batch_size is not None:  # a subsample of whole padded rows, scaled by G / B
+            if dynamic or layout != "padded":
+                raise InputError("subsampling groups needs the padded layout and i.i.d. "
+                                 "residuals")
+            with groups:
+                covs = {k: v[idx] for k, v in a["covs"].items()}
+                d = lik.distribution(spec.mean_fn(named(natural, None), covs), noise, covs)
+                numpyro.sample("obs", d.mask(a["mask"][idx]).to_event(1),
+                               obs=a["y"][idx] if observed else None)
+            return z
+        y_obs, covs, mask = a["y"], a["covs"], a["mask"]
         if observed and a["projected"] is not None:
-            beta = spec.linear_mean.coefficients(
-                {n: natural[..., i] for i, n in enumerate(params.names)})
-            numpyro.factor("obs", lik.projected_log_prob(a["projected"], beta, noise))
-            return
-        mean = spec.mean_fn(group_params(natural, a["group_index"]), covs)
+            group = {n: natural[..., i] for i, n in enumerate(params.names)}
+            numpyro.factor("obs", data_log_likelihood(spec, group, y_obs, mask, covs, noise,
+                                                      terms=a["projected"]))
+            return z
+        p = named(natural, None if layout == "padded" else a["group_index"])
+        process = None
         if dynamic:
-            rp = residual.sample_params(num_groups=G, level_index=level_index,
-                                        num_levels=data.num_levels, pooling=config.pooling)
-            c = covs[scale_name] if scale_name is not None else 1.0
-            if not observed:  # simulate whole residual series (prior / posterior predictive)
-                white = numpyro.sample("residual_white",
-                                       dist.Normal(0.0, 1.0).expand(mean.shape).to_event(2))
-                y = mean + residual.simulate(white, rp, noise["sigma"], step) * c
-                if lik.lower is not None:
-                    y = jnp.maximum(y, lik.lower)
-                numpyro.deterministic("obs", y[a["flat_index"]])
-                return
-            mean, s_cond = residual.one_step(y_obs, mean, c, rp, noise["sigma"], step)
-            noise = {**noise, "sigma": s_cond}
+            rp = residual.sample_params(num_groups=G, level_index=a["level_index"],
+                                        num_levels=data.num_levels, pooling=pooling)
+            process = (rp, step)
         if observed and a["terms"] is not None:
-            numpyro.factor("obs", lik.summed_log_prob(a["terms"], y_obs, mean, noise))
-            return
+            numpyro.factor("obs", data_log_likelihood(spec, p, y_obs, mask, covs, noise,
+                                                      terms=a["terms"], residual=process))
+            return z
+        mean = spec.mean_fn(p, covs)
+        if dynamic and not observed:  # simulate whole residual series (prior / predictive)
+            c = covs[lik.scale_covariate] if lik.scale_covariate is not None else 1.0
+            white = numpyro.sample("residual_white",
+                                   dist.Normal(0.0, 1.0).expand(mean.shape).to_event(2))
+            y = mean + residual.simulate(white, rp, noise["sigma"], step) * c
+            if lik.lower is not None:
+                y = jnp.maximum(y, lik.lower)
+            numpyro.deterministic("obs", y[a["flat_index"]])
+            return z
+        if dynamic:
+            mean, noise = one_step(spec, y_obs, mean, noise, covs, rp, step)
         censored = {} if a["censored"] is None else {"censored_at": a["censored"]}
         d = lik.distribution(mean, noise, covs, **censored)
         if mask is not None:
             d = d.mask(mask)
         numpyro.sample("obs", d.to_event(len(d.batch_shape)),
                        obs=y_obs if observed else None)
+        return z
 
+    noise_sites = tuple(noise_priors)
+    if pooling == "pooled":
+        global_sites: tuple[str, ...] = ("z", *noise_sites)
+        local_sites: tuple[tuple[str, int], ...] = ()
+    elif pooling == "unpooled":
+        global_sites, local_sites = noise_sites, (("z", P),)
+    else:
+        global_sites = ("mu", *(("tau",) if not config.tau_is_fixed else ()),
+                        *(("tau_level", "level_eta") if config.use_levels else ()),
+                        *(("L_corr",) if correlated else ()), *noise_sites)
+        local_sites = ((("z_dec", P),) if not correlated else
+                       tuple((n, k) for n, k in (("z_nc", n_nc), ("theta_c", len(cc))) if k))
     return BuiltModel(model, spec, config, data, layout, dict(centring), order,
-                      default_arrays)
+                      default_arrays, weights, global_sites, local_sites)
+
+
+def build_plated_model(spec: ModelSpec, data: GroupedData, config: PoolingConfig, *,
+                       centring: Mapping[str, str] | None = None,
+                       weights: Any = None) -> BuiltModel:
+    """:func:`build_model` in the padded layout, for SVI's subsampled groups (``model(...,
+    batch_size=B)``); i.i.d. residuals only (AR / GP residual parameters can be per group,
+    which subsampling does not support: use NUTS for them)."""
+    if spec.residual.is_dynamic:
+        raise InputError(f"{spec.residual.name} residuals need NUTS (method='nuts'); SVI "
+                         "supports the i.i.d. residual only")
+    return build_model(spec, data, config, centring=centring, layout="padded",
+                       weights=weights)
 
 
 def projected_terms(spec: ModelSpec, data: GroupedData, *, seed: int = 0
