@@ -107,11 +107,14 @@ def test_fix_and_free():
 
 
 # -- parameter tables ----------------------------------------------------------------------
-@pytest.mark.parametrize("name", BUILTIN)
-def test_latent_priors_cover_the_published_plausible_ranges(name):
+@pytest.mark.parametrize("name", [*BUILTIN, "linear_acc"])
+def test_default_latent_priors_cover_the_published_plausible_ranges(name):
+    from carpool.models.carfollowing import default_priors
+
     model = cf.get_model(name)
     assert set(model.plausible_ranges) == set(model.parameter_names)
-    for parameter in model.parameters:
+    assert all(p.prior is None for p in model.parameters)  # physics declares no priors
+    for parameter in default_priors(model):
         assert parameter.transform == "log" and parameter.unit
         assert parameter.prior.family == "normal" and parameter.prior.params["loc"] == 0.0
         low, high = model.plausible_ranges[parameter.name]

@@ -40,8 +40,11 @@ class Parameter:
         Natural-unit reference value: the latent origin ``z = 0``.
     prior
         Prior on the latent value for pooled / unpooled fits, and on the population mean of a
-        hierarchical fit. ``None`` is allowed only to be rejected with a clear error when a
-        model is built.
+        hierarchical fit. ``None``: no prior here (the physics tables of
+        :mod:`carpool.carfollowing`, whose priors the spec builder
+        :func:`carpool.models.carfollowing.carfollowing_spec` attaches); fitting a spec
+        with a parameter without a prior raises :class:`~carpool.errors.InputError`
+        (:meth:`ParameterTable.check_priors`).
     description
         One line for humans, with the source of the reference value where there is one.
     """
@@ -158,10 +161,11 @@ class ParameterTable(Sequence[Parameter]):
         return self.names.index(name)
 
     def check_priors(self) -> None:
-        """Raise a clear error if any parameter has no prior."""
+        """Raise :class:`~carpool.errors.InputError` naming the parameters without a prior."""
         missing = [p.name for p in self._params if p.prior is None]
         if missing:
-            raise InputError(f"parameters without a prior: {missing}; give each a Prior")
+            raise InputError(f"parameters without a prior: {missing}; give each a latent "
+                             "prior, e.g. table.replace(name, prior=Normal(0.0, 0.5))")
 
     def latent_prior_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Location and scale of each parameter's Normal latent prior, shape (P,) each.

@@ -35,11 +35,12 @@ and ``s0`` and is poorly identified from ordinary car-following data. Its defaul
 
 Reference values are the means of Gipps' (1981) simulated driver population: ``a`` 1.7
 m/s^2, ``b = 2a = 3.4`` m/s^2, ``V`` 20 m/s, effective size 6.5 m (``s0`` = 6.5 m minus a
-4.5 m car = 2 m), ``tau = 2/3`` s. Latent priors are ``Normal(0, s)`` on the log scale with
-``s`` chosen so that the central 95% prior interval covers :data:`GIPPS_PLAUSIBLE_RANGES`
-(our rounded-outwards summary of calibrated Gipps parameters in the literature, see e.g.
-the review of Ciuffo, Punzo & Montanino 2012; treat the priors as weakly informative, not
-as published priors).
+4.5 m car = 2 m), ``tau = 2/3`` s. Every parameter is log-transformed. The plausible
+ranges :data:`GIPPS_PLAUSIBLE_RANGES` are our rounded-outwards summary of calibrated Gipps
+parameters in the literature (see e.g. the review of Ciuffo, Punzo & Montanino 2012). The
+latent priors are not part of the physics: the default ones
+(:data:`carpool.models.carfollowing.DEFAULT_LATENT_PRIOR_SD`) cover these ranges with their
+central 95% intervals and are weakly informative, not published priors.
 
 References
 ----------
@@ -61,7 +62,6 @@ from jax.typing import ArrayLike
 from carpool.carfollowing._numerics import safe_sqrt
 from carpool.carfollowing.model import CarFollowingModel, register_model
 from carpool.parameters import Parameter, ParameterTable
-from carpool.priors import Normal
 
 __all__ = [
     "GIPPS",
@@ -71,7 +71,8 @@ __all__ = [
     "gipps_target_speed",
 ]
 
-#: Plausible ranges (natural units) that the latent priors' 95% intervals cover.
+#: Plausible ranges (natural units) of the parameters; the default latent priors' 95%
+#: intervals cover them.
 GIPPS_PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
     "a": (0.8, 3.5),
     "b": (1.5, 7.0),
@@ -143,30 +144,29 @@ def gipps_acceleration(
     return (target - jnp.asarray(speed)) / params["tau"]
 
 
-def _parameter(name: str, unit: str, reference: float, scale: float, text: str) -> Parameter:
-    return Parameter(name, unit, transform="log", reference=reference,
-                     prior=Normal(0.0, scale), description=text)
+def _parameter(name: str, unit: str, reference: float, text: str) -> Parameter:
+    return Parameter(name, unit, transform="log", reference=reference, description=text)
 
 
 #: The leader-deceleration estimate as a calibrated parameter, for ``GIPPS.free(...)``.
 GIPPS_B_HAT_PARAMETER = _parameter(
-    "b_hat", "m/s^2", 3.2, 0.4,
+    "b_hat", "m/s^2", 3.2,
     "estimate of the leader's maximum deceleration; 3.2 m/s^2 = Gipps' (1981) rule "
     "max(3, (b + 3) / 2) at b = 3.4",
 )
 
 GIPPS_PARAMETERS = ParameterTable(
     [
-        _parameter("a", "m/s^2", 1.7, 0.4,
+        _parameter("a", "m/s^2", 1.7,
                    "maximum acceleration; 1.7 m/s^2, population mean of Gipps (1981)"),
-        _parameter("b", "m/s^2", 3.4, 0.45,
+        _parameter("b", "m/s^2", 3.4,
                    "maximum deceleration (positive); 3.4 m/s^2 = 2a, Gipps (1981)"),
-        _parameter("V", "m/s", 20.0, 0.4,
+        _parameter("V", "m/s", 20.0,
                    "desired speed; 20 m/s, population mean of Gipps (1981)"),
-        _parameter("s0", "m", 2.0, 0.5,
+        _parameter("s0", "m", 2.0,
                    "standstill margin (effective size minus length); 6.5 m effective "
                    "size of Gipps (1981) minus a 4.5 m car"),
-        _parameter("tau", "s", 2.0 / 3.0, 0.45,
+        _parameter("tau", "s", 2.0 / 3.0,
                    "reaction time; 2/3 s, Gipps (1981)"),
     ]
 )
@@ -180,7 +180,7 @@ GIPPS = CarFollowingModel(
         "Gipps (1981) safe-distance model in acceleration form (target speed - v) / tau, "
         "bumper-to-bumper gap with standstill margin s0, target speed clipped at 0, "
         "gradient-safe square root; b_hat fixed at 3.2 m/s^2 (free it with "
-        "GIPPS.free(GIPPS_B_HAT_PARAMETER)). Log-normal latent priors covering: "
+        "GIPPS.free(GIPPS_B_HAT_PARAMETER)). Plausible ranges: "
         + ", ".join(f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in GIPPS_PLAUSIBLE_RANGES.items())
     ),
     reference=(

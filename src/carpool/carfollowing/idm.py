@@ -20,14 +20,14 @@ follower by more than ``2 T sqrt(ab)`` (about 4.7 m/s at the reference values), 
 a little of the follower's acceleration is at stake; register a variant model if you need
 the clipped form.
 
-Parameter references and priors. Each parameter is log-transformed, ``natural =
-reference * exp(z)`` with latent prior ``z ~ Normal(0, s)``; ``s`` is chosen so that the
-prior's central 95% interval ``reference * exp(+-1.96 s)`` covers the plausible range in
-:data:`IDM_PLAUSIBLE_RANGES` (checked by the tests). Sources: Treiber, Hennecke & Helbing
-(2000) and Treiber & Kesting (2013, Ch. 11), which give typical values
-v0 = 120 km/h (motorway) or 54 km/h (city), T = 1.0-2.0 s, s0 = 2 m, a = 0.8-2.5 m/s^2
-and b = 1-2 m/s^2 (calibrations to trajectory data, e.g. Kesting & Treiber 2008, spread
-somewhat wider, which the ranges below allow for).
+Parameter references and ranges. Each parameter is log-transformed, ``natural =
+reference * exp(z)``. The latent priors are not part of the physics: the default ones
+(:data:`carpool.models.carfollowing.DEFAULT_LATENT_PRIOR_SD`) are chosen so that their
+central 95% intervals cover the plausible ranges in :data:`IDM_PLAUSIBLE_RANGES`. Sources:
+Treiber, Hennecke & Helbing (2000) and Treiber & Kesting (2013, Ch. 11), which give
+typical values v0 = 120 km/h (motorway) or 54 km/h (city), T = 1.0-2.0 s, s0 = 2 m,
+a = 0.8-2.5 m/s^2 and b = 1-2 m/s^2 (calibrations to trajectory data, e.g. Kesting &
+Treiber 2008, spread somewhat wider, which the ranges below allow for).
 
 References
 ----------
@@ -52,7 +52,6 @@ from jax.typing import ArrayLike
 from carpool.carfollowing._numerics import safe_power
 from carpool.carfollowing.model import CarFollowingModel, LinearForm, register_model
 from carpool.parameters import Parameter, ParameterTable
-from carpool.priors import Normal
 
 __all__ = [
     "IDM",
@@ -87,7 +86,8 @@ IDM_ZHANG_SUN_REFERENCE: dict[str, float] = {
     "b": 1.67,
 }
 
-#: Plausible ranges (natural units) that the latent priors' 95% intervals cover.
+#: Plausible ranges (natural units) of the parameters; the default latent priors' 95%
+#: intervals cover them.
 IDM_PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
     "v0": (14.0, 45.0),  # 50 km/h city .. 160 km/h motorway
     "s0": (1.0, 5.0),
@@ -241,38 +241,36 @@ def idm_equilibrium_gap(
     return jnp.where(has_equilibrium, gap, jnp.inf)
 
 
-def _log_normal_parameter(
-    name: str, unit: str, reference: float, scale: float, description: str
-) -> Parameter:
+def _log_parameter(name: str, unit: str, reference: float, description: str) -> Parameter:
     return Parameter(name, unit, transform="log", reference=reference,
-                     prior=Normal(0.0, scale), description=description)
+                     description=description)
 
 
 IDM_PARAMETERS = ParameterTable(
     [
-        _log_normal_parameter(
-            "v0", "m/s", 30.0, 0.4,
+        _log_parameter(
+            "v0", "m/s", 30.0,
             "desired speed; 30 m/s (108 km/h) motorway reference, between the 120 km/h "
             "motorway and 54 km/h city values of Treiber & Kesting (2013, Ch. 11); "
             "weakly identified in congested data",
         ),
-        _log_normal_parameter(
-            "s0", "m", 2.0, 0.5,
+        _log_parameter(
+            "s0", "m", 2.0,
             "minimum (jam) gap; 2 m, Treiber, Hennecke & Helbing (2000), "
             "Treiber & Kesting (2013)",
         ),
-        _log_normal_parameter(
-            "T", "s", 1.5, 0.4,
+        _log_parameter(
+            "T", "s", 1.5,
             "safe time gap; 1.5 s, inside 1.0-2.0 s of Treiber & Kesting (2013) and near "
             "1.6 s of Treiber, Hennecke & Helbing (2000)",
         ),
-        _log_normal_parameter(
-            "a", "m/s^2", 1.5, 0.4,
+        _log_parameter(
+            "a", "m/s^2", 1.5,
             "maximum acceleration; 1.5 m/s^2, inside 0.8-2.5 m/s^2 of Treiber & Kesting "
             "(2013), as in Zhang & Sun (2023)",
         ),
-        _log_normal_parameter(
-            "b", "m/s^2", 1.67, 0.4,
+        _log_parameter(
+            "b", "m/s^2", 1.67,
             "comfortable deceleration; 1.67 m/s^2, Treiber, Hennecke & Helbing (2000), "
             "inside 1-2 m/s^2 of Treiber & Kesting (2013)",
         ),
@@ -286,9 +284,8 @@ IDM = CarFollowingModel(
     constants={"delta": IDM_DELTA},
     description=(
         "Intelligent Driver Model, plain (unclipped) desired gap s* = s0 + vT + v dv/"
-        "(2 sqrt(ab)), delta = 4. Log-normal latent priors whose 95% intervals cover the "
-        "plausible ranges of Treiber & Kesting (2013) and trajectory calibrations "
-        "(Kesting & Treiber 2008): " + ", ".join(
+        "(2 sqrt(ab)), delta = 4. Plausible ranges from Treiber & Kesting (2013) and "
+        "trajectory calibrations (Kesting & Treiber 2008): " + ", ".join(
             f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in IDM_PLAUSIBLE_RANGES.items()
         )
     ),

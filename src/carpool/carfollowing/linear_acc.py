@@ -14,9 +14,11 @@ drivers brake early when closing in, is nearly absent, and the IDM's comfortable
 ``b`` then runs off to implausible values (measured on the bundled platoon: b > 50 m/s^2 for
 two of four vehicles). This model's parameters are all identified by such data.
 
-Priors: log-normal around the references ``k_gap = 0.23 1/s^2``, ``k_speed = 0.2 1/s``,
-``s0 = 2 m``, ``T = 1.2 s``; the 95% prior intervals cover :data:`LINEAR_ACC_PLAUSIBLE_RANGES`
-(our weakly informative choice, not published priors).
+Every parameter is log-transformed around the references ``k_gap = 0.23 1/s^2``,
+``k_speed = 0.2 1/s``, ``s0 = 2 m``, ``T = 1.2 s``. The latent priors are not part of the
+physics: the default ones (:data:`carpool.models.carfollowing.DEFAULT_LATENT_PRIOR_SD`) cover
+:data:`LINEAR_ACC_PLAUSIBLE_RANGES` with their central 95% intervals (our weakly informative
+choice, not published priors).
 
 References
 ----------
@@ -37,12 +39,12 @@ from jax.typing import ArrayLike
 
 from carpool.carfollowing.model import CarFollowingModel, LinearForm, register_model
 from carpool.parameters import Parameter, ParameterTable
-from carpool.priors import Normal
 
 __all__ = ["LINEAR_ACC", "LINEAR_ACC_FEATURES", "LINEAR_ACC_PLAUSIBLE_RANGES",
            "linear_acc_acceleration", "linear_acc_coefficients", "linear_acc_features"]
 
-#: Plausible ranges (natural units) covered by the latent priors' 95% intervals.
+#: Plausible ranges (natural units) of the parameters; the default latent priors' 95%
+#: intervals cover them.
 LINEAR_ACC_PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
     "k_gap": (0.04, 1.2),
     "k_speed": (0.03, 1.4),
@@ -93,14 +95,14 @@ def linear_acc_coefficients(params: Mapping[str, ArrayLike], constants: Mapping[
 LINEAR_ACC = CarFollowingModel(
     name="linear_acc",
     parameters=ParameterTable([
-        Parameter("k_gap", "1/s^2", "log", 0.23, Normal(0.0, 0.9),
-                  "gap gain; 0.23 1/s^2 (Milanes & Shladover 2014)"),
-        Parameter("k_speed", "1/s", "log", 0.2, Normal(0.0, 1.0),
-                  "speed-difference gain; 0.07 1/s in Milanes & Shladover (2014), larger in "
-                  "later calibrations of commercial ACC"),
-        Parameter("s0", "m", "log", 2.0, Normal(0.0, 0.5), "standstill gap"),
-        Parameter("T", "s", "log", 1.2, Normal(0.0, 0.4),
-                  "time gap; commercial ACC settings span about 1-2 s"),
+        Parameter("k_gap", "1/s^2", "log", 0.23,
+                  description="gap gain; 0.23 1/s^2 (Milanes & Shladover 2014)"),
+        Parameter("k_speed", "1/s", "log", 0.2,
+                  description="speed-difference gain; 0.07 1/s in Milanes & Shladover "
+                  "(2014), larger in later calibrations of commercial ACC"),
+        Parameter("s0", "m", "log", 2.0, description="standstill gap"),
+        Parameter("T", "s", "log", 1.2,
+                  description="time gap; commercial ACC settings span about 1-2 s"),
     ]),
     acceleration_fn=linear_acc_acceleration,
     description="Linear constant-time-gap ACC controller (Milanes & Shladover 2014)",

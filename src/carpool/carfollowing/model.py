@@ -1,9 +1,11 @@
 """The car-following model abstraction and the model registry.
 
 A :class:`CarFollowingModel` bundles a pure JAX acceleration function with the table of its
-calibrated parameters (names, units, reference values, latent priors) and its fixed
+calibrated parameters (names, units, latent transforms, reference values) and its fixed
 constants. The pooling layer sees only the parameter table and a mean function; the
-physics stays here and never imports NumPyro.
+physics stays here and never imports NumPyro. Priors are not physics: the default latent
+priors of the built-in models live with their pooling specs
+(:data:`carpool.models.carfollowing.DEFAULT_LATENT_PRIOR_SD`).
 
 Adding your own model
 ---------------------
@@ -16,7 +18,6 @@ and it must broadcast parameters against the state element-wise.
 >>> import jax.numpy as jnp
 >>> from carpool.carfollowing import CarFollowingModel, get_model, register_model
 >>> from carpool.parameters import Parameter, ParameterTable
->>> from carpool.priors import Normal
 >>> def relaxation_acceleration(params, speed, gap, leader_speed, constants):
 ...     # relax towards the speed that keeps a time gap T behind the leader
 ...     target = jnp.clip((gap - constants["s0"]) / params["T"], 0.0, leader_speed + 5.0)
@@ -24,9 +25,8 @@ and it must broadcast parameters against the state element-wise.
 >>> relaxation = CarFollowingModel(
 ...     name="relaxation",
 ...     parameters=ParameterTable([
-...         Parameter("T", "s", transform="log", reference=1.5, prior=Normal(0.0, 0.4),
-...                   description="time gap"),
-...         Parameter("tau", "s", transform="log", reference=2.0, prior=Normal(0.0, 0.5),
+...         Parameter("T", "s", transform="log", reference=1.5, description="time gap"),
+...         Parameter("tau", "s", transform="log", reference=2.0,
 ...                   description="relaxation time"),
 ...     ]),
 ...     acceleration_fn=relaxation_acceleration,
@@ -41,7 +41,11 @@ and it must broadcast parameters against the state element-wise.
 0.0
 
 Once registered, the name can be used wherever carpool accepts a model name (the command
-line, :func:`carpool.testing.simulate_drivers`, the rollouts).
+line, :func:`carpool.testing.simulate_drivers`, the rollouts). To *fit* it, each calibrated
+parameter also needs a prior on its latent value: give it one in the table, e.g.
+``Parameter("T", "s", transform="log", reference=1.5, prior=Normal(0.0, 0.4))`` with
+:class:`carpool.priors.Normal`. A fit of a model whose parameters lack priors stops with an
+error naming them (only the built-in models have default priors).
 """
 
 from __future__ import annotations
@@ -124,8 +128,10 @@ class CarFollowingModel:
     name
         Registry name (``"idm"``), a Python identifier.
     parameters
-        The calibrated parameters, in natural units, with their latent transforms, reference
-        values and latent priors.
+        The calibrated parameters, in natural units, with their latent transforms and
+        reference values. Latent priors are optional here: a fit uses those given, and
+        the built-in models' defaults
+        (:data:`carpool.models.carfollowing.DEFAULT_LATENT_PRIOR_SD`) for the rest.
     acceleration_fn
         Pure JAX function ``(params, speed, gap, leader_speed, constants) -> acceleration``;
         see :data:`AccelerationFn`. It receives every calibrated *and* every fixed parameter
@@ -138,7 +144,8 @@ class CarFollowingModel:
         Bibliographic reference(s) of the model.
     plausible_ranges
         ``{name: (low, high)}`` published plausible ranges of the parameters in natural
-        units; the latent priors are chosen so that their central 95% intervals cover them.
+        units; the built-in models' default latent priors are chosen so that their central
+        95% intervals cover them.
     physical_ranges
         ``{name: (low, high)}`` wider bounds, natural units: a driver whose estimate falls
         outside them is not a physically meaningful driver of this model, and the fits
@@ -220,7 +227,8 @@ class CarFollowingModel:
         return self._key() == other._key() and self.parameters == other.parameters
 
     def __hash__(self) -> int:
-        # The parameter table holds priors with dict fields, so it is left out of the hash.
+        # The parameter table may hold priors with dict fields, so it is left out of the
+        # hash.
         return hash(self._key())
 
     # -- convenience ----------------------------------------------------------------------

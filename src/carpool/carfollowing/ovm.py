@@ -29,10 +29,12 @@ headway measured front-to-front minus a 5 m vehicle length, i.e. ``v0 = 14.66 m/
 ``s_c = 12.08 m``, ``w = 7.69 m``, ``s0 = 2.32 m``; ``kappa = 0.85 1/s`` for the OVM
 (Helbing & Tilch 1998)
 and ``kappa = 0.41 1/s``, ``lambda = 0.5 1/s`` for the FVDM (Jiang, Wu & Zhu 2001). Note the
-urban-scale ``v0``: motorway data need a larger desired speed, which the prior allows.
-Latent priors are ``Normal(0, s)`` on the log scale with ``s`` chosen so that the 95% prior
-interval covers the ranges in :data:`OVM_PLAUSIBLE_RANGES` / :data:`FVDM_PLAUSIBLE_RANGES`
-(our weakly informative choice around the published values, not published priors).
+urban-scale ``v0``: motorway data need a larger desired speed, which the plausible range
+allows. Every parameter is log-transformed. The latent priors are not part of the physics:
+the default ones (:data:`carpool.models.carfollowing.DEFAULT_LATENT_PRIOR_SD`) cover the
+ranges in :data:`OVM_PLAUSIBLE_RANGES` / :data:`FVDM_PLAUSIBLE_RANGES` with their central
+95% intervals (our weakly informative choice around the published values, not published
+priors).
 
 References
 ----------
@@ -54,7 +56,6 @@ from jax.typing import ArrayLike
 
 from carpool.carfollowing.model import CarFollowingModel, register_model
 from carpool.parameters import Parameter, ParameterTable
-from carpool.priors import Normal
 
 __all__ = [
     "FVDM",
@@ -66,7 +67,8 @@ __all__ = [
     "ovm_acceleration",
 ]
 
-#: Plausible ranges (natural units) that the OVM latent priors' 95% intervals cover.
+#: Plausible ranges (natural units) of the OVM parameters; the default latent priors' 95%
+#: intervals cover them.
 OVM_PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
     "kappa": (0.2, 2.0),
     "v0": (8.0, 40.0),
@@ -75,7 +77,8 @@ OVM_PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
     "w": (3.0, 20.0),
 }
 
-#: Plausible ranges (natural units) that the FVDM latent priors' 95% intervals cover.
+#: Plausible ranges (natural units) of the FVDM parameters; the default latent priors'
+#: 95% intervals cover them.
 FVDM_PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
     "kappa": (0.1, 2.0),
     "lam": (0.1, 1.5),
@@ -167,20 +170,19 @@ def fvdm_acceleration(
     )
 
 
-def _parameter(name: str, unit: str, reference: float, scale: float, text: str) -> Parameter:
-    return Parameter(name, unit, transform="log", reference=reference,
-                     prior=Normal(0.0, scale), description=text)
+def _parameter(name: str, unit: str, reference: float, text: str) -> Parameter:
+    return Parameter(name, unit, transform="log", reference=reference, description=text)
 
 
 _V_OPT_PARAMETERS = [
-    _parameter("v0", "m/s", 14.66, 0.55,
+    _parameter("v0", "m/s", 14.66,
                "desired (free) speed V1 + V2 of Helbing & Tilch (1998): 6.75 + 7.91 m/s"),
-    _parameter("s0", "m", 2.32, 0.5,
+    _parameter("s0", "m", 2.32,
                "jam gap, V_opt(s0) = 0; C2 / C1 - artanh(V1 / V2) / C1 of Helbing & Tilch "
                "(1998)"),
-    _parameter("s_c", "m", 12.08, 0.5,
+    _parameter("s_c", "m", 12.08,
                "inflection gap C2 / C1 of Helbing & Tilch (1998): 1.57 / 0.13 1/m"),
-    _parameter("w", "m", 7.69, 0.55,
+    _parameter("w", "m", 7.69,
                "width of the tanh step 1 / C1 of Helbing & Tilch (1998): 1 / 0.13 1/m"),
 ]
 
@@ -188,7 +190,7 @@ OVM = CarFollowingModel(
     name="ovm",
     parameters=ParameterTable(
         [
-            _parameter("kappa", "1/s", 0.85, 0.75,
+            _parameter("kappa", "1/s", 0.85,
                        "sensitivity (inverse relaxation time); 0.85 1/s, Helbing & Tilch "
                        "(1998) for the OVM"),
             *_V_OPT_PARAMETERS,
@@ -199,7 +201,7 @@ OVM = CarFollowingModel(
     description=(
         "Optimal Velocity Model kappa (V_opt(s) - v) with the Bando tanh optimal velocity "
         "in the Helbing & Tilch (1998) form, V_opt(s0) = 0, V_opt(inf) = v0, reference "
-        "values from their fit. Log-normal latent priors covering: "
+        "values from their fit. Plausible ranges: "
         + ", ".join(f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in OVM_PLAUSIBLE_RANGES.items())
     ),
     reference=(
@@ -213,10 +215,10 @@ FVDM = CarFollowingModel(
     name="fvdm",
     parameters=ParameterTable(
         [
-            _parameter("kappa", "1/s", 0.41, 0.85,
+            _parameter("kappa", "1/s", 0.41,
                        "sensitivity to the optimal velocity; 0.41 1/s, Jiang, Wu & Zhu "
                        "(2001)"),
-            _parameter("lam", "1/s", 0.5, 0.85,
+            _parameter("lam", "1/s", 0.5,
                        "sensitivity to the speed difference (lambda); 0.5 1/s, Jiang, Wu & "
                        "Zhu (2001)"),
             *_V_OPT_PARAMETERS,
@@ -226,8 +228,8 @@ FVDM = CarFollowingModel(
     constants={},
     description=(
         "Full Velocity Difference Model kappa (V_opt(s) - v) + lam (v_leader - v), same "
-        "optimal velocity as 'ovm'; kappa and lam from Jiang, Wu & Zhu (2001). Log-normal "
-        "latent priors covering: "
+        "optimal velocity as 'ovm'; kappa and lam from Jiang, Wu & Zhu (2001). Plausible "
+        "ranges: "
         + ", ".join(f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in FVDM_PLAUSIBLE_RANGES.items())
     ),
     reference=(

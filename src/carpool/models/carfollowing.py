@@ -9,13 +9,20 @@ exactly 0 m/s (a stop) is treated as left-censored at 0: the model's Gaussian st
 go negative there, and real speeds are clipped, not negative. The physics comes
 from :mod:`carpool.carfollowing` (IDM, Gipps, OVM, FVDM or a user's registered model).
 
+The physics modules declare each parameter's unit, latent transform and reference value
+but no prior; the priors of the car-following parameters live here.
+
 Prior presets (``priors=``):
 
 ``"default"``
     Weakly informative, centred on published reference values (see each model's parameter
-    table): latent log-parameters ~ Normal(0, 0.4-0.5), population scales tau ~ HalfNormal(0.5)
-    (drivers typically within ~+-50% of the population median), LKJ(2) correlation, noise
-    sigma ~ HalfNormal(1) m/s^2.
+    table): latent log-parameters ~ Normal(0, sd) with the sds of
+    :data:`DEFAULT_LATENT_PRIOR_SD` (0.4-0.5 for the IDM and Gipps), chosen so that the
+    central 95% interval ``reference * exp(+-1.96 sd)`` covers the model's plausible
+    ranges; population scales tau ~ HalfNormal(0.5) (drivers typically within ~+-50% of the
+    population median), LKJ(2) correlation, noise sigma ~ HalfNormal(1) m/s^2. A model of
+    your own takes the priors on its parameter table (``Parameter(..., prior=...)``); a
+    parameter with neither a prior there nor a built-in default is an error naming it.
 ``"treiber-kesting-2013"`` (IDM only)
     Literature-based priors for human drivers: population log-means centred on the highway
     values of Treiber & Kesting (2013, Table 11.2: v0 120 km/h, T 1.0 s, s0 2 m,
@@ -42,7 +49,16 @@ from typing import Any
 
 import pandas as pd
 
-from carpool.carfollowing import IDM_ZHANG_SUN_REFERENCE, as_model
+from carpool.carfollowing import (
+    FVDM,
+    GIPPS,
+    IDM,
+    IDM_ZHANG_SUN_REFERENCE,
+    LINEAR_ACC,
+    OVM,
+    CarFollowingModel,
+    as_model,
+)
 from carpool.errors import InputError
 from carpool.parameters import Parameter, ParameterTable
 from carpool.pooling.grouped import GroupedData
@@ -50,10 +66,25 @@ from carpool.pooling.likelihoods import Gaussian, JointGaussian
 from carpool.pooling.spec import Hyperpriors, ModelSpec
 from carpool.priors import Exponential, HalfNormal, Normal
 
-__all__ = ["carfollowing_spec", "trajectories_to_grouped", "PRIOR_PRESETS", "COVARIATES",
-           "LIKELIHOODS", "JOINT_COVARIATES"]
+__all__ = ["carfollowing_spec", "default_priors", "trajectories_to_grouped", "PRIOR_PRESETS",
+           "COVARIATES", "DEFAULT_LATENT_PRIOR_SD", "LIKELIHOODS", "JOINT_COVARIATES"]
 
 PRIOR_PRESETS = ("default", "treiber-kesting-2013", "zhang-sun-2023")
+#: Default latent priors of the built-in models: ``{model: {parameter: sd}}``, each
+#: log-transformed parameter ``natural = reference * exp(z)`` with ``z ~ Normal(0, sd)``.
+#: Each sd is chosen so that the central 95% interval ``reference * exp(+-1.96 sd)`` covers
+#: the model's ``plausible_ranges`` (sources in the physics modules). Gipps' ``b_hat`` is a
+#: constant unless freed with ``GIPPS.free(GIPPS_B_HAT_PARAMETER)``.
+DEFAULT_LATENT_PRIOR_SD: dict[str, dict[str, float]] = {
+    "idm": {"v0": 0.4, "s0": 0.5, "T": 0.4, "a": 0.4, "b": 0.4},
+    "gipps": {"a": 0.4, "b": 0.45, "V": 0.4, "s0": 0.5, "tau": 0.45, "b_hat": 0.4},
+    "ovm": {"kappa": 0.75, "v0": 0.55, "s0": 0.5, "s_c": 0.5, "w": 0.55},
+    "fvdm": {"kappa": 0.85, "lam": 0.85, "v0": 0.55, "s0": 0.5, "s_c": 0.5, "w": 0.55},
+    "linear_acc": {"k_gap": 0.9, "k_speed": 1.0, "s0": 0.5, "T": 0.4},
+}
+#: The built-in models by name: their defaults apply to models with the same name and
+#: acceleration function (so also to ``IDM.fix(...)`` and ``GIPPS.free(...)``).
+_BUILT_IN = {m.name: m for m in (IDM, GIPPS, OVM, FVDM, LINEAR_ACC)}
 #: Highway IDM values of Treiber & Kesting (2013, Table 11.2): v0 m/s (120 km/h), s0 m, T s,
 #: a and b m/s^2.
 IDM_TREIBER_KESTING_REFERENCE = {"v0": 120.0 / 3.6, "s0": 2.0, "T": 1.0, "a": 1.0, "b": 1.5}
@@ -153,6 +184,42 @@ def _reference_table(parameters: ParameterTable, reference: Mapping[str, float],
     ])
 
 
+def _attach_defaults(model: CarFollowingModel) -> ParameterTable:
+    """The model's parameter table, the built-in default prior on each parameter without one
+    (parameters that have a prior keep it)."""
+    built_in = _BUILT_IN.get(model.name)
+    defaults = (DEFAULT_LATENT_PRIOR_SD.get(model.name, {})
+                if built_in is not None and model.acceleration_fn is built_in.acceleration_fn
+                else {})
+    return ParameterTable(
+        p.with_prior(Normal(0.0, defaults[p.name]))
+        if p.prior is None and p.name in defaults and p.transform == "log" else p
+        for p in model.parameters
+    )
+
+
+def _require_priors(model: CarFollowingModel, table: ParameterTable) -> None:
+    missing = [p.name for p in table if p.prior is None]
+    if missing:
+        raise InputError(
+            f"car-following model {model.name!r}: parameters {missing} have no prior; give "
+            "each a latent prior in the model's table, e.g. Parameter(..., "
+            "prior=carpool.Normal(0.0, 0.5))")
+
+
+def default_priors(model: CarFollowingModel | str) -> ParameterTable:
+    """The parameter table of ``model`` with the ``"default"`` preset's latent priors.
+
+    A prior given on the model's table wins; a parameter without one takes the built-in
+    default of :data:`DEFAULT_LATENT_PRIOR_SD` (built-in models only). ``InputError`` names
+    the parameters that have neither.
+    """
+    cf = as_model(model)
+    table = _attach_defaults(cf)
+    _require_priors(cf, table)
+    return table
+
+
 def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str = "iid",
                       ar_pooling: str = "shared", gp_window_s: float | None = 10.0,
                       gp_method: str = "sliding", speed_limit: float | None = None,
@@ -165,7 +232,9 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
         A name from :func:`carpool.carfollowing.list_models` (``"idm"``, ``"gipps"``,
         ``"ovm"``, ``"fvdm"``, or one the user registered).
     priors
-        A preset from :data:`PRIOR_PRESETS` (see the module docstring).
+        A preset from :data:`PRIOR_PRESETS` (see the module docstring). With
+        ``"default"``, priors given on the model's parameter table win over the built-in
+        defaults (:func:`default_priors`); a parameter with neither is an ``InputError``.
     residual
         The acceleration error within each driver's series: ``"iid"``, ``"ar1"`` ..
         ``"ar8"`` or ``"gp"`` (see :mod:`carpool.residuals`).
@@ -199,7 +268,7 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
     cf = as_model(model)
     if priors not in PRIOR_PRESETS:
         raise InputError(f"unknown priors {priors!r}; choose one of {list(PRIOR_PRESETS)}")
-    table = cf.parameters
+    table = _attach_defaults(cf)
     sigma = HalfNormal(1.0)
     hyper = None  # carpool's defaults for the number of drivers
     if priors == "zhang-sun-2023":
@@ -227,6 +296,7 @@ def carfollowing_spec(model: str = "idm", priors: str = "default", residual: str
                       f"desired speed, prior centred at the speed limit {speed_limit:g} m/s")
             if p.name == "v0" else p for p in table
         ])
+    _require_priors(cf, table)
     if likelihood not in LIKELIHOODS:
         raise InputError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
     covariates = COVARIATES
