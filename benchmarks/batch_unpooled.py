@@ -69,8 +69,8 @@ def main() -> None:
     from carpool.testing import simulate_drivers
 
     df, _ = simulate_drivers(args.drivers, duration_s=args.duration_s, rng_seed=11)
-    options = {"chains": args.chains, "warmup": args.warmup, "draws": args.draws,
-               "seed": args.seed}
+    sampler = carpool.NutsSettings(chains=args.chains, warmup=args.warmup, draws=args.draws,
+                                   seed=args.seed)
     paths = args.paths.split(",")
     load_before = _load_average()
     rows = []
@@ -91,7 +91,7 @@ def main() -> None:
                 with make_executor(local_workers=workers,
                                    pin_cores=args.pin) as executor:
                     result = fit_batch(units, "idm", out, pooling="unpooled",
-                                       executor=executor, fit_options=options,
+                                       executor=executor, sampler=sampler,
                                        engine=engine)
                 wall = time.perf_counter() - t
             records = list(result.manifest.units.values())
@@ -104,7 +104,7 @@ def main() -> None:
                             divergences=sum(r.get("divergences", 0) for r in records)))
     if "joint" in paths:
         t = time.perf_counter()
-        fit = carpool.fit(df, "idm", pooling="unpooled", warn=False, **options)
+        fit = carpool.fit(df, "idm", pooling="unpooled", sampler=sampler, warn=False)
         with tempfile.TemporaryDirectory() as out:
             fit.save(os.path.join(out, "all.nc"))
         wall = time.perf_counter() - t
@@ -115,7 +115,7 @@ def main() -> None:
         if strategy not in paths:
             continue
         t = time.perf_counter()
-        each = carpool.fit_separately(df, "idm", strategy=strategy, **options)
+        each = carpool.fit_separately(df, "idm", strategy=strategy, sampler=sampler)
         with tempfile.TemporaryDirectory() as out:
             each.save(os.path.join(out, "each.nc"))
         wall = time.perf_counter() - t

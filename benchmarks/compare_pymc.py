@@ -124,7 +124,8 @@ def run_carpool(df: Any, priors: str, chains: int, warmup: int, draws: int, seed
 
     t0 = time.perf_counter()
     fit = carpool.fit(df, "idm", pooling="hierarchical", model_options={"priors": priors},
-                      chains=chains, warmup=warmup, draws=draws, seed=seed, warn=False)
+                      sampler=carpool.NutsSettings(chains=chains, warmup=warmup, draws=draws,
+                                                   seed=seed), warn=False)
     wall = time.perf_counter() - t0
     t = fit.timing
     return fit, {"wall_s": wall, "compile_s": t["compile_s"],

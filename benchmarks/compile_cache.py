@@ -39,8 +39,8 @@ pooling, seeds = sys.argv[5], [int(s) for s in sys.argv[6].split(",")]
 for seed in seeds:
     df, _ = simulate_drivers(drivers, duration_s=duration, rng_seed=seed)
     t = time.perf_counter()
-    f = carpool.fit(df, "idm", pooling=pooling, chains=2, warmup=warmup, draws=draws,
-                    seed=0, warn=False)
+    f = carpool.fit(df, "idm", pooling=pooling, warn=False,
+                    sampler=carpool.NutsSettings(chains=2, warmup=warmup, draws=draws))
     print(json.dumps({**f.timing, "fit_s": time.perf_counter() - t}))
 """
 

@@ -69,7 +69,7 @@ def child(args: argparse.Namespace) -> None:
                                                for n in spec.parameters.names})
     config = PoolingConfig(pooling="hierarchical", param=param, hyperpriors=hyperpriors)
     dense = [("mu", "tau", "L_corr")] if v == "dense-population" else False
-    settings = NutsSettings(num_chains=2, num_warmup=args.warmup, num_samples=args.draws,
+    settings = NutsSettings(chains=2, warmup=args.warmup, draws=args.draws,
                             seed=args.seed, target_accept=0.99 if v == "target-0.99" else 0.95,
                             dense_mass=dense)
     t = time.perf_counter()

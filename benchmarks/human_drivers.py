@@ -75,15 +75,17 @@ def main() -> None:
 
     warnings.simplefilter("ignore")
     data = ngsim_drivers(args.drivers)
-    settings = {"chains": args.chains, "warmup": args.warmup, "draws": args.draws,
-                "seed": args.seed, "warn": False}
+    settings = {"sampler": carpool.NutsSettings(chains=args.chains, warmup=args.warmup,
+                                                draws=args.draws, seed=args.seed),
+                "warn": False}
 
     fits, rows = {}, []
     runs = [(m, "iid") for m in ("pooled", "unpooled", "hierarchical")]
     runs += [("hierarchical", r) for r in args.residuals.split(",") if r]
     for pooling, residual in runs:
         t = time.perf_counter()
-        fit = carpool.fit(data, "idm", pooling=pooling, residual=residual, **settings)
+        fit = carpool.fit(data, "idm", pooling=pooling, model_options={"residual": residual},
+                          **settings)
         wall = time.perf_counter() - t
         fits[pooling, residual] = fit
         rows.append(_fit_row(fit, pooling, residual, wall))
@@ -93,7 +95,8 @@ def main() -> None:
     heldout = []
     for residual in args.heldout_residuals.split(","):
         t = time.perf_counter()
-        fit = carpool.fit(train, "idm", pooling="pooled", residual=residual, **settings)
+        fit = carpool.fit(train, "idm", pooling="pooled", model_options={"residual": residual},
+                          **settings)
         wall = time.perf_counter() - t
         scores = multistep_scores(fit, test, num_draws=args.num_draws, seed=args.seed)
         for horizon, r in scores.iterrows():

@@ -49,8 +49,9 @@ def main() -> None:
 
     warnings.simplefilter("ignore")
     data = ngsim_drivers(args.drivers)
-    settings = {"chains": args.chains, "warmup": args.warmup, "draws": args.draws,
-                "seed": args.seed, "warn": False}
+    settings = {"sampler": carpool.NutsSettings(chains=args.chains, warmup=args.warmup,
+                                                draws=args.draws, seed=args.seed),
+                "warn": False}
     rows = []
     for label, options in CHOICES.items():
         spec = carpool.get_spec("idm", **options)

@@ -37,8 +37,9 @@ def main() -> None:
 
     warnings.simplefilter("ignore")
     data = ngsim_drivers(args.drivers)
-    settings = {"chains": args.chains, "warmup": args.warmup, "draws": args.draws,
-                "seed": args.seed, "warn": False}
+    settings = {"sampler": carpool.NutsSettings(chains=args.chains, warmup=args.warmup,
+                                                draws=args.draws, seed=args.seed),
+                "warn": False}
     rows = []
     for likelihood in ("speed", "joint"):
         spec = carpool.get_spec("idm", likelihood=likelihood)

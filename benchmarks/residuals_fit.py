@@ -59,10 +59,12 @@ def main() -> None:
         df, _ = simulate_drivers(args.drivers, duration_s=args.duration_s, rng_seed=3,
                                  noise_sd=0.1, **kw)
         t = time.perf_counter()
-        fit = carpool.fit(df, "idm", pooling=args.pooling, residual=residual,
-                          model_options={"gp_window_s": args.gp_window_s},
-                          chains=args.chains, warmup=args.warmup, draws=args.draws,
-                          seed=args.seed, target_accept=args.target_accept, warn=False)
+        fit = carpool.fit(df, "idm", pooling=args.pooling,
+                          model_options={"residual": residual,
+                                         "gp_window_s": args.gp_window_s},
+                          sampler=carpool.NutsSettings(
+                              chains=args.chains, warmup=args.warmup, draws=args.draws,
+                              seed=args.seed, target_accept=args.target_accept), warn=False)
         wall = time.perf_counter() - t
         d, timing = fit.diagnostics, fit.timing
         steps = fit.idata.sample_stats["n_steps"].values

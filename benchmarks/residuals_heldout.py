@@ -59,9 +59,11 @@ def main() -> None:
     rows, fits_info = [], {}
     for residual in args.residuals.split(","):
         t = time.perf_counter()
-        fit = carpool.fit(train, args.model, pooling=args.pooling, residual=residual,
-                          chains=args.chains, warmup=args.warmup, draws=args.draws,
-                          seed=args.seed, warn=False)
+        fit = carpool.fit(train, args.model, pooling=args.pooling,
+                          model_options={"residual": residual},
+                          sampler=carpool.NutsSettings(chains=args.chains, warmup=args.warmup,
+                                                       draws=args.draws, seed=args.seed),
+                          warn=False)
         wall = time.perf_counter() - t
         d = fit.diagnostics
         fits_info[residual] = {"wall_s": wall, "max_rhat": d["max_rhat"],

@@ -135,7 +135,7 @@ def main() -> None:
         for pooling in args.poolings.split(","):
             n = (args.idm_replications if model == "idm" and pooling != "pooled"
                  else args.replications)
-            settings = SbcSettings(num_replications=n, num_warmup=args.warmup,
+            settings = SbcSettings(num_replications=n, warmup=args.warmup,
                                    num_ranks=args.ranks, thinning=args.thinning,
                                    num_bins=args.bins, seed=args.seed)
             config = PoolingConfig(pooling=pooling, correlated=False, param="noncentred",

@@ -48,8 +48,9 @@ def hierarchical_rows(sizes, iterations, duration_s, chains, seed, on_row=None):
     for num, its in zip(sizes, iterations, strict=True):
         df, _ = simulate_drivers(num, duration_s=duration_s, rng_seed=100 + num)
         t = time.perf_counter()
-        fit = carpool.fit(df, "idm", pooling="hierarchical", chains=chains, warmup=its,
-                          draws=its, seed=seed, warn=False)
+        fit = carpool.fit(df, "idm", pooling="hierarchical", warn=False,
+                          sampler=carpool.NutsSettings(chains=chains, warmup=its, draws=its,
+                                                       seed=seed))
         wall = time.perf_counter() - t
         d = fit.diagnostics
         steps = float(np.mean(fit.idata.sample_stats["n_steps"].values))
@@ -85,7 +86,8 @@ def unpooled_rows(num, its, duration_s, batch_size, loop_drivers, recompile_driv
         part = df[df.driver.isin(sorted(df.driver.unique())[:n])]
         t = time.perf_counter()
         fits = carpool.fit_separately(part, "idm", strategy=strategy, batch_size=batch_size,
-                                      chains=2, warmup=its, draws=its, seed=seed)
+                                      sampler=carpool.NutsSettings(chains=2, warmup=its,
+                                                                   draws=its, seed=seed))
         wall = time.perf_counter() - t
         d = fits.diagnostics()
         theta = fits.idata.posterior["theta"].values
@@ -106,8 +108,9 @@ def unpooled_rows(num, its, duration_s, batch_size, loop_drivers, recompile_driv
         sub = df[df.driver.isin(sorted(df.driver.unique())[:recompile_drivers])]
         t = time.perf_counter()
         for _, one in sub.groupby("driver"):
-            carpool.fit(one, "idm", pooling="pooled", chains=2, warmup=its, draws=its,
-                        seed=seed, warn=False)
+            carpool.fit(one, "idm", pooling="pooled", warn=False,
+                        sampler=carpool.NutsSettings(chains=2, warmup=its, draws=its,
+                                                     seed=seed))
         wall = time.perf_counter() - t
         rows.append({"strategy": "recompile", "drivers": recompile_drivers,
                      "iterations": f"{its}+{its}", "wall_s": wall,

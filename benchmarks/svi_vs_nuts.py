@@ -76,13 +76,13 @@ def main() -> None:
     df, truth = simulate_drivers(args.drivers, duration_s=args.duration_s, rng_seed=1)
     names = list(truth.columns)
     t = time.perf_counter()
-    nuts = carpool.fit(df, "idm", chains=args.chains, warmup=args.warmup, draws=args.draws,
-                       seed=args.seed, warn=False)
+    nuts = carpool.fit(df, "idm", warn=False, sampler=carpool.NutsSettings(
+        chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed))
     fits = {"nuts": (nuts, time.perf_counter() - t)}
     for guide in args.guides.split(","):
         t = time.perf_counter()
-        f = carpool.fit(df, "idm", method="svi", guide=guide, num_steps=args.steps,
-                        draws=args.draws, seed=args.seed, warn=False)
+        f = carpool.fit(df, "idm", warn=False, sampler=carpool.SviSettings(
+            guide=guide, num_steps=args.steps, draws=args.draws, seed=args.seed))
         fits[f"svi-{guide}"] = (f, time.perf_counter() - t)
     ref = _stats(nuts, truth.values)
     rows = []
@@ -117,9 +117,9 @@ def main() -> None:
     big_df, big_truth = simulate_drivers(args.big_drivers, duration_s=args.duration_s,
                                          rng_seed=2)
     t = time.perf_counter()
-    big = carpool.fit(big_df, "idm", method="svi", num_steps=args.big_steps,
-                      batch_size=args.big_batch, draws=args.big_draws, seed=args.seed,
-                      warn=False)
+    big = carpool.fit(big_df, "idm", warn=False, sampler=carpool.SviSettings(
+        num_steps=args.big_steps, batch_size=args.big_batch, draws=args.big_draws,
+        seed=args.seed))
     big_wall = time.perf_counter() - t
     pop = big.idata.posterior["population"].values.reshape(-1, len(names))
     true_pop = np.array([as_model("idm").reference_params()[n]

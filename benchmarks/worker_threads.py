@@ -31,8 +31,8 @@ drivers, duration, warmup, draws = int(sys.argv[1]), float(sys.argv[2]), int(sys
     int(sys.argv[4])
 pooling = sys.argv[5]
 df, _ = simulate_drivers(drivers, duration_s=duration, rng_seed=3)
-f = carpool.fit(df, "idm", pooling=pooling, chains=1, warmup=warmup, draws=draws,
-                seed=0, warn=False)
+f = carpool.fit(df, "idm", pooling=pooling, warn=False,
+                sampler=carpool.NutsSettings(chains=1, warmup=warmup, draws=draws))
 print(f.timing["sampling_s"])
 """
 

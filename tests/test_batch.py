@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -28,15 +29,15 @@ from carpool.batch import (
     split_table,
 )
 from carpool.cli import app
+from carpool.inference.nuts import NutsSettings
 from carpool.testing import simulate_drivers
 
-# what the CLI passes for `--chains 1 --tune 30 --draws 30` (the defaults of the rest), so
+# what the CLI passes for `--chains 1 --warmup 30 --draws 30` (the defaults of the rest), so
 # the CLI test can reuse the fits of the cluster test
-FIT_OPTIONS = {"chains": 1, "warmup": 30, "draws": 30, "seed": 0, "level": None,
-               "model_options": {"priors": "default", "residual": "iid",
-                                 "ar_pooling": "shared", "gp_window_s": 10.0,
-                                 "gp_method": "sliding"}}
-CLI_FIT = ["--pooling", "unpooled", "--chains", "1", "--tune", "30", "--draws", "30",
+REQUEST = {"sampler": NutsSettings(chains=1, warmup=30, draws=30),
+           "model_options": {"priors": "default", "residual": "iid", "ar_pooling": "shared",
+                             "gp_window_s": 10.0, "gp_method": "sliding"}}
+CLI_FIT = ["--pooling", "unpooled", "--chains", "1", "--warmup", "30", "--draws", "30",
            "--no-progress"]
 
 
@@ -94,7 +95,7 @@ def killed_batch(cluster, drivers_csv, tmp_path_factory):
 
     units = read_units([drivers_csv])
     result = fit_batch(units, "idm", out, pooling="unpooled", executor=cluster,
-                       fit_options=FIT_OPTIONS, progress_fn=kill_once)
+                       progress_fn=kill_once, **REQUEST)
     return result, killed, units
 
 
@@ -202,7 +203,7 @@ def test_batch_completes_with_every_result_after_a_worker_is_killed(killed_batch
     assert killed, "a worker was killed while it ran a fit"
     assert killed["progress"].done + killed["progress"].failed < 3  # mid-batch
     assert result.summary == {"total": 3, "done": 3, "failed": 0, "pending": 0, "reused": 0}
-    request = FitRequest("idm", "unpooled", FIT_OPTIONS)
+    request = FitRequest("idm", "unpooled", **REQUEST)
     for unit in units:
         assert check_result(result.path(unit.name), unit, request) is None
         fit = result.load(unit.name)
@@ -219,7 +220,7 @@ def test_resume_skips_valid_results_and_refits_damaged_ones(killed_batch):
     result, _, units = killed_batch
     spy = _Refuse()
     again = fit_batch(units, "idm", result.out_dir, pooling="unpooled", executor=spy,
-                      fit_options=FIT_OPTIONS)
+                      **REQUEST)
     assert spy.keys == [] and again.summary["reused"] == 3 and again.is_ok
     assert again.manifest.units["d01"]["wall_s"] == result.manifest.units["d01"]["wall_s"]
 
@@ -229,7 +230,7 @@ def test_resume_skips_valid_results_and_refits_damaged_ones(killed_batch):
         damaged.write_bytes(keep[: len(keep) // 2])  # a truncated file is not a result
         spy = _Refuse()
         again = fit_batch(units, "idm", result.out_dir, pooling="unpooled", executor=spy,
-                          fit_options=FIT_OPTIONS)
+                          **REQUEST)
         assert spy.keys == ["d02"]
         assert again.summary == {"total": 3, "done": 2, "failed": 1, "pending": 0,
                                  "reused": 2}
@@ -239,7 +240,7 @@ def test_resume_skips_valid_results_and_refits_damaged_ones(killed_batch):
 
     spy = _Refuse()  # another request (more draws): nothing may be reused
     fit_batch(units, "idm", result.out_dir, pooling="unpooled", executor=spy,
-              fit_options={**FIT_OPTIONS, "draws": 31})
+              **{**REQUEST, "sampler": replace(REQUEST["sampler"], draws=31)})
     assert sorted(spy.keys) == ["d00", "d01", "d02"]
 
 

@@ -17,7 +17,7 @@ from carpool.inference.integrity import FitFileError
 from carpool.inference.separate import SeparateFits
 from carpool.testing import simulate_drivers
 
-OPTIONS = {"chains": 2, "warmup": 60, "draws": 60, "seed": 4}
+SAMPLER = carpool.NutsSettings(chains=2, warmup=60, draws=60, seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def table() -> pd.DataFrame:
 def batch(table, tmp_path_factory):
     out = tmp_path_factory.mktemp("separate")
     result = fit_batch(split_table(table, "driver"), "idm", out, pooling="unpooled",
-                       executor=0, fit_options=OPTIONS, engine="separate",
+                       executor=0, sampler=SAMPLER, engine="separate",
                        drivers_per_task=2)
     return result, out
 
@@ -60,7 +60,7 @@ def test_a_drivers_draws_do_not_depend_on_its_task(batch, table):
     result, _ = batch
     driver = sorted(set(table["driver"]) - {"zz-bad"})[-1]
     alone = carpool.fit_separately(table[table["driver"] == driver], "idm",
-                                   pad_multiple=32, **OPTIONS)
+                                   pad_multiple=32, sampler=SAMPLER)
     np.testing.assert_allclose(result.load(driver).idata.posterior["theta"].values,
                                alone.idata.posterior["theta"].values, rtol=1e-6)
 
@@ -76,14 +76,14 @@ def test_resume_reuses_the_fits_and_refits_a_tampered_one(batch, table, tmp_path
     with pytest.raises(FitFileError, match="posterior draws"):
         carpool.load_separate(tampered)
     unit = next(u for u in split_table(table, "driver") if u.name == driver)
-    request = FitRequest("idm", "unpooled", OPTIONS, "separate")
+    request = FitRequest("idm", "unpooled", SAMPLER, engine="separate")
     assert check_result(path, unit, request) is None
     # the same driver fitted by engine "fit" is another request: never reused
-    assert check_result(path, unit, FitRequest("idm", "unpooled", OPTIONS)) is not None
+    assert check_result(path, unit, FitRequest("idm", "unpooled", SAMPLER)) is not None
     tampered.replace(path)
     assert "unreadable" in check_result(path, unit, request)
     again = fit_batch(split_table(table, "driver"), "idm", out, pooling="unpooled",
-                      executor=0, fit_options=OPTIONS, engine="separate")
+                      executor=0, sampler=SAMPLER, engine="separate")
     units = again.manifest.units
     assert not units[driver]["reused"] and units[driver]["status"] == "done"
     assert sum(r["reused"] for r in units.values()) == 2  # the two untouched drivers
@@ -97,7 +97,7 @@ def test_one_program_serves_every_task_of_a_worker(table):
     one = table[table["driver"] != "zz-bad"]
     for driver in sorted(set(one["driver"]))[:2]:
         carpool.fit_separately(one[one["driver"] == driver], "idm", pad_multiple=32,
-                               chains=1, warmup=5, draws=5)
+                               sampler=carpool.NutsSettings(chains=1, warmup=5, draws=5))
     (program, _), = separate._PROGRAMS.values()
     assert program._cache_size() == 1  # the second driver reused the compiled sampler
 
@@ -109,12 +109,15 @@ def test_separate_requests_that_cannot_be_fitted_are_refused(table, tmp_path):
                   executor=0, engine="separate")
     with pytest.raises(ValueError, match="i.i.d. residuals only"):
         fit_batch(units, "idm", tmp_path, pooling="unpooled", executor=0,
-                  engine="separate", fit_options={"model_options": {"residual": "ar1"}})
-    with pytest.raises(ValueError, match="unknown fit option"):
+                  engine="separate", model_options={"residual": "ar1"})
+    with pytest.raises(ValueError, match="a level does not apply"):
         fit_batch(units, "idm", tmp_path, pooling="unpooled", executor=0,
-                  engine="separate", fit_options={"level": "class"})
+                  engine="separate", level="class")
+    with pytest.raises(ValueError, match="samples with NUTS"):
+        fit_batch(units, "idm", tmp_path, pooling="unpooled", executor=0,
+                  engine="separate", sampler=carpool.SviSettings())
     with pytest.raises(ValueError, match="unknown engine"):
-        FitRequest("idm", "unpooled", {}, "threads")
+        FitRequest("idm", "unpooled", engine="threads")
 
 
 def test_cli_engine_separate(table, tmp_path):
@@ -122,7 +125,7 @@ def test_cli_engine_separate(table, tmp_path):
     table[table["driver"] != "zz-bad"].to_csv(data, index=False)
     runner = CliRunner()
     args = ["batch", "fit", str(data), "--out", str(tmp_path / "o"), "--pooling", "unpooled",
-            "--engine", "separate", "--chains", "1", "--tune", "20", "--draws", "20",
+            "--engine", "separate", "--chains", "1", "--warmup", "20", "--draws", "20",
             "--local-workers", "0", "--no-progress"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output

@@ -7,13 +7,15 @@ require >= 85%, which a correct sampler misses with probability < 1% for S = 80-
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 import carpool
 from carpool.testing import simulate_drivers
 
-SETTINGS = {"chains": 2, "warmup": 400, "draws": 400, "seed": 2}
+SAMPLER = carpool.NutsSettings(chains=2, warmup=400, draws=400, seed=2)
 PARAMS = ["v0", "s0", "T", "a", "b"]
 
 
@@ -36,7 +38,7 @@ def test_hierarchical_idm_recovers_20_drivers(drivers):
     df, truth = drivers
     # seed 3: at 400 draws corr[a, b] mixes slowly on this data set; measured seeds 1-3 gave
     # max R-hat 1.012-1.06 (seed 2 worst, whether scored per observation or projected)
-    f = carpool.fit(df, "idm", pooling="hierarchical", **{**SETTINGS, "seed": 3})
+    f = carpool.fit(df, "idm", pooling="hierarchical", sampler=replace(SAMPLER, seed=3))
     # All 100 intervals share one estimated tau per parameter, so misses cluster (here a and
     # b: tau_a was estimated below its true 0.15, shrinking every driver's a): coverage of a
     # single data set scatters more than Binomial. Observed 0.79-0.85 across sampler settings
@@ -70,7 +72,7 @@ def test_hierarchical_idm_recovers_20_drivers(drivers):
 @pytest.mark.filterwarnings("ignore::carpool.WeakIdentificationWarning")
 def test_unpooled_idm_recovers_20_drivers(drivers):
     df, truth = drivers
-    f = carpool.fit(df, "idm", pooling="unpooled", **SETTINGS)
+    f = carpool.fit(df, "idm", pooling="unpooled", sampler=SAMPLER)
     # v0 is weakly identified per driver: its intervals are wide and still cover
     assert covered(f, truth) >= 0.85
     assert f.idata.posterior["theta"].dims == ("chain", "draw", "driver", "parameter")
@@ -78,7 +80,7 @@ def test_unpooled_idm_recovers_20_drivers(drivers):
 
 def test_pooled_idm_recovers_identical_drivers():
     df, _ = simulate_drivers(10, duration_s=30.0, rng_seed=8, population_sd_log=0.0)
-    f = carpool.fit(df, "idm", pooling="pooled", **SETTINGS)
+    f = carpool.fit(df, "idm", pooling="pooled", sampler=SAMPLER)
     pop = f.summary().query("kind == 'population'").set_index("parameter")
     ref = {"v0": 30.0, "s0": 2.0, "T": 1.5, "a": 1.5, "b": 1.67}
     for p, v in ref.items():
@@ -94,7 +96,7 @@ def test_class_level_learns_car_and_truck_means():
     classes = {"car": {"T": 1.2, "a": 1.6}, "truck": {"T": 2.0, "a": 0.8}}
     df, truth = simulate_drivers(12, duration_s=30.0, rng_seed=4, classes=classes,
                                  population_sd_log=0.1)
-    f = carpool.fit(df, "idm", pooling="hierarchical", level="class", **SETTINGS)
+    f = carpool.fit(df, "idm", pooling="hierarchical", level="class", sampler=SAMPLER)
     lp = f.idata.posterior["level_population"]
     assert list(lp.coords["level"].values) == ["car", "truck"]
     means = lp.mean(("chain", "draw")).to_pandas()
@@ -153,7 +155,7 @@ def test_every_registered_model_builds_and_evaluates(drivers):
         spec = carpool.get_spec(name)
         data = spec.prepare(df)
         out = carpool.prior_predictive(spec, data, carpool.PoolingConfig(pooling="pooled"),
-                                       num_samples=4)
+                                       num_draws=4)
         assert out["obs"].shape == (4, data.num_obs), name
         assert np.isfinite(out["obs"]).mean() > 0.99, name
 

@@ -21,7 +21,7 @@ import carpool
 from carpool import cli
 from carpool.cli import app
 
-SAMPLER = ["--draws", "50", "--tune", "50", "--chains", "2", "--no-progress"]
+SAMPLER = ["--draws", "50", "--warmup", "50", "--chains", "2", "--no-progress"]
 HEADER = "driver,time,speed,gap,leader_speed\n"
 IDM = ("v0", "s0", "T", "a", "b")
 STATS = ("mean", "sd", "hdi_3%", "hdi_97%")
@@ -124,6 +124,19 @@ def test_bad_option_exits_2_with_one_line(tmp_path, name):
     result = _fit(data, tmp_path / "fit.nc", *extra)
     _assert_one_error_line(result, *needles)
     assert not (tmp_path / "fit.nc").exists()
+
+
+def test_sampler_options_show_the_librarys_defaults():
+    """``--chains``, ``--warmup``, ``--draws``, ``--seed`` of every fitting command default
+    to :class:`NutsSettings`' own values (the CLI repeats them so that ``--help`` shows
+    them)."""
+    import inspect
+
+    defaults = carpool.NutsSettings()
+    for command in (cli.fit, cli.compare, cli.sweep, cli.report, cli.batch_fit_command):
+        params = inspect.signature(command).parameters
+        for name in ("chains", "warmup", "draws", "seed"):
+            assert params[name].default == getattr(defaults, name), (command.__name__, name)
 
 
 def test_missing_data_file(tmp_path):
@@ -230,7 +243,7 @@ def test_summary_json_contract(fitted):
     assert diag["max_rhat"] > 0.9
     assert isinstance(diag["min_ess_bulk"], float) and diag["min_ess_bulk"] > 0
     assert isinstance(diag["divergences"], int) and diag["divergences"] >= 0
-    assert diag["num_chains"] == 2 and diag["num_draws"] == 50  # the options got through
+    assert diag["chains"] == 2 and diag["draws"] == 50  # the options got through
 
     timing = d["timing"]
     for key in ("compile_s", "sampling_s"):

@@ -16,7 +16,7 @@ from carpool.cli import app
 from carpool.testing import simulate_drivers
 
 runner = CliRunner()
-TINY = ["--draws", "60", "--tune", "60", "--chains", "2"]
+TINY = ["--draws", "60", "--warmup", "60", "--chains", "2"]
 MODE_KEYS = {"elpd_loo", "se", "lfo_rmse_speed", "ldo_rmse_speed"}
 
 

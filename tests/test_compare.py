@@ -32,12 +32,13 @@ SCENARIOS = {
     "hierarchical": dict(num_groups=8, num_obs_per_group=[2, 3, 4, 5, 10, 20, 40, 80],
                          intercept_sd=0.5, slope_sd=0.3),
 }
-SETTINGS = dict(chains=4, warmup=300, draws=300, seed=0, warn=False)
+SAMPLER = carpool.NutsSettings(chains=4, warmup=300, draws=300, seed=0)
 
 
 def _fit_three(truth: str) -> dict[str, carpool.Fit]:
     df, _ = simulate_linear_groups(**SCENARIOS[truth], noise_sd=0.5, rng_seed=1)
-    return {m: carpool.fit(df, "linear", pooling=m, **SETTINGS) for m in MODES}
+    return {m: carpool.fit(df, "linear", pooling=m, sampler=SAMPLER, warn=False)
+            for m in MODES}
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +104,8 @@ def test_compare_heldout_scores(scenario_fits):
     """Leave-future-out and leave-groups-out on the hierarchical scenario (2 group folds)."""
     fits = scenario_fits["hierarchical"]
     lines = []
-    c = compare(fits, ldo_folds=2, refit_options={"num_warmup": 200, "num_samples": 200},
-                log_fn=lines.append)
+    c = compare(fits, ldo_folds=2, log_fn=lines.append,
+                refit_sampler=carpool.NutsSettings(warmup=200, draws=200))
     t = c.table
     assert t[["lfo_elpd", "lfo_rmse_speed"]].notna().all().all()
     assert np.isnan(t.loc["unpooled", "ldo_elpd"]) and np.isnan(t.loc["unpooled",
@@ -184,8 +185,8 @@ def test_caveats_name_every_score_that_favours_another_mode():
 
 def test_compare_reason_names_the_held_out_scores(scenario_fits):
     fits = scenario_fits["pooled"]
-    c = compare(fits, ldo=False, purpose="forecast", refit_options={"num_warmup": 150,
-                                                                      "num_samples": 150})
+    c = compare(fits, ldo=False, purpose="forecast",
+                refit_sampler=carpool.NutsSettings(warmup=150, draws=150))
     assert c.recommendation["purpose"] == "forecast"
     assert "leave-future-out elpd" in c.recommendation["reason"]
     c = compare(fits, lfo=False, ldo=False)
@@ -227,8 +228,7 @@ def test_group_folds_partition_the_groups():
 def test_sweep_end_points_match_pooled_and_unpooled(scenario_fits):
     fits = scenario_fits["unpooled"]
     data = fits["pooled"].data
-    res = carpool.sweep(data, "linear", grid=[1e-3, 30.0], fits=fits,
-                        fit_options=dict(SETTINGS))
+    res = carpool.sweep(data, "linear", grid=[1e-3, 30.0], fits=fits, sampler=SAMPLER)
     assert list(res.grid) == [1e-3, 30.0]
     assert set(res.scores.columns) >= {"tau", "elpd_loo", "se"}
     shr = shrinkage_table(fits["pooled"], fits["unpooled"], fits["hierarchical"])
@@ -251,7 +251,8 @@ def test_sweep_rejects_bad_grids():
     with pytest.raises(ValueError, match="positive"):
         carpool.sweep(pd.DataFrame(), "linear", grid=[0.0, 1.0])
     with pytest.raises(ValueError, match="sets 'tau'"):
-        carpool.sweep(pd.DataFrame(), "linear", grid=[1.0], fit_options={"tau": 1.0})
+        carpool.sweep(pd.DataFrame(), "linear", grid=[1.0],
+                      pooling=carpool.PoolingConfig(tau=1.0))
 
 
 # ---------------------------------------------------------------- priors
@@ -260,8 +261,7 @@ def test_sweep_rejects_bad_grids():
 def test_prior_sensitivity_moves_small_groups_most():
     df, _ = simulate_linear_groups(6, [2, 3, 5, 40, 80, 160], intercept_sd=0.8, noise_sd=0.5,
                                    rng_seed=3)
-    sens = carpool.prior_sensitivity(df, "linear", fit_options=dict(SETTINGS),
-                                     num_prior_samples=50)
+    sens = carpool.prior_sensitivity(df, "linear", sampler=SAMPLER, num_prior_samples=50)
     t = sens.table
     icpt = t[t.parameter == "intercept"].set_index("group")
     # the informative prior (tau ~ HalfNormal(0.1)) pulls the 2-observation group far more

@@ -33,7 +33,8 @@ def test_a_fit_writes_its_program_to_the_cache(monkeypatch):
     uses it (carpool set it, or kept it where already set) and the NUTS program (several
     seconds of compilation, over JAX's 1 s threshold) is stored there."""
     table, _ = simulate_linear_groups(3, 10, rng_seed=5)
-    carpool.fit(table, "linear", pooling="pooled", chains=1, warmup=20, draws=20, warn=False)
+    carpool.fit(table, "linear", pooling="pooled",
+                sampler=carpool.NutsSettings(chains=1, warmup=20, draws=20), warn=False)
     where = Path(jax.config.jax_compilation_cache_dir)
     assert where == compile_cache.cache_dir()
     assert any(where.iterdir())

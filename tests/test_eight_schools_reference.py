@@ -46,9 +46,10 @@ def test_bundled_data_match_posteriordb(vendored_data):
 @pytest.mark.filterwarnings("ignore::carpool.ConvergenceWarning")
 def test_noncentred_posterior_matches_reference(vendored_data):
     ref = _reference(vendored_data)
-    f = carpool.fit(eight_schools_data(), "eight_schools", pooling="hierarchical",
-                    param="noncentred", chains=4, warmup=1000, draws=2500,
-                    target_accept=0.95, seed=11)
+    f = carpool.fit(eight_schools_data(), "eight_schools",
+                    pooling=carpool.PoolingConfig(param="noncentred"),
+                    sampler=carpool.NutsSettings(warmup=1000, draws=2500, target_accept=0.95,
+                                                 seed=11))
     assert f.centring.choice == {"theta": "noncentred"}
     assert f.diagnostics["divergences"] <= 5  # rare at adapt 0.95 in the funnel's neck
     post = f.idata.posterior

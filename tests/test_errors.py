@@ -44,7 +44,7 @@ def test_input_error_is_a_value_error_and_exported():
     (lambda: carpool.get_spec("nope"), "unknown model 'nope'"),
     (lambda: carpool.residuals.parse_residual("ma3"), "unknown residual 'ma3'"),
     (lambda: carpool.PoolingConfig(pooling="partial"), "unknown pooling 'partial'"),
-    (lambda: carpool.NutsSettings(num_chains=0), "must be positive"),
+    (lambda: carpool.NutsSettings(chains=0), "must be positive"),
     (lambda: carpool.HalfNormal(-1.0), "must be positive"),
 ])
 def test_user_input_raises_input_error(call, needle):
@@ -91,7 +91,7 @@ def log_dir(tmp_path, monkeypatch) -> Path:
 
 def _fit(data: Path, *extra: str):
     return runner.invoke(app, ["fit", str(data), "--out", str(data.with_suffix(".nc")),
-                               "--draws", "10", "--tune", "10", "--chains", "1",
+                               "--draws", "10", "--warmup", "10", "--chains", "1",
                                "--no-progress", *extra])
 
 

@@ -118,8 +118,8 @@ def joint_and_speed_fits():
     # and gaps would drive both measurement errors to 0, where the posterior degenerates
     columns = ["speed", "gap", "leader_speed"]
     df[columns] = df[columns].round(2)
-    settings = {"chains": 2, "warmup": 300, "draws": 300, "seed": 0, "warn": False,
-                "progress_bar": False}
+    settings = {"sampler": carpool.NutsSettings(chains=2, warmup=300, draws=300, seed=0),
+                "warn": False, "progress_bar": False}
     joint = carpool.fit(df, "idm", pooling="pooled", model_options={"likelihood": "joint"},
                         **settings)
     speed = carpool.fit(df, "idm", pooling="pooled", **settings)

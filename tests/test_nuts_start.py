@@ -17,7 +17,8 @@ from carpool.inference.nuts import NutsSettings, run_nuts
 
 def _built(model):
     # run_nuts reads only the model function and its data pytree
-    return SimpleNamespace(model=lambda observed=True, arrays=None: model(), arrays={})
+    return SimpleNamespace(model=lambda observed=True, arrays=None: model(), arrays={},
+                           config=SimpleNamespace(pooling="pooled"))
 
 
 def _nan_below(threshold: float):
@@ -28,7 +29,7 @@ def _nan_below(threshold: float):
 
 
 def test_chains_start_inside_the_radius_and_sample_the_posterior():
-    settings = NutsSettings(num_chains=2, num_warmup=200, num_samples=300, seed=1)
+    settings = NutsSettings(chains=2, warmup=200, draws=300, seed=1)
     out = run_nuts(_built(lambda: numpyro.sample("x", dist.Normal(3.0, 2.0))), settings)
     assert out.samples["x"].shape == (2, 300)
     assert np.all(np.isfinite(out.stats["potential_energy"]))
@@ -40,7 +41,7 @@ def test_a_start_with_no_finite_density_is_searched_again(caplog):
     # NaN below 0.4: a uniform start in (-0.5, 0.5) is valid with probability 0.1, so some
     # of the 4 chains start where every proposal is rejected; the searched start (up to 100
     # draws) finds the valid region for each
-    settings = NutsSettings(num_chains=4, num_warmup=100, num_samples=100, seed=0)
+    settings = NutsSettings(chains=4, warmup=100, draws=100, seed=0)
     with caplog.at_level(logging.WARNING, logger="carpool.inference.nuts"):
         out = run_nuts(_built(_nan_below(0.4)), settings)
     assert "sampling again from a searched start" in caplog.text
@@ -49,6 +50,6 @@ def test_a_start_with_no_finite_density_is_searched_again(caplog):
 
 
 def test_a_model_with_no_finite_density_anywhere_warns():
-    settings = NutsSettings(num_chains=1, num_warmup=10, num_samples=10, seed=0)
+    settings = NutsSettings(chains=1, warmup=10, draws=10, seed=0)
     with pytest.warns(RuntimeWarning, match="no start with a finite log density"):
         run_nuts(_built(_nan_below(np.inf)), settings)

@@ -36,8 +36,8 @@ def unpooled():
     df = _data(np.random.default_rng(3))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = carpool.fit(df, spec, pooling="unpooled", chains=2, warmup=300, draws=400,
-                          seed=0)
+        fit = carpool.fit(df, spec, pooling="unpooled",
+                          sampler=carpool.NutsSettings(chains=2, warmup=300, draws=400))
     return fit, caught
 
 

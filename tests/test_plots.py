@@ -35,15 +35,15 @@ IDM_UNITS = {"v0": "m/s", "s0": "m", "T": "s", "a": "m/s^2", "b": "m/s^2"}
 def linear_fits():
     df, _ = simulate_linear_groups(num_groups=5, num_obs_per_group=[5, 10, 20, 40, 80],
                                    rng_seed=0)
-    return {m: carpool.fit(df, "linear", pooling=m, chains=2, warmup=200, draws=200, seed=0,
-                           warn=False) for m in MODES}
+    sampler = carpool.NutsSettings(chains=2, warmup=200, draws=200)
+    return {m: carpool.fit(df, "linear", pooling=m, sampler=sampler, warn=False) for m in MODES}
 
 
 @pytest.fixture(scope="module")
 def idm_fit():
     df, _ = simulate_drivers(2, duration_s=10.0, rng_seed=1)
-    return carpool.fit(df, "idm", pooling="pooled", chains=1, warmup=100, draws=100, seed=0,
-                       warn=False)
+    return carpool.fit(df, "idm", pooling="pooled", warn=False,
+                       sampler=carpool.NutsSettings(chains=1, warmup=100, draws=100))
 
 
 @pytest.fixture(autouse=True)

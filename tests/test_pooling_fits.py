@@ -29,12 +29,11 @@ def simulate_linear(rng, num_groups=8, n=30, mu=(1.0, 0.5), tau=(0.8, 0.3), sigm
     return df, truth
 
 
-def fit(df, **kw):
-    kw.setdefault("chains", 2)
-    kw.setdefault("warmup", 400)
-    kw.setdefault("draws", 600)
-    kw.setdefault("seed", 1)
-    return carpool.fit(df, "linear", **kw)
+def fit(df, pooling="hierarchical", **config):
+    """A linear fit (2 chains of 400 + 600); ``config``: PoolingConfig fields."""
+    sampler = carpool.NutsSettings(chains=2, warmup=400, draws=600, seed=1)
+    return carpool.fit(df, "linear", pooling=carpool.PoolingConfig(pooling, **config),
+                       sampler=sampler)
 
 
 @pytest.fixture(scope="module")
@@ -179,12 +178,41 @@ def test_save_load_roundtrip(tmp_path, hier_fit):
     with pytest.raises(ValueError, match="not a carpool fit"):
         (tmp_path / "junk.nc").write_text("hello")
         carpool.load(tmp_path / "junk.nc")
+    assert back.sampler == hier_fit.sampler == carpool.NutsSettings(
+        chains=2, warmup=400, draws=600, seed=1, target_accept=0.95)
+
+
+def test_settings_saved_under_older_names_load(tmp_path, hier_fit):
+    """Files whose settings say num_chains / num_warmup / num_samples (NUTS) or num_draws
+    (SVI) load under today's names."""
+    import copy
+    import json
+
+    old = copy.deepcopy(hier_fit.idata)
+    saved = json.loads(old.posterior.attrs["carpool_settings"])
+    renamed = {"chains": "num_chains", "warmup": "num_warmup", "draws": "num_samples"}
+    old.posterior.attrs["carpool_settings"] = json.dumps(
+        {renamed.get(k, k): v for k, v in saved.items()})
+    path = carpool.Fit(old, hier_fit.spec, hier_fit.config, hier_fit.data,
+                       hier_fit.centring).save(tmp_path / "old.nc")
+    back = carpool.load(path)
+    assert back.sampler == hier_fit.sampler
+    assert back.settings == hier_fit.settings
+    again = carpool.refit(back, warn=False)  # the old file's settings refit as they were
+    assert again.sampler == hier_fit.sampler
+
+    svi = copy.deepcopy(hier_fit.idata)
+    svi.posterior.attrs["carpool_method"] = "svi"
+    svi.posterior.attrs["carpool_settings"] = json.dumps(
+        {"method": "svi", "num_steps": 50, "num_draws": 30, "seed": 2})
+    fit = carpool.Fit(svi, hier_fit.spec, hier_fit.config, hier_fit.data, hier_fit.centring)
+    assert fit.sampler == carpool.SviSettings(num_steps=50, draws=30, seed=2)
 
 
 def test_prior_predictive_shapes(linear_data):
     spec = carpool.get_spec("linear")
     data = spec.prepare(linear_data[0])
-    out = carpool.prior_predictive(spec, data, carpool.PoolingConfig(), num_samples=20)
+    out = carpool.prior_predictive(spec, data, carpool.PoolingConfig(), num_draws=20)
     assert out["obs"].shape == (20, data.num_obs)
     assert out["mu"].shape == (20, 2)
 

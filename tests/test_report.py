@@ -100,8 +100,8 @@ def make_sensitivity() -> PriorSensitivity:
 @pytest.fixture(scope="module")
 def fits():
     df, _ = simulate_linear_groups(num_groups=4, num_obs_per_group=list(NUM_OBS), rng_seed=0)
-    return {mode: carpool.fit(df, "linear", pooling=mode, chains=2, warmup=150, draws=150,
-                              seed=0, warn=False)
+    sampler = carpool.NutsSettings(chains=2, warmup=150, draws=150)
+    return {mode: carpool.fit(df, "linear", pooling=mode, sampler=sampler, warn=False)
             for mode in ("pooled", "unpooled", "hierarchical")}
 
 

@@ -35,8 +35,8 @@ def ar_drivers():
 
 def test_hierarchical_idm_recovers_ar2_residuals(ar_drivers):
     df, truth = ar_drivers
-    f = carpool.fit(df, "idm", pooling="hierarchical", residual="ar2", chains=2, warmup=250,
-                    draws=250, seed=1)
+    f = carpool.fit(df, "idm", pooling="hierarchical", model_options={"residual": "ar2"},
+                    sampler=carpool.NutsSettings(chains=2, warmup=250, draws=250, seed=1))
     assert zscore(f, "residual", "phi[1]", PHI[0]) < 4
     assert zscore(f, "residual", "phi[2]", PHI[1]) < 4
     assert zscore(f, "noise", "sigma", NOISE) < 4
@@ -67,8 +67,8 @@ def test_gp_residual_recovers_lengthscale_and_scales():
     # identical drivers, pooled: the GP's length scale, signal and white-noise scales
     df, _ = simulate_drivers(6, duration_s=30.0, rng_seed=4, noise_sd=NOISE, gp=(1.5, 0.3),
                              population_sd_log=0.0)
-    f = carpool.fit(df, "idm", pooling="pooled", residual="gp", chains=2, warmup=250,
-                    draws=250, seed=2)
+    f = carpool.fit(df, "idm", pooling="pooled", model_options={"residual": "gp"},
+                    sampler=carpool.NutsSettings(chains=2, warmup=250, draws=250, seed=2))
     assert zscore(f, "residual", "gp_lengthscale", 1.5) < 4
     assert zscore(f, "residual", "gp_scale", 0.3) < 4
     assert zscore(f, "noise", "sigma", NOISE) < 4
@@ -86,9 +86,9 @@ def test_gp_residual_recovers_lengthscale_and_scales():
 def pooled_pair(ar_drivers):
     df = ar_drivers[0]
     df = df[df["driver"].isin(sorted(df["driver"].unique())[:6])]
-    opts = {"pooling": "pooled", "chains": 2, "warmup": 200, "draws": 200, "seed": 0,
-            "warn": False}
-    return df, {r: carpool.fit(df, "idm", residual=r, **opts) for r in ("iid", "ar1")}
+    sampler = carpool.NutsSettings(chains=2, warmup=200, draws=200, seed=0)
+    return df, {r: carpool.fit(df, "idm", pooling="pooled", model_options={"residual": r},
+                               sampler=sampler, warn=False) for r in ("iid", "ar1")}
 
 
 def test_pointwise_loglik_is_the_models_own_likelihood(pooled_pair):
@@ -115,8 +115,9 @@ def test_ar_beats_iid_on_autocorrelated_data(pooled_pair):
     assert loo["ar1"] > loo["iid"] + 50  # measured: about 800 nats on 6 x 160 steps
     # held-out one-step prediction behind the training series (leave-future-out)
     train, test = lfo_split(fits["ar1"].data)
-    scores = {r: heldout_score(carpool.refit(f, train, num_warmup=150, num_samples=150),
-                               test) for r, f in fits.items()}
+    light = carpool.NutsSettings(chains=2, warmup=150, draws=150, seed=0)
+    scores = {r: heldout_score(carpool.refit(f, train, sampler=light), test)
+              for r, f in fits.items()}
     assert scores["ar1"].elpd > scores["iid"].elpd
     # k-step-ahead: the AR process carried forward from the recorded residuals
     from carpool.simulate import follow
@@ -144,16 +145,16 @@ def test_ring_and_prior_predictive_with_ar_noise(pooled_pair):
     r = ring(fits["ar1"], num_vehicles=8, length_m=120.0, duration_s=20.0, num_draws=3)
     assert np.isfinite(r.table["speed"]).all()
     pp = carpool.prior_predictive(fits["ar1"].spec, fits["ar1"].data, fits["ar1"].config,
-                                  num_samples=5)
+                                  num_draws=5)
     assert pp["obs"].shape == (5, fits["ar1"].data.num_obs) and np.all(pp["obs"] >= 0)
 
 
 def test_bad_residual_options():
     df, _ = simulate_drivers(2, duration_s=5.0, rng_seed=0)
     with pytest.raises(ValueError, match="unknown residual 'ma2'"):
-        carpool.fit(df, "idm", residual="ma2")
+        carpool.fit(df, "idm", model_options={"residual": "ma2"})
     with pytest.raises(ValueError, match="ar_pooling='class'"):
-        carpool.fit(df, "idm", residual="ar1", model_options={"ar_pooling": "class"})
+        carpool.fit(df, "idm", model_options={"residual": "ar1", "ar_pooling": "class"})
     with pytest.raises(ValueError, match="Gaussian likelihood"):
         from dataclasses import replace
 
@@ -182,7 +183,7 @@ def test_recovers_drivers_behind_real_ngsim_leaders():
                                  leader_speeds=profiles)
     np.testing.assert_allclose(df.loc[df["driver"] == "d00", "leader_speed"],
                                profiles[0], rtol=0, atol=1e-5)  # float32 inside
-    fit = carpool.fit(df, "idm", pooling="hierarchical", residual="ar1")
+    fit = carpool.fit(df, "idm", pooling="hierarchical", model_options={"residual": "ar1"})
     assert fit.diagnostics["max_rhat"] < 1.01, fit.diagnostics
     names = ["v0", "s0", "T", "a", "b"]
     theta = fit.idata.posterior["theta"].values.reshape(-1, 20, 5)

@@ -26,7 +26,7 @@ from carpool.models.registry import get_spec
 from carpool.pooling.spec import Hyperpriors, PoolingConfig
 from carpool.testing import simulate_linear_groups
 
-CI = SbcSettings(num_replications=60, num_warmup=150, num_ranks=49, thinning=2, num_bins=10,
+CI = SbcSettings(num_replications=60, warmup=150, num_ranks=49, thinning=2, num_bins=10,
                  seed=1)
 
 
@@ -81,7 +81,7 @@ def test_chunks_on_an_executor_give_the_same_ranks(linear_design):
     from carpool.parallel.executors import SerialExecutor
 
     spec, data = linear_design
-    small = SbcSettings(num_replications=6, num_warmup=60, num_ranks=19, thinning=1,
+    small = SbcSettings(num_replications=6, warmup=60, num_ranks=19, thinning=1,
                         num_bins=4, seed=2)
     config = _config("pooled", data.num_groups)
     whole = run_sbc(spec, data, config, small)

@@ -26,7 +26,7 @@ def test_sbc_detects_a_wrong_posterior():
     spec = get_spec("linear")
     data = spec.prepare(simulate_linear_groups(5, 10, rng_seed=0)[0])
     wrong = get_spec("linear", prior_scale=0.2)
-    settings = SbcSettings(num_replications=30, num_warmup=150, num_ranks=49, thinning=2,
+    settings = SbcSettings(num_replications=30, warmup=150, num_ranks=49, thinning=2,
                            num_bins=10, seed=2)
     result = run_sbc(spec, data, _config("pooled", data.num_groups), settings,
                      fit_spec=wrong)
@@ -46,19 +46,19 @@ def test_sbc_detects_a_wrong_posterior():
 # is the one with power for subtle ones (0.05-0.08 here against 30% too narrow).
 @pytest.mark.parametrize("pooling", ["pooled", "unpooled"])
 def test_sbc_idm_reduced(pooling):
-    _sbc_idm(pooling, num_replications=40, num_warmup=150)
+    _sbc_idm(pooling, num_replications=40, warmup=150)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["pooled", "unpooled", "hierarchical"])
 def test_sbc_idm(pooling):
-    _sbc_idm(pooling, num_replications=60, num_warmup=200)
+    _sbc_idm(pooling, num_replications=60, warmup=200)
 
 
-def _sbc_idm(pooling: str, num_replications: int, num_warmup: int) -> None:
+def _sbc_idm(pooling: str, num_replications: int, warmup: int) -> None:
     spec = get_spec("idm")
     data = spec.prepare(simulate_drivers(3, duration_s=6.0, rng_seed=1)[0])
-    settings = SbcSettings(num_replications=num_replications, num_warmup=num_warmup,
+    settings = SbcSettings(num_replications=num_replications, warmup=warmup,
                            num_ranks=49, thinning=2, num_bins=10, seed=1)
     result = run_sbc(spec, data, _config(pooling, data.num_groups), settings)
     assert result.passes(alpha=0.01), result.table().sort_values("chi2_p").head()

@@ -6,6 +6,8 @@ import pytest
 import carpool
 from carpool.testing import simulate_drivers
 
+SAMPLER = carpool.NutsSettings(chains=2, warmup=250, draws=250, seed=3)
+
 
 @pytest.fixture(scope="module")
 def drivers():
@@ -15,7 +17,7 @@ def drivers():
 @pytest.fixture(scope="module")
 def loop_fit(drivers):
     df, _ = drivers
-    return carpool.fit_separately(df, "idm", chains=2, warmup=250, draws=250, seed=3)
+    return carpool.fit_separately(df, "idm", sampler=SAMPLER)
 
 
 def test_recovers_each_drivers_parameters_and_noise(drivers, loop_fit):
@@ -38,8 +40,7 @@ def test_recovers_each_drivers_parameters_and_noise(drivers, loop_fit):
 def test_vmap_strategy_gives_the_same_draws(drivers, loop_fit):
     # each driver's keys are folded from (seed, driver): batching must not change a draw
     df, _ = drivers
-    vm = carpool.fit_separately(df, "idm", strategy="vmap", chains=2, warmup=250,
-                                draws=250, seed=3)
+    vm = carpool.fit_separately(df, "idm", strategy="vmap", sampler=SAMPLER)
     np.testing.assert_allclose(vm.idata.posterior["theta"].values,
                                loop_fit.idata.posterior["theta"].values, rtol=1e-5)
 
@@ -60,8 +61,10 @@ def test_bad_options_raise(drivers):
         carpool.fit_separately(df, "idm", strategy="threads")
     with pytest.raises(ValueError, match="i.i.d. residuals only"):
         carpool.fit_separately(df, "idm", model_options={"residual": "ar1"})
-    with pytest.raises(ValueError, match="draws must be at least 1"):
-        carpool.fit_separately(df, "idm", draws=0)
+    with pytest.raises(ValueError, match="draws must be positive"):
+        carpool.fit_separately(df, "idm", sampler=carpool.NutsSettings(draws=0))
+    with pytest.raises(ValueError, match="give NutsSettings"):
+        carpool.fit_separately(df, "idm", sampler=carpool.SviSettings())
 
 
 def test_drivers_per_call():

@@ -193,8 +193,8 @@ def simulated():
 @pytest.fixture(scope="module")
 def fits(simulated):
     df, _ = simulated
-    return {mode: carpool.fit(df, "idm", pooling=mode, chains=2, warmup=150, draws=150,
-                              seed=1, warn=False)
+    sampler = carpool.NutsSettings(chains=2, warmup=150, draws=150, seed=1)
+    return {mode: carpool.fit(df, "idm", pooling=mode, sampler=sampler, warn=False)
             for mode in ("hierarchical", "pooled")}
 
 

@@ -1,4 +1,5 @@
-"""SVI (``carpool.fit(..., method="svi")``): recovery, minibatching, save / load, errors.
+"""SVI (``carpool.fit(..., sampler=carpool.SviSettings())``): recovery, minibatching, save /
+load, errors.
 
 Sizes are small (linear model, a few IDM drivers) so the file stays well under a minute on
 two cores; the accuracy against NUTS at realistic sizes is measured by
@@ -26,14 +27,15 @@ def linear_data():
 @pytest.fixture(scope="module")
 def linear_svi(linear_data):
     data, _ = linear_data
-    return carpool.fit(data, "linear", method="svi", num_steps=1500, draws=400, seed=1,
-                       correlated=False, warn=False)
+    return carpool.fit(data, "linear", pooling=carpool.PoolingConfig(correlated=False),
+                       sampler=carpool.SviSettings(num_steps=1500, draws=400, seed=1),
+                       warn=False)
 
 
 @pytest.fixture(scope="module")
 def idm_svi():
     df, truth = simulate_drivers(4, duration_s=12.0, rng_seed=2)
-    return carpool.fit(df, "idm", method="svi", num_steps=300, draws=200, seed=0,
+    return carpool.fit(df, "idm", sampler=carpool.SviSettings(num_steps=300, draws=200),
                        warn=False), truth
 
 
@@ -66,8 +68,9 @@ def test_minibatches_agree_with_full_batch(linear_data, linear_svi):
     # must agree within 0.5 posterior sd (the minibatch noise of the final iterate at this
     # learning-rate decay is ~0.1-0.2 sd, measured over seeds)
     data, _ = linear_data
-    mini = carpool.fit(data, "linear", method="svi", num_steps=3000, batch_size=10, draws=400,
-                       seed=2, correlated=False, warn=False)
+    mini = carpool.fit(data, "linear", pooling=carpool.PoolingConfig(correlated=False),
+                       sampler=carpool.SviSettings(num_steps=3000, batch_size=10, draws=400,
+                                                   seed=2), warn=False)
     assert mini.idata["svi_loss"].attrs["batch_size"] == 10
     full = linear_svi.idata.posterior["population"]
     sd = full.std(("chain", "draw")).values
@@ -80,8 +83,8 @@ def test_minibatches_agree_with_full_batch(linear_data, linear_svi):
 @pytest.mark.parametrize("pooling", ["pooled", "unpooled"])
 def test_pooled_and_unpooled(linear_data, pooling):
     data, truth = linear_data
-    f = carpool.fit(data, "linear", pooling=pooling, method="svi", num_steps=800, draws=200,
-                    batch_size=15, warn=False)
+    f = carpool.fit(data, "linear", pooling=pooling, warn=False,
+                    sampler=carpool.SviSettings(num_steps=800, draws=200, batch_size=15))
     th = f.idata.posterior["theta"]
     expected_dims = ("chain", "draw", "parameter") if pooling == "pooled" else \
         ("chain", "draw", "group", "parameter")
@@ -111,18 +114,31 @@ def test_fit_is_marked_approximate_and_round_trips(idm_svi, tmp_path):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"method": "vi"}, "unknown method 'vi'"),
-    ({"method": "svi", "guide": "full"}, "unknown guide 'full'"),
-    ({"method": "svi", "batch_size": 0}, "batch_size must be a positive integer"),
-    ({"method": "svi", "learning_rate": -1.0}, "learning_rate must be positive"),
-    ({"num_steps": 10}, "apply to method='svi' only"),
-    ({"method": "svi", "residual": "ar1"}, "ar1 residuals need NUTS"),
+    (lambda: {"sampler": "svi"}, "sampler must be NutsSettings or SviSettings"),
+    (lambda: {"sampler": carpool.SviSettings(guide="full")}, "unknown guide 'full'"),
+    (lambda: {"sampler": carpool.SviSettings(batch_size=0)},
+     "batch_size must be a positive integer"),
+    (lambda: {"sampler": carpool.SviSettings(learning_rate=-1.0)},
+     "learning_rate must be positive"),
+    (lambda: {"sampler": carpool.SviSettings(), "model_options": {"residual": "ar1"}},
+     "ar1 residuals need NUTS"),
 ])
 def test_bad_options_raise_one_line(kwargs, message):
     df, _ = simulate_drivers(2, duration_s=4.0, rng_seed=0)
     with pytest.raises(ValueError, match=message) as info:
-        carpool.fit(df, "idm", warn=False, **kwargs)
+        carpool.fit(df, "idm", warn=False, **kwargs())
     assert "\n" not in str(info.value)
+
+
+def test_cli_svi_options_need_method_svi(tmp_path):
+    from carpool.cli import app
+
+    df, _ = simulate_drivers(2, duration_s=4.0, rng_seed=0)
+    csv = tmp_path / "drivers.csv"
+    df.to_csv(csv, index=False)
+    r = CliRunner().invoke(app, ["fit", str(csv), "--out", str(tmp_path / "f.nc"),
+                                 "--steps", "10", "--guide", "meanfield"])
+    assert r.exit_code == 2 and "--steps, --guide apply to --method svi only" in r.output
 
 
 def test_cli_fit_with_svi(tmp_path, idm_svi):

@@ -219,5 +219,5 @@ def test_svi_fit_computes_the_pooled_map_once(monkeypatch):
 
     monkeypatch.setattr(centring, "pooled_map_with_residual", counted)
     df, _ = simulate_linear_groups(num_groups=6, num_obs_per_group=10, rng_seed=4)
-    carpool.fit(df, "linear", method="svi", num_steps=20, draws=10, warn=False)
+    carpool.fit(df, "linear", sampler=carpool.SviSettings(num_steps=20, draws=10), warn=False)
     assert len(calls) == 1

@@ -17,6 +17,7 @@ _EXPORTS = {
     "load": "carpool.inference.fit",
     "Fit": "carpool.inference.fit",
     "NutsSettings": "carpool.inference.nuts",
+    "SviSettings": "carpool.inference.svi",
     "set_host_device_count": "carpool.inference.nuts",
     "ConvergenceWarning": "carpool.inference.diagnostics",
     "WeakIdentificationWarning": "carpool.inference.diagnostics",

@@ -59,11 +59,11 @@ GpMethodOption = Annotated[str, typer.Option(
     help="GP residual likelihood: sliding (nearest-neighbour, default) | window (reference)")]
 
 
-def _use_all_cores(num_chains: int) -> None:
+def _use_all_cores(chains: int) -> None:
     """Give JAX one CPU device per chain (before JAX starts) so chains run in parallel."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
-        n = max(num_chains, os.cpu_count() or 1)
+        n = max(chains, os.cpu_count() or 1)
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
@@ -326,7 +326,7 @@ def fit(
     speed_limit: SpeedLimitOption = None,
     likelihood: LikelihoodOption = "speed",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
-    tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
+    warmup: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains (>= 4 recommended)")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     target_accept: Annotated[float | None, typer.Option(
@@ -356,17 +356,19 @@ def fit(
         raise _fail(f"--out {out} is a folder; give a file name ending in .nc")
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
                                    speed_limit, likelihood)
+    sampler = _run(_sampler, method, chains=chains, warmup=warmup, draws=draws, seed=seed,
+                   target_accept=target_accept, steps=steps, learning_rate=learning_rate,
+                   batch_size=batch_size, guide=guide)
+    config = _run(carpool.PoolingConfig, pooling=pooling, param=param)
     with console.status(f"reading {data}"):
         table = _run_reading(carpool.read_trajectories, data, format=data_format)
     console.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {data}")
     with _interrupt_exits(out) as check_interrupted:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = _run(carpool.fit, table, model, pooling=pooling, level=level,
-                          model_options=model_options, chains=chains, warmup=tune,
-                          draws=draws, seed=seed, target_accept=target_accept, param=param,
-                          progress_bar=progress, method=method, num_steps=steps,
-                          learning_rate=learning_rate, batch_size=batch_size, guide=guide)
+            result = _run(carpool.fit, table, model, pooling=config, level=level,
+                          sampler=sampler, model_options=model_options,
+                          progress_bar=progress)
         from carpool.inference.nuts import InterruptedWarning
 
         if not any(issubclass(w.category, InterruptedWarning) for w in caught):
@@ -412,12 +414,37 @@ def summary(
         console.print(escape(message), soft_wrap=True)
 
 
-def _fit_options(model: str, model_options: dict[str, Any], level: str | None, chains: int,
-                 tune: int, draws: int, seed: int) -> Any:
+def _sampler(method: str = "nuts", *, chains: int, warmup: int, draws: int, seed: int,
+             target_accept: float | None = None, steps: int | None = None,
+             learning_rate: float | None = None, batch_size: int | None = None,
+             guide: str | None = None) -> Any:
+    """The sampler settings the options ask for: NUTS, or SVI with ``--method svi``."""
+    from carpool.errors import InputError
+    from carpool.inference.nuts import NutsSettings
+
+    svi = {k: v for k, v in {"num_steps": steps, "learning_rate": learning_rate,
+                             "batch_size": batch_size, "guide": guide}.items()
+           if v is not None}
+    if method == "svi":
+        from carpool.inference.svi import SviSettings
+
+        return SviSettings(draws=draws, seed=seed, **svi)
+    if method != "nuts":
+        raise InputError(f"unknown method {method!r}; choose nuts or svi")
+    if svi:
+        given = {"num_steps": "--steps", "learning_rate": "--learning-rate",
+                 "batch_size": "--batch-size", "guide": "--guide"}
+        raise InputError(f"{', '.join(given[k] for k in svi)} apply to --method svi only")
+    return NutsSettings(chains=chains, warmup=warmup, draws=draws, seed=seed,
+                        target_accept=target_accept)
+
+
+def _job_options(model: str, model_options: dict[str, Any], level: str | None, chains: int,
+                 warmup: int, draws: int, seed: int) -> Any:
     from carpool.pipeline import FitOptions
 
-    return FitOptions(model=model, chains=chains, warmup=tune, draws=draws, seed=seed,
-                      level=level, model_options=model_options)
+    sampler = _run(_sampler, chains=chains, warmup=warmup, draws=draws, seed=seed)
+    return FitOptions(model=model, sampler=sampler, level=level, model_options=model_options)
 
 
 def _read(path: Path, data_format: str) -> Any:
@@ -489,7 +516,7 @@ def compare(
     speed_limit: SpeedLimitOption = None,
     likelihood: LikelihoodOption = "speed",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
-    tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
+    warmup: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
@@ -513,7 +540,7 @@ def compare(
             if len(inputs) != 1:
                 raise _fail(f"give one data file to fit, got {len(inputs)}")
             table = _read(inputs[0], data_format)
-            options = _fit_options(model, model_options, level, chains, tune, draws, seed)
+            options = _job_options(model, model_options, level, chains, warmup, draws, seed)
             fits = list(_run(fit_modes, table, options, log=log).values())
         result = _run(carpool.compare, fits, lfo=lfo, ldo=ldo, ldo_folds=folds, purpose=purpose,
                       seed=seed, log_fn=log)
@@ -545,7 +572,7 @@ def sweep(
     speed_limit: SpeedLimitOption = None,
     likelihood: LikelihoodOption = "speed",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
-    tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
+    warmup: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
@@ -559,7 +586,7 @@ def sweep(
     from carpool.compare.sweep import DEFAULT_GRID
     from carpool.compare.sweep import sweep as run_sweep
     from carpool.io import atomic_write_text
-    from carpool.pipeline import fit_modes, same_settings
+    from carpool.pipeline import fit_modes
     from carpool.plots.sweep import plot_sweep
 
     if out.exists() and not out.is_dir():
@@ -567,14 +594,14 @@ def sweep(
     values = _parse_grid(grid) or DEFAULT_GRID
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
                                    speed_limit, likelihood)
-    options = _fit_options(model, model_options, level, chains, tune, draws, seed)
+    options = _job_options(model, model_options, level, chains, warmup, draws, seed)
     table = _read(data, data_format)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fits = _run(fit_modes, table, options, log=err.print)
         result = _run(run_sweep, fits["hierarchical"].data, fits["hierarchical"].spec, values,
-                      fits=fits, fit_options=same_settings(fits["hierarchical"]),
-                      log_fn=err.print)
+                      fits=fits, pooling=fits["hierarchical"].config,
+                      sampler=fits["hierarchical"].sampler, log_fn=err.print)
     _print_warnings(caught)
     tables = {"sweep.csv": result.estimates, "sweep_scores.csv": result.scores}
     files = [_run(atomic_write_text, out / name, frame.to_csv(index=False))
@@ -617,7 +644,7 @@ def report(
     speed_limit: SpeedLimitOption = None,
     likelihood: LikelihoodOption = "speed",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
-    tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
+    warmup: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
@@ -633,7 +660,7 @@ def report(
     values = _parse_grid(grid) if sweep_fits else ()
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
                                    speed_limit, likelihood)
-    options = _fit_options(model, model_options, level, chains, tune, draws, seed)
+    options = _job_options(model, model_options, level, chains, warmup, draws, seed)
     fits, table = None, None
     if any(p.suffix == ".nc" for p in inputs):
         if not all(p.suffix == ".nc" for p in inputs):
@@ -643,7 +670,7 @@ def report(
         if missing:
             raise _fail(f"the report needs fits in all three pooling modes; missing "
                         f"{', '.join(missing)}")
-        options = replace(options, seed=int(fits["hierarchical"].settings.get("seed", seed)))
+        options = replace(options, sampler=fits["hierarchical"].sampler)
     elif len(inputs) != 1:
         raise _fail(f"give one data file to fit, got {len(inputs)}")
     else:
@@ -687,7 +714,7 @@ def demo(
                                                      "set's choice)")] = None,
     duration_s: Annotated[float | None, typer.Option(help="Seconds of each record")] = None,
     draws: Annotated[int | None, typer.Option(help="Draws per chain")] = None,
-    tune: Annotated[int | None, typer.Option(help="Warm-up iterations per chain")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up iterations per chain")] = None,
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     speed_limit: SpeedLimitOption = None,
@@ -703,7 +730,7 @@ def demo(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _run(run_demo, out, data=data, model=model, num_drivers=drivers,
-                      duration_s=duration_s, draws=draws, tune=tune, chains=chains, seed=seed,
+                      duration_s=duration_s, draws=draws, warmup=warmup, chains=chains, seed=seed,
                       speed_limit=speed_limit, report=report, log=console.print)
     console.print(result.table)
     if result.comparison is not None:
@@ -929,7 +956,7 @@ def batch_fit_command(
     speed_limit: SpeedLimitOption = None,
     likelihood: LikelihoodOption = "speed",
     draws: Annotated[int, typer.Option(help="Draws per chain")] = 1000,
-    tune: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
+    warmup: Annotated[int, typer.Option(help="Warm-up iterations per chain")] = 1000,
     chains: Annotated[int, typer.Option(help="Chains (run one after another in a worker)")]
     = 4,
     seed: Annotated[int, typer.Option(help="Random seed (the same for every unit)")] = 0,
@@ -970,10 +997,7 @@ def batch_fit_command(
                                    speed_limit, likelihood)
     units = _run_reading(read_units, data, by, data_format)
     err.print(f"{len(units)} units by {escape(by)} from {len(data)} file(s)")
-    options = {"chains": chains, "warmup": tune, "draws": draws, "seed": seed,
-               "model_options": model_options}
-    if engine == "fit":
-        options["level"] = level
+    sampler = _run(_sampler, chains=chains, warmup=warmup, draws=draws, seed=seed)
     executor = _run(make_executor, scheduler, local_workers)
     err.print(f"running on {executor.num_workers} worker(s)"
               + (f" of {escape(scheduler)}" if scheduler else ""))
@@ -983,8 +1007,9 @@ def batch_fit_command(
         if bar is not None:
             bar.start()
         result = _run(fit_batch, units, model, out, pooling=pooling, by=by,
-                      executor=executor, retries=retries, resume=resume,
-                      fit_options=options, progress_fn=update, engine=engine,
+                      executor=executor, retries=retries, resume=resume, sampler=sampler,
+                      level=level, model_options=model_options, progress_fn=update,
+                      engine=engine,
                       drivers_per_task=drivers_per_task)
     finally:
         if bar is not None:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from carpool.errors import InputError
+from carpool.inference.nuts import NutsSettings
 from carpool.pooling.spec import POOLING_MODES
 
 __all__ = ["DEMO_DATA", "DemoChoice", "DemoResult", "choose_drivers", "run_demo"]
@@ -38,7 +39,7 @@ class DemoChoice:
         Drivers fitted (``None``: all), chosen by :func:`choose_drivers`.
     duration_s
         Seconds of each driver's record (``None``: all).
-    draws, tune
+    draws, warmup
         NUTS draws and warm-up per chain of the main fits (4 chains).
     target_accept
         Of the hierarchical fit (``None``: carpool's default).
@@ -53,7 +54,7 @@ class DemoChoice:
         What a group is called in the terminal output (``"driver"``, ``"vehicle"``).
     grid
         The pooling dial's tau grid (``None``: carpool's default grid).
-    refit_tune, refit_draws
+    refit_warmup, refit_draws
         Warm-up and draws per chain of the comparison's held-out refits, the pooling dial's
         fits and the dynamic-residual check: they feed scores and point estimates, not the
         reported posteriors.
@@ -65,14 +66,14 @@ class DemoChoice:
     num_drivers: int | None = None
     duration_s: float | None = None
     draws: int = 1000
-    tune: int = 500
+    warmup: int = 500
     target_accept: float | None = None
     residual: str | None = None
     why: str = ""
     title: str = ""
     word: str = "driver"
     grid: tuple[float, ...] | None = None
-    refit_tune: int = 250
+    refit_warmup: int = 250
     refit_draws: int = 250
     model_options: dict[str, Any] = field(default_factory=dict)
 
@@ -81,7 +82,7 @@ DEMO_DATA: dict[str, DemoChoice] = {
     "ngsim-i80": DemoChoice(
         # 1,000 draws per chain: at 500 the unpooled fit's worst R-hat (over 70 variables)
         # was 1.012 on seed 0
-        model="idm", num_drivers=14, draws=1000, tune=500, residual="ar2",
+        model="idm", num_drivers=14, draws=1000, warmup=500, residual="ar2",
         grid=(0.03, 0.3, 3.0),
         title="the IDM on 14 human drivers in congestion (NGSIM I-80)",
         why=("These choices keep the demo within about three minutes on two cores; the "
@@ -89,7 +90,7 @@ DEMO_DATA: dict[str, DemoChoice] = {
              "the Human drivers page of the docs reports fits of all 76 at the defaults."),
     ),
     "usdot-platoon": DemoChoice(
-        model="linear_acc", duration_s=300.0, draws=1000, tune=500,
+        model="linear_acc", duration_s=300.0, draws=1000, warmup=500,
         # 4 vehicles make a narrow population funnel: at the hierarchical default 0.95,
         # seeds 0-3 left 2, 0, 0, 1 divergent transitions of 2,000 draws; 0.99 none
         target_accept=0.99, word="vehicle", refit_draws=500,
@@ -186,11 +187,11 @@ def what_was_fitted(choice: DemoChoice, data: str, num: int, total: int, chains:
              + (" (chosen evenly in the order they entered the recording)" if num < total
                 else "")
              + (f", the first {choice.duration_s:g} s of each" if choice.duration_s else "")
-             + f", at 5 Hz, with {chains} chains of {choice.tune} warm-up iterations and "
+             + f", at 5 Hz, with {chains} chains of {choice.warmup} warm-up iterations and "
              f"{choice.draws} draws. The comparison's held-out refits (two folds of "
              f"{choice.word}s) and the pooling dial"
              + (f" (tau = {', '.join(f'{t:g}' for t in choice.grid)})" if choice.grid else "")
-             + f" use {choice.refit_tune} and {choice.refit_draws}.")
+             + f" use {choice.refit_warmup} and {choice.refit_draws}.")
     limit = choice.model_options.get("speed_limit")
     if limit is not None:
         words += (f" The prior of the desired speed v0 is centred at the road's speed limit, "
@@ -215,9 +216,10 @@ def _multistep(table: pd.DataFrame, choice: DemoChoice, chains: int, seed: int,
     rows = []
     for residual in ("iid", choice.residual):
         log(f"held-out multi-step prediction: pooled {choice.model}, residual {residual} ...")
-        f = carpool.fit(train, choice.model, pooling="pooled", residual=residual, chains=chains,
-                        model_options=choice.model_options,
-                        warmup=choice.refit_tune, draws=choice.refit_draws, seed=seed,
+        f = carpool.fit(train, choice.model, pooling="pooled",
+                        sampler=NutsSettings(chains=chains, warmup=choice.refit_warmup,
+                                             draws=choice.refit_draws, seed=seed),
+                        model_options={**choice.model_options, "residual": residual},
                         warn=False)
         scores = multistep_scores(f, test, num_draws=50, seed=seed)
         rows.append(scores.reset_index().assign(residual=residual))
@@ -260,7 +262,7 @@ def _population_table(fits: dict[str, Any], word: str) -> Any:
 
 def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = None,
              num_drivers: int | None = None, duration_s: float | None = None,
-             draws: int | None = None, tune: int | None = None, chains: int = 4,
+             draws: int | None = None, warmup: int | None = None, chains: int = 4,
              seed: int = 0, speed_limit: float | None = None, report: bool = True,
              log: Callable[[str], Any] = lambda _: None) -> DemoResult:
     """Fit pooled, unpooled and hierarchical models to a bundled data set and compare them.
@@ -272,7 +274,7 @@ def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = No
     data
         A key of :data:`DEMO_DATA`: ``"ngsim-i80"`` (human drivers, the IDM) or
         ``"usdot-platoon"`` (automated cars, the linear ACC controller).
-    model, num_drivers, duration_s, draws, tune
+    model, num_drivers, duration_s, draws, warmup
         Override the data set's :class:`DemoChoice`.
     chains, seed
         NUTS chains and seed of every fit.
@@ -301,7 +303,7 @@ def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = No
     base = DEMO_DATA[data]
     choice = replace(base, **{k: v for k, v in {
         "model": model, "num_drivers": num_drivers, "duration_s": duration_s,
-        "draws": draws, "tune": tune}.items() if v is not None})
+        "draws": draws, "warmup": warmup}.items() if v is not None})
     if choice.model != base.model:  # the data set's spec options belong to its own model
         choice = replace(choice, model_options={})
     if speed_limit is not None:
@@ -323,11 +325,11 @@ def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = No
     fits, files = {}, []
     for pooling in POOLING_MODES:
         log(f"fitting {pooling} ...")
-        f = carpool.fit(table, choice.model, pooling=pooling, chains=chains,
-                        warmup=choice.tune, draws=choice.draws, seed=seed,
-                        model_options=choice.model_options,
-                        target_accept=choice.target_accept if pooling == "hierarchical"
-                        else None)
+        sampler = NutsSettings(chains=chains, warmup=choice.warmup, draws=choice.draws,
+                               seed=seed, target_accept=choice.target_accept
+                               if pooling == "hierarchical" else None)
+        f = carpool.fit(table, choice.model, pooling=pooling, sampler=sampler,
+                        model_options=choice.model_options)
         fits[pooling] = f
         files.append(f.save(out / f"fit_{pooling}.nc"))
         files.append(atomic_write_text(out / f"summary_{pooling}.json",
@@ -344,10 +346,11 @@ def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = No
         from carpool.plots.simulation import plot_follow_bands
         from carpool.simulate import follow
 
-        light = {"num_warmup": choice.refit_tune, "num_samples": choice.refit_draws}
-        options = FitOptions(model=choice.model, chains=chains, warmup=choice.tune,
-                             draws=choice.draws, seed=seed,
-                             model_options=dict(choice.model_options))
+        light = NutsSettings(chains=chains, warmup=choice.refit_warmup,
+                             draws=choice.refit_draws, seed=seed)
+        options = FitOptions(model=choice.model, sampler=NutsSettings(
+            chains=chains, warmup=choice.warmup, draws=choice.draws, seed=seed),
+            model_options=dict(choice.model_options))
         hier = fits["hierarchical"]
         ring_result, ring_fig, ring_files = _ring(hier, out, seed, log)
         files += ring_files
@@ -370,9 +373,7 @@ def run_demo(out: str | Path, *, data: str = "ngsim-i80", model: str | None = No
         notes["Ring road of new drivers"] = ring_text(summary, choice.model)
         rep = build_report(table, out / "report.html", options, fits=fits, ldo_folds=2,
                            grid=choice.grid,
-                           refit_options=light,
-                           sweep_options={"warmup": light["num_warmup"],
-                                          "draws": light["num_samples"]},
+                           refit_sampler=light, sweep_sampler=light,
                            figures_dir=out / "figures",
                            title=f"carpool demo: {choice.title}",
                            extra_figures=extra, notes=notes, log=log)

@@ -7,7 +7,7 @@ where asked), so the CLI stays thin and the jobs are usable from Python.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from carpool.errors import InputError
+from carpool.inference.nuts import NutsSettings
 from carpool.pooling.spec import POOLING_MODES
 
-__all__ = ["FitOptions", "fit_modes", "data_summary", "same_settings", "ReportResult",
-           "build_report"]
+__all__ = ["FitOptions", "fit_modes", "data_summary", "ReportResult", "build_report"]
 
 Log = Callable[[str], Any]
 
@@ -29,20 +29,13 @@ def _quiet(_: str) -> None:
 
 @dataclass(frozen=True)
 class FitOptions:
-    """Options shared by every fit of a job (see :func:`carpool.fit`)."""
+    """Options shared by every fit of a job (see :func:`carpool.fit`): the model, the
+    sampler settings, the level column and the model's options."""
 
     model: str = "idm"
-    chains: int = 4
-    warmup: int = 1000
-    draws: int = 1000
-    seed: int = 0
+    sampler: NutsSettings = field(default_factory=NutsSettings)
     level: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
-
-    def kwargs(self) -> dict[str, Any]:
-        return {"chains": self.chains, "warmup": self.warmup, "draws": self.draws,
-                "seed": self.seed, "level": self.level,
-                "model_options": dict(self.model_options)}
 
 
 def fit_modes(table: Any, options: FitOptions, *, modes: tuple[str, ...] = POOLING_MODES,
@@ -53,7 +46,9 @@ def fit_modes(table: Any, options: FitOptions, *, modes: tuple[str, ...] = POOLI
     fits = {}
     for mode in modes:
         log(f"fitting {mode} {options.model} ...")
-        fits[mode] = carpool.fit(table, options.model, pooling=mode, **options.kwargs())
+        fits[mode] = carpool.fit(table, options.model, pooling=mode, sampler=options.sampler,
+                                 level=options.level,
+                                 model_options=dict(options.model_options))
         t = fits[mode].timing
         log(f"  {mode}: {t['total_s']:.1f} s (compile {t['compile_s']:.1f} s), max R-hat "
             f"{fits[mode].diagnostics['max_rhat']:.3f}, "
@@ -87,17 +82,6 @@ def data_summary(fit: Any) -> dict[str, Any]:
     return out
 
 
-def same_settings(fit: Any) -> dict[str, Any]:
-    """:func:`carpool.fit` keywords repeating ``fit``'s sampler settings and levels.
-
-    For refitting the same grouped data with ``fit.spec`` (whose options are already set).
-    """
-    s = fit.settings
-    return {"chains": int(s.get("num_chains", 4)), "warmup": int(s.get("num_warmup", 1000)),
-            "draws": int(s.get("num_samples", 1000)), "seed": int(s.get("seed", 0)),
-            "level": "level" if fit.config.use_levels else None, "warn": False}
-
-
 @dataclass(frozen=True)
 class ReportResult:
     fits: dict[str, Any]
@@ -123,8 +107,8 @@ def build_report(
     lfo: bool = True,
     ldo: bool = True,
     ldo_folds: int = 5,
-    refit_options: Mapping[str, Any] | None = None,
-    sweep_options: Mapping[str, Any] | None = None,
+    refit_sampler: NutsSettings | None = None,
+    sweep_sampler: NutsSettings | None = None,
     figures_dir: str | Path | None = None,
     title: str | None = None,
     sensitivity: bool = False,
@@ -142,9 +126,9 @@ def build_report(
         The HTML file to write.
     grid
         The tau grid of the pooling-dial sweep (``None``: the default grid; ``()``: no sweep).
-    refit_options, sweep_options
-        Overrides for the held-out refits (:func:`carpool.inference.run.refit`) and for the
-        sweep fits (:func:`carpool.fit` keywords), e.g. fewer draws.
+    refit_sampler, sweep_sampler
+        The sampler of the held-out refits (:func:`carpool.compare`) and of the sweep's
+        fits, e.g. fewer draws; ``None``: the hierarchical fit's own.
     figures_dir
         Also write every figure there as PNG and SVG.
     sensitivity
@@ -175,21 +159,23 @@ def build_report(
     fits = dict(fits) if fits is not None else fit_modes(table, options, log=log)
     hier = fits["hierarchical"]
     log("comparing the modes (PSIS-LOO and held-out refits) ...")
+    seed = options.sampler.seed
     comparison = compare(fits, lfo=lfo, ldo=ldo, ldo_folds=ldo_folds,
-                         refit_options=refit_options, seed=options.seed, log_fn=log)
+                         refit_sampler=refit_sampler, seed=seed, log_fn=log)
     sweep_result = None
     grid = DEFAULT_GRID if grid is None else tuple(grid)
+    # the hierarchical fit's own configuration (levels, hyperpriors) with tau learned
+    config = replace(hier.config, tau="learned")
     if grid:
-        sweep_result = sweep(hier.data, hier.spec, grid, fits=fits,
-                             fit_options={**same_settings(hier), **dict(sweep_options or {})},
-                             log_fn=log)
+        sweep_result = sweep(hier.data, hier.spec, grid, fits=fits, pooling=config,
+                             sampler=sweep_sampler or hier.sampler, log_fn=log)
 
     sens = None
     if sensitivity:
         from carpool.compare.sensitivity import prior_sensitivity
 
-        sens = prior_sensitivity(hier.data, hier.spec, fit_options=same_settings(hier),
-                                 seed=options.seed, log_fn=log)
+        sens = prior_sensitivity(hier.data, hier.spec, pooling=config, sampler=hier.sampler,
+                                 seed=seed, log_fn=log)
 
     log("drawing figures ...")
     group = _example_group(hier)

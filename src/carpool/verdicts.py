@@ -29,9 +29,9 @@ ESS_MIN_PER_CHAIN = 100
 PARETO_K_MAX = 0.7
 
 
-def ess_required(num_chains: int) -> int:
-    """The bulk / tail ESS a fit of ``num_chains`` chains needs."""
-    return max(ESS_MIN_TOTAL, ESS_MIN_PER_CHAIN * int(num_chains))
+def ess_required(chains: int) -> int:
+    """The bulk / tail ESS a fit of ``chains`` chains needs."""
+    return max(ESS_MIN_TOTAL, ESS_MIN_PER_CHAIN * int(chains))
 
 
 def rhat_ok(rhat: float) -> bool | None:
@@ -39,9 +39,9 @@ def rhat_ok(rhat: float) -> bool | None:
     return None if not math.isfinite(rhat) else bool(rhat <= RHAT_MAX)
 
 
-def ess_ok(ess: float, num_chains: int) -> bool | None:
+def ess_ok(ess: float, chains: int) -> bool | None:
     """ESS of at least :func:`ess_required`; ``None`` where it is not computable."""
-    return None if not math.isfinite(ess) else bool(ess >= ess_required(num_chains))
+    return None if not math.isfinite(ess) else bool(ess >= ess_required(chains))
 
 
 def pareto_k_ok(k: float) -> bool:
@@ -52,7 +52,7 @@ def pareto_k_ok(k: float) -> bool:
 def converged(diag: Mapping[str, Any]) -> bool:
     """Whether a fit's diagnostics (:func:`~carpool.inference.diagnostics.compute_diagnostics`)
     pass every check: no divergence, R-hat, bulk and tail ESS (where computable)."""
-    chains = int(diag.get("num_chains", 4))
+    chains = int(diag.get("chains", 4))
     return (int(diag.get("divergences", 0)) == 0
             and rhat_ok(float(diag.get("max_rhat", math.nan))) is not False
             and ess_ok(float(diag.get("min_ess_bulk", math.nan)), chains) is not False

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -31,6 +31,11 @@ from carpool.batch.manifest import MANIFEST_NAME, Manifest, utc_now
 from carpool.batch.units import Unit, split_table
 from carpool.errors import InputError
 from carpool.parallel.executors import DEFAULT_RETRIES, Progress, Task, as_executor
+from carpool.pooling.spec import PoolingConfig
+
+if TYPE_CHECKING:
+    from carpool.inference.nuts import NutsSettings
+    from carpool.inference.svi import SviSettings
 
 __all__ = ["ENGINES", "BatchResult", "FitRequest", "check_result", "fit_batch",
            "fit_driver_group", "fit_unit"]
@@ -40,21 +45,11 @@ log = logging.getLogger(__name__)
 FITS_FOLDER = "fits"
 ATTR = "carpool_batch"
 
-#: Options of :func:`carpool.fit` a batch passes on (the data and model come per unit).
-FIT_OPTIONS = ("tau", "correlated", "param", "level", "layout", "chains", "warmup", "draws",
-               "seed", "target_accept", "max_tree_depth", "model_options", "data_options",
-               "residual")
-
-
 #: How a batch fits its units: ``"fit"``, :func:`carpool.fit` per unit (any model, pooling
 #: and residual; one compilation per unit); ``"separate"``, groups of one-driver units per
 #: task through :func:`carpool.fit_separately` (i.i.d. residuals, NUTS; one compilation
 #: per worker and padded series length).
 ENGINES = ("fit", "separate")
-
-#: The options a ``"separate"`` batch passes on to :func:`carpool.fit_separately`.
-SEPARATE_OPTIONS = ("chains", "warmup", "draws", "seed", "target_accept", "max_tree_depth",
-                    "model_options", "data_options")
 
 #: A separate task pads its drivers' series to a multiple of this many steps, so that
 #: the tasks of a worker share one compiled program (at most 31 masked steps a driver).
@@ -66,38 +61,64 @@ MAX_DRIVERS_PER_TASK = 50
 
 @dataclass(frozen=True)
 class FitRequest:
-    """What every unit of a batch is fitted with: a registered model, a pooling mode,
-    further :func:`carpool.fit` options (``chains``, ``draws``, ``seed``, ...) and the
-    engine (:data:`ENGINES`)."""
+    """What every unit of a batch is fitted with: a registered model, the pooling (a mode
+    name or a :class:`~carpool.pooling.spec.PoolingConfig`), the sampler settings
+    (:class:`~carpool.inference.nuts.NutsSettings`, its defaults when ``None``, or
+    :class:`~carpool.inference.svi.SviSettings`), the level column, the model's and the
+    data's options (as for :func:`carpool.fit`) and the engine (:data:`ENGINES`)."""
 
     model: str
-    pooling: str = "hierarchical"
-    options: Mapping[str, Any] = field(default_factory=dict)
+    pooling: str | PoolingConfig = "hierarchical"
+    sampler: NutsSettings | SviSettings | None = None
+    level: str | None = None
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    data_options: Mapping[str, Any] = field(default_factory=dict)
     engine: str = "fit"
 
     def __post_init__(self) -> None:
-        from carpool.pooling.spec import POOLING_MODES
+        from carpool.inference.nuts import NutsSettings
+        from carpool.inference.svi import SviSettings
 
         if not isinstance(self.model, str):
             raise TypeError("a batch fits a registered model by name (e.g. 'idm')")
-        if self.pooling not in POOLING_MODES:
-            raise InputError(f"unknown pooling {self.pooling!r}; choose one of "
-                             f"{list(POOLING_MODES)}")
+        if not isinstance(self.pooling, PoolingConfig):
+            object.__setattr__(self, "pooling", PoolingConfig(pooling=self.pooling))
+        if self.sampler is None:
+            object.__setattr__(self, "sampler", NutsSettings())
+        if not isinstance(self.sampler, NutsSettings | SviSettings):
+            raise InputError(f"sampler must be NutsSettings or SviSettings, got "
+                             f"{type(self.sampler).__name__}")
+        object.__setattr__(self, "model_options", dict(self.model_options or {}))
+        object.__setattr__(self, "data_options", dict(self.data_options or {}))
         if self.engine not in ENGINES:
             raise InputError(f"unknown engine {self.engine!r}; choose one of {list(ENGINES)}")
-        allowed = FIT_OPTIONS if self.engine == "fit" else SEPARATE_OPTIONS
-        unknown = sorted(set(self.options) - set(allowed))
-        if unknown:
-            raise InputError(f"unknown fit option(s) {unknown} for a batch"
-                             + (" with engine 'separate'" if self.engine != "fit" else ""))
-        if self.engine == "separate" and self.pooling == "hierarchical":
-            raise InputError("engine 'separate' fits each driver alone: give pooling "
-                             "'unpooled' (or 'pooled', the same model for one driver)")
+        if self.engine == "separate":
+            if self.pooling.pooling == "hierarchical":
+                raise InputError("engine 'separate' fits each driver alone: give pooling "
+                                 "'unpooled' (or 'pooled', the same model for one driver)")
+            if self.level is not None:
+                raise InputError("engine 'separate' fits each driver alone: a level "
+                                 "does not apply")
+            if not isinstance(self.sampler, NutsSettings):
+                raise InputError("engine 'separate' samples with NUTS: give NutsSettings")
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        """The keywords of :func:`carpool.fit` (engine ``"fit"``) besides data and model."""
+        return {"pooling": self.pooling, "sampler": self.sampler, "level": self.level,
+                "model_options": dict(self.model_options),
+                "data_options": dict(self.data_options)}
 
     def to_dict(self) -> dict[str, Any]:
+        """The request as JSON-ready values (the manifest's record of it): the pooling
+        mode, and the fields of its configuration that differ from the mode's defaults."""
         engine = {} if self.engine == "fit" else {"engine": self.engine}
-        return {"model": self.model, "pooling": self.pooling, **engine,
-                **{k: self.options[k] for k in sorted(self.options)}}
+        config = self.pooling.to_dict()
+        default = PoolingConfig(pooling=self.pooling.pooling).to_dict()
+        return {"model": self.model, "pooling": self.pooling.pooling, **engine,
+                **{k: v for k, v in config.items() if v != default[k]},
+                "sampler": self.sampler.to_dict(), "level": self.level,
+                "model_options": dict(self.model_options),
+                "data_options": dict(self.data_options)}
 
     def fingerprint(self) -> str:
         """A hash of the request: results of another request are never reused."""
@@ -123,8 +144,7 @@ def fit_unit(unit: Unit, request: FitRequest, path: str) -> dict[str, Any]:
     import carpool
 
     started, t0 = utc_now(), time.perf_counter()
-    fit = carpool.fit(unit.load(), request.model, pooling=request.pooling, warn=False,
-                      **dict(request.options))
+    fit = carpool.fit(unit.load(), request.model, warn=False, **request.fit_kwargs())
     fit.idata.posterior.attrs[ATTR] = json.dumps(
         {"unit": unit.name, "input": unit.fingerprint(), "request": request.fingerprint()})
     fit.save(path)
@@ -151,9 +171,8 @@ def fit_driver_group(units: Sequence[Unit], request: FitRequest, paths: Sequence
     from carpool.inference.run import resolve_spec
     from carpool.parallel.executors import _describe
 
-    options = dict(request.options)
-    spec = resolve_spec(request.model, **dict(options.get("model_options") or {}))
-    data_options = dict(options.get("data_options") or {})
+    spec = resolve_spec(request.model, **dict(request.model_options))
+    data_options = dict(request.data_options)
     started, t0 = utc_now(), time.perf_counter()
     records: dict[str, dict[str, Any]] = {}
     good: list[tuple[Unit, str, str, int, pd.DataFrame]] = []
@@ -170,8 +189,10 @@ def fit_driver_group(units: Sequence[Unit], request: FitRequest, paths: Sequence
     if not good:
         return records
     fits = carpool.fit_separately(pd.concat([t for *_, t in good], ignore_index=True),
-                                  request.model, pad_multiple=SEPARATE_PAD_MULTIPLE,
-                                  **options)
+                                  request.model, sampler=request.sampler,
+                                  model_options=dict(request.model_options),
+                                  data_options=data_options,
+                                  pad_multiple=SEPARATE_PAD_MULTIPLE)
     task_wall = time.perf_counter() - t0
     for unit, path, driver, num_obs, _ in good:
         one = fits.select([driver])
@@ -265,12 +286,15 @@ def fit_batch(
     model: str,
     out_dir: str | os.PathLike[str],
     *,
-    pooling: str = "hierarchical",
+    pooling: str | PoolingConfig = "hierarchical",
+    sampler: NutsSettings | SviSettings | None = None,
+    level: str | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    data_options: Mapping[str, Any] | None = None,
     by: str = "driver",
     executor: Any = None,
     retries: int = DEFAULT_RETRIES,
     resume: bool = True,
-    fit_options: Mapping[str, Any] | None = None,
     progress_fn: Callable[[Progress], Any] | None = None,
     manifest_interval_s: float = 1.0,
     engine: str = "fit",
@@ -287,8 +311,12 @@ def fit_batch(
     out_dir
         Folder for ``fits/<unit>.nc`` and ``manifest.json`` (created).
     pooling
-        The pooling mode of every unit's fit. ``"hierarchical"`` needs several groups per
-        unit (split by recording or site, not by driver).
+        The pooling of every unit's fit, a mode name or a
+        :class:`~carpool.pooling.spec.PoolingConfig`. ``"hierarchical"`` needs several
+        groups per unit (split by recording or site, not by driver).
+    sampler, level, model_options, data_options
+        As for :func:`carpool.fit`, the same for every unit (engine ``"separate"``: NUTS
+        settings, no level).
     by
         Column to split a table by (ignored for a list of units); recorded in the manifest.
     executor
@@ -301,9 +329,6 @@ def fit_batch(
     resume
         Keep the results of an earlier run in ``out_dir`` that :func:`check_result` finds
         valid; otherwise every unit is fitted again.
-    fit_options
-        Further :func:`carpool.fit` options (``chains``, ``warmup``, ``draws``, ``seed``,
-        ``level``, ``model_options``, ...), the same for every unit.
     progress_fn
         Called with a :class:`~carpool.parallel.executors.Progress` of the units being fitted
         (reused results not counted) whenever it changes.
@@ -326,7 +351,8 @@ def fit_batch(
     BatchResult
         The manifest; a failed unit does not raise (see :attr:`BatchResult.failed`).
     """
-    request = FitRequest(model, pooling, dict(fit_options or {}), engine)
+    request = FitRequest(model, pooling, sampler, level, dict(model_options or {}),
+                         dict(data_options or {}), engine)
     if drivers_per_task is not None and int(drivers_per_task) < 1:
         raise InputError(f"drivers_per_task must be at least 1, got {drivers_per_task}")
     if engine == "separate":
@@ -336,7 +362,7 @@ def fit_batch(
     units = list(units)
     if not units:
         raise InputError("the batch has no units")
-    if pooling == "hierarchical" and by == "driver" and all(
+    if request.pooling.pooling == "hierarchical" and by == "driver" and all(
             u.table is not None for u in units):
         raise InputError("pooling 'hierarchical' needs several drivers per unit; split by "
                          "recording or another column, or fit pooled / unpooled")
@@ -410,7 +436,7 @@ def _check_separate(request: FitRequest) -> None:
     """Fail early (in the client) when the model cannot be fitted by engine 'separate'."""
     from carpool.inference.run import resolve_spec
 
-    spec = resolve_spec(request.model, **dict(request.options.get("model_options") or {}))
+    spec = resolve_spec(request.model, **dict(request.model_options))
     if spec.residual.is_dynamic:
         raise InputError(f"engine 'separate' fits i.i.d. residuals only (got "
                          f"{spec.residual.name!r}); use engine 'fit'")

@@ -29,6 +29,8 @@ from carpool.verdicts import rhat_ok
 
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
+    from carpool.inference.nuts import NutsSettings
+    from carpool.inference.svi import SviSettings
 
 __all__ = ["compare", "population_scales", "as_mode_dict"]
 
@@ -67,12 +69,13 @@ def population_scales(fit: Fit, hdi_prob: float = 0.94) -> pd.DataFrame:
 
 
 def _heldout_refit_score(kind: str, fit: Fit, train: Any, test: Any,
-                         options: Mapping[str, Any], seed: int) -> PointwiseScore:
+                         sampler: NutsSettings | SviSettings | None, seed: int
+                         ) -> PointwiseScore:
     """Refit on ``train`` and score ``test``: later steps (``"lfo"``) or new groups
     (``"ldo"``). One task of :func:`compare` (module level, so workers import it)."""
     from carpool.inference.run import refit
 
-    trained = refit(fit, train, **options)
+    trained = refit(fit, train, sampler=sampler)
     if kind == "lfo":
         return heldout_score(trained, test, seed=seed)
     return new_group_score(trained, test, seed=seed)
@@ -86,7 +89,7 @@ def compare(
     lfo_fraction: float = 0.2,
     ldo_folds: int = 5,
     purpose: str = "describe",
-    refit_options: Mapping[str, Any] | None = None,
+    refit_sampler: NutsSettings | SviSettings | None = None,
     seed: int = 0,
     log_fn: Callable[[str], Any] = lambda _: None,
     executor: Any = None,
@@ -110,9 +113,11 @@ def compare(
         same groups (leave-future-out; needs ``lfo``) or simulate ``"new-groups"`` (new
         drivers; leave-groups-out, needs ``ldo``). Other scores that favour another mode are
         named in the recommendation's reason (:mod:`carpool.compare.recommend`).
-    refit_options
-        Overrides for the held-out refits (e.g. ``{"num_warmup": 300, "num_samples": 300}``
-        to make them cheaper), see :func:`carpool.inference.run.refit`.
+    refit_sampler
+        The sampler of the held-out refits (e.g. ``NutsSettings(warmup=300, draws=300)``
+        to make them cheaper); ``None``: each fit's own (see
+        :func:`carpool.inference.run.refit`, which keeps each fit's ``target_accept``
+        where this one's is ``None``).
     log_fn
         Called with a line of progress text before each refit (as refits finish when
         they run elsewhere).
@@ -130,7 +135,6 @@ def compare(
         raise InputError(f"purpose={purpose!r} needs its held-out score "
                          f"({'lfo' if purpose == 'forecast' else 'ldo'}=True)")
     by_mode = as_mode_dict(fits)
-    opts = dict(refit_options or {})
     any_fit = next(iter(by_mode.values()))
     group_word = f"{any_fit.spec.group_dim}s"
     warn: list[str] = []
@@ -153,7 +157,7 @@ def compare(
         train, test = lfo_split(any_fit.data, lfo_fraction)
         for m, f in by_mode.items():
             jobs.append(("lfo", m))
-            args.append(("lfo", f, train, test, opts, seed))
+            args.append(("lfo", f, train, test, refit_sampler, seed))
             labels.append(f"leave-future-out: refitting {m} on the first "
                           f"{1 - lfo_fraction:.0%} of each {any_fit.spec.group_dim}'s series")
     if ldo and any_fit.data.num_groups >= 3:
@@ -165,7 +169,7 @@ def compare(
                 keep = np.setdiff1d(np.arange(any_fit.data.num_groups), fold)
                 jobs.append(("ldo", m))
                 args.append(("ldo", f, select_groups(f.data, keep),
-                             select_groups(f.data, fold), opts, seed + k))
+                             select_groups(f.data, fold), refit_sampler, seed + k))
                 labels.append(f"leave-{group_word}-out: {m}, fold {k + 1} of {len(folds)}")
     elif ldo:
         warn.append(f"leave-{group_word}-out skipped: it needs at least 3 {group_word}")

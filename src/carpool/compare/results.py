@@ -7,8 +7,12 @@ them).
 
 from __future__ import annotations
 
+import io
+import json
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +21,9 @@ import pandas as pd
 from carpool.errors import InputError
 
 __all__ = ["Comparison", "SweepResult", "PriorSensitivity", "MODE_COLUMNS"]
+
+#: Tag of a saved comparison (:meth:`Comparison.save`).
+COMPARISON_FORMAT = "carpool-comparison-1"
 
 #: Columns of :attr:`Comparison.table` (one row per pooling mode, index = mode).
 MODE_COLUMNS = (
@@ -87,6 +94,38 @@ class Comparison:
         return {"modes": modes, "recommendation": dict(self.recommendation),
                 "warnings": list(self.warnings)}
 
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the whole comparison as JSON (atomically), for :meth:`load`: what
+        ``carpool compare --out DIR`` leaves for ``carpool report --from DIR``."""
+        from carpool.io import atomic_write_text
+
+        def frame(df: pd.DataFrame) -> dict[str, Any]:
+            return json.loads(df.to_json(orient="split", index=True))
+
+        record = {"format": COMPARISON_FORMAT, "table": frame(self.table),
+                  "recommendation": dict(self.recommendation),
+                  "pooling_factors": frame(self.pooling_factors),
+                  "population": frame(self.population), "warnings": list(self.warnings)}
+        return atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Comparison:
+        """Read a comparison written by :meth:`save`."""
+        try:
+            record = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{path}: not a readable comparison file ({e})") from e
+        if not isinstance(record, dict) or record.get("format") != COMPARISON_FORMAT:
+            raise InputError(f"{path}: not a carpool comparison file")
+
+        def frame(d: dict[str, Any]) -> pd.DataFrame:
+            return pd.read_json(io.StringIO(json.dumps(d)), orient="split", dtype=False,
+                                convert_dates=False)
+
+        return cls(frame(record["table"]), dict(record["recommendation"]),
+                   frame(record["pooling_factors"]), frame(record["population"]),
+                   tuple(record["warnings"]))
+
 
 @dataclass(frozen=True)
 class SweepResult:
@@ -142,13 +181,13 @@ class PriorSensitivity:
         the latent posterior means in units of the weak fit's posterior sd).
     prior_predictive
         Draws of the observation (``y``, e.g. next speed in m/s) from the prior, shape
-        (num_samples, n), under each hyperprior setting: ``{"weak": ..., "informative": ...}``.
+        (num_prior_samples, n) under each hyperprior setting: ``{"weak": ..., "informative": ...}``.
     observed
         The observed ``y`` (n,), for comparison with the prior predictive draws.
     prior_predictive_gap, observed_gap
         Car-following only: the next gap (m) one step from each observed state implied by
         each prior predictive speed draw, ``gap + dt (leader_speed - (speed + y) / 2)``,
-        (num_samples, n) per setting, and the same from the observed next speed (n,).
+        (num_prior_samples, n) per setting, and the same from the observed next speed (n,).
     """
 
     table: pd.DataFrame

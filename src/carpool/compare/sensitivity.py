@@ -9,7 +9,8 @@ the prior predictive under each setting so users see what the priors imply befor
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,10 @@ from carpool.compare.results import PriorSensitivity
 from carpool.errors import InputError
 from carpool.pooling.spec import Hyperpriors, PoolingConfig
 from carpool.priors import HalfCauchy, HalfNormal
+
+if TYPE_CHECKING:
+    from carpool.inference.nuts import NutsSettings
+    from carpool.inference.svi import SviSettings
 
 __all__ = ["prior_sensitivity", "one_step_gap", "WEAK", "INFORMATIVE"]
 
@@ -45,7 +50,10 @@ def prior_sensitivity(
     *,
     weak: Hyperpriors = WEAK,
     informative: Hyperpriors = INFORMATIVE,
-    fit_options: Mapping[str, Any] | None = None,
+    pooling: PoolingConfig | None = None,
+    sampler: NutsSettings | SviSettings | None = None,
+    level: str | None = None,
+    model_options: Mapping[str, Any] | None = None,
     num_prior_samples: int = 200,
     seed: int = 0,
     log_fn: Callable[[str], Any] = lambda _: None,
@@ -56,25 +64,27 @@ def prior_sensitivity(
     two posterior means and their distance in units of the weak fit's posterior sd, with the
     group's number of observations; and ``num_prior_samples`` prior predictive draws of the
     observations under each setting (``y``; for car-following the next speed in m/s).
+
+    ``pooling`` is the hierarchical :class:`~carpool.pooling.spec.PoolingConfig` whose
+    hyperpriors are replaced (``None``: the defaults); ``sampler``, ``level`` and
+    ``model_options`` are as for :func:`carpool.fit`. ``seed`` seeds the prior predictive
+    draws.
     """
     import carpool
     from carpool.inference.predict import prior_predictive
-    from carpool.inference.run import resolve_spec
+    from carpool.inference.run import as_config, resolve_spec
 
-    opts = dict(fit_options or {})
-    opts.setdefault("warn", False)
-    opts.setdefault("seed", seed)
-    for key in ("pooling", "hyperpriors"):
-        if key in opts:
-            raise InputError(f"prior_sensitivity sets {key!r} itself")
-    spec = resolve_spec(model, **dict(opts.pop("model_options", None) or {}))
-    level = opts.get("level")
+    base = as_config(PoolingConfig() if pooling is None else pooling, level)
+    if base.pooling != "hierarchical":
+        raise InputError("prior_sensitivity fits hierarchical models: give a hierarchical "
+                         "PoolingConfig")
+    spec = resolve_spec(model, **dict(model_options or {}))
     grouped = data if isinstance(data, carpool.GroupedData) else spec.prepare(data, level=level)
     fits = {}
     for name, hp in (("weak", weak), ("informative", informative)):
         log_fn(f"prior sensitivity: hierarchical fit with {name} hyperpriors")
-        fits[name] = carpool.fit(grouped, spec, pooling="hierarchical", hyperpriors=hp,
-                                 **{k: v for k, v in opts.items() if k != "level"})
+        fits[name] = carpool.fit(grouped, spec, pooling=replace(base, hyperpriors=hp),
+                                 sampler=sampler, warn=False)
     params = spec.parameters
     zw = params.to_latent(fits["weak"].idata.posterior["theta"].values, axis=-1)
     zi = params.to_latent(fits["informative"].idata.posterior["theta"].values, axis=-1)
@@ -87,10 +97,8 @@ def prior_sensitivity(
             for g, gid in enumerate(grouped.group_ids) for i, p in enumerate(params)]
     draws = {}
     for name, hp in (("weak", weak), ("informative", informative)):
-        config = PoolingConfig(pooling="hierarchical", hyperpriors=hp,
-                               use_levels=level is not None)
-        draws[name] = prior_predictive(spec, grouped, config, num_samples=num_prior_samples,
-                                       seed=seed)["obs"]
+        draws[name] = prior_predictive(spec, grouped, replace(base, hyperpriors=hp),
+                                       num_draws=num_prior_samples, seed=seed)["obs"]
     gaps, observed_gap = {}, None
     if {"gap", "dt", "leader_speed", "speed"} <= set(grouped.covariates):
         gaps = {k: one_step_gap(grouped.covariates, v) for k, v in draws.items()}

@@ -9,6 +9,7 @@ the held-out score (PSIS-LOO) varies along it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,9 +18,12 @@ import pandas as pd
 from carpool.compare.results import SweepResult
 from carpool.compare.scores import loo_score
 from carpool.errors import InputError
+from carpool.pooling.spec import PoolingConfig
 
 if TYPE_CHECKING:
     from carpool.inference.fit import Fit
+    from carpool.inference.nuts import NutsSettings
+    from carpool.inference.svi import SviSettings
 
 __all__ = ["sweep", "sweep_fits", "DEFAULT_GRID"]
 
@@ -77,11 +81,12 @@ def sweep_fits(fits: Sequence[Fit], *, learned: Fit | None = None, pooled: Fit |
                        learned_tau=learned_tau, ends=ends)
 
 
-def _fit_fixed_tau(data: Any, model: Any, tau: float, options: Mapping[str, Any]) -> Fit:
+def _fit_fixed_tau(data: Any, model: Any, config: PoolingConfig, tau: float,
+                   options: Mapping[str, Any]) -> Fit:
     """One point of the dial (a task of its own: module level, so workers import it)."""
     import carpool
 
-    return carpool.fit(data, model, pooling="hierarchical", tau=tau, **options)
+    return carpool.fit(data, model, pooling=replace(config, tau=tau), warn=False, **options)
 
 
 def sweep(
@@ -90,7 +95,10 @@ def sweep(
     grid: Sequence[float] = DEFAULT_GRID,
     *,
     fits: Mapping[str, Fit] | None = None,
-    fit_options: Mapping[str, Any] | None = None,
+    pooling: PoolingConfig | None = None,
+    sampler: NutsSettings | SviSettings | None = None,
+    level: str | None = None,
+    model_options: Mapping[str, Any] | None = None,
     log_fn: Callable[[str], Any] = lambda _: None,
     executor: Any = None,
 ) -> SweepResult:
@@ -106,9 +114,12 @@ def sweep(
         Optional ``{"pooled": .., "unpooled": .., "hierarchical": ..}`` fits of the same data:
         the pooled and unpooled estimates mark the two ends of the dial and the learned tau
         of the hierarchical fit is marked on it.
-    fit_options
-        Further keyword arguments for :func:`carpool.fit` (``chains``, ``draws``, ``seed``,
-        ``level``, ``model_options``, ...).
+    pooling
+        The hierarchical :class:`~carpool.pooling.spec.PoolingConfig` whose ``tau`` the grid
+        fixes (its hyperpriors, correlation, parameterisation, levels); ``None``: the
+        defaults.
+    sampler, level, model_options
+        As for :func:`carpool.fit`, the same for every point of the grid.
     executor
         Where the grid's fits run: ``None`` in this process, one after another; or local
         worker processes, a scheduler address or a Dask client
@@ -119,14 +130,14 @@ def sweep(
     grid = [float(t) for t in grid]
     if not grid or min(grid) <= 0:
         raise InputError("the tau grid must be non-empty and positive")
-    opts = dict(fit_options or {})
-    opts.setdefault("warn", False)
-    for key in ("pooling", "tau"):
-        if key in opts:
-            raise InputError(f"sweep sets {key!r} itself")
+    config = PoolingConfig() if pooling is None else pooling
+    if config.pooling != "hierarchical" or config.tau_is_fixed:
+        raise InputError("sweep sets 'tau' itself: give a hierarchical PoolingConfig with "
+                         "tau='learned'")
+    opts = {"sampler": sampler, "level": level, "model_options": model_options}
     fits = dict(fits or {})
     taus = sorted(grid)
-    out = map_logged(executor, _fit_fixed_tau, [(data, model, t, opts) for t in taus],
+    out = map_logged(executor, _fit_fixed_tau, [(data, model, config, t, opts) for t in taus],
                      [f"pooling dial: tau = {t:g} ({k + 1} of {len(taus)})"
                       for k, t in enumerate(taus)], log_fn, what="pooling dial")
     return sweep_fits(out, learned=fits.get("hierarchical"), pooled=fits.get("pooled"),

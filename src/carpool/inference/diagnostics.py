@@ -29,7 +29,8 @@ def compute_diagnostics(idata: Any) -> dict[str, Any]:
     """Max R-hat, min bulk / tail ESS, divergences and tree-depth hits.
 
     Returns a dict with ``max_rhat``, ``max_rhat_var``, ``min_ess_bulk``, ``min_ess_bulk_var``,
-    ``min_ess_tail``, ``divergences``, ``num_draws``, ``num_chains``, ``max_tree_depth_hits``.
+    ``min_ess_tail``, ``divergences``, ``draws`` (per chain), ``chains``,
+    ``max_tree_depth_hits``.
     An approximate (SVI) fit has no sampler diagnostics: see :func:`approximate_diagnostics`.
     """
     import arviz as az
@@ -77,8 +78,8 @@ def compute_diagnostics(idata: Any) -> dict[str, Any]:
         "min_ess_bulk_var": b_var,
         "min_ess_tail": min_t,
         "divergences": int(ss["diverging"].values.sum()) if "diverging" in ss else 0,
-        "num_chains": int(post.sizes["chain"]),
-        "num_draws": int(post.sizes["draw"]),
+        "chains": int(post.sizes["chain"]),
+        "draws": int(post.sizes["draw"]),
         "max_tree_depth_hits": depth_hits,
     }
 
@@ -101,8 +102,8 @@ def approximate_diagnostics(idata: Any) -> dict[str, Any]:
         "approximate": True, "method": str(post.attrs.get("carpool_method")),
         "note": APPROXIMATE_NOTE, "max_rhat": float("nan"), "max_rhat_var": "",
         "min_ess_bulk": float("nan"), "min_ess_bulk_var": "", "min_ess_tail": float("nan"),
-        "divergences": 0, "num_chains": int(post.sizes["chain"]),
-        "num_draws": int(post.sizes["draw"]), "max_tree_depth_hits": 0,
+        "divergences": 0, "chains": int(post.sizes["chain"]),
+        "draws": int(post.sizes["draw"]), "max_tree_depth_hits": 0,
     }
     if "svi_loss" in idata.groups():
         loss = np.asarray(idata["svi_loss"]["loss"].values, dtype=float)
@@ -147,15 +148,15 @@ def convergence_problems(diag: dict[str, Any]) -> list[str]:
                    "(param=...) or raise max_tree_depth")
     if rhat_ok(diag["max_rhat"]) is False:
         out.append(f"max R-hat {diag['max_rhat']:.3f} at {diag['max_rhat_var']} "
-                   f"(> {RHAT_MAX}): chains disagree; run a longer warm-up (--tune) and more "
+                   f"(> {RHAT_MAX}): chains disagree; run a longer warm-up (--warmup) and more "
                    "chains, and if they still disagree look for several modes or give the "
                    "parameter an informative prior")
-    ess_min = ess_required(diag["num_chains"])
-    if ess_ok(diag["min_ess_bulk"], diag["num_chains"]) is False:
+    ess_min = ess_required(diag["chains"])
+    if ess_ok(diag["min_ess_bulk"], diag["chains"]) is False:
         out.append(f"min bulk ESS {diag['min_ess_bulk']:.0f} at {diag['min_ess_bulk_var']} "
                    f"(< {ess_min}): draw more samples (--draws) or reparameterise the slowly "
                    "mixing parameter (param=...)")
-    if ess_ok(diag["min_ess_tail"], diag["num_chains"]) is False:
+    if ess_ok(diag["min_ess_tail"], diag["chains"]) is False:
         out.append(f"min tail ESS {diag['min_ess_tail']:.0f} (< {ess_min}): intervals are "
                    "unreliable; draw more samples (--draws)")
     return out

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,9 +35,16 @@ from carpool.pooling.grouped import GroupedData
 from carpool.pooling.model import BuiltModel
 from carpool.pooling.spec import ModelSpec, PoolingConfig
 
+if TYPE_CHECKING:
+    from carpool.inference.svi import SviSettings
+
 __all__ = ["Fit", "load", "to_inference_data"]
 
 FORMAT_VERSION = 1
+
+#: Sampler settings saved under older names, read under today's (:attr:`Fit.settings`).
+OLD_SETTING_NAMES = {"num_chains": "chains", "num_warmup": "warmup", "num_samples": "draws",
+                     "num_draws": "draws"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,22 @@ class Fit:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return json.loads(self.idata.posterior.attrs.get("carpool_settings", "{}"))
+        """The saved sampler settings (and how the chains ran: ``chain_method``,
+        ``layout``), as a dict; files that saved older names are read under today's."""
+        saved = json.loads(self.idata.posterior.attrs.get("carpool_settings", "{}"))
+        return {OLD_SETTING_NAMES.get(k, k): v for k, v in saved.items()}
+
+    @property
+    def sampler(self) -> NutsSettings | SviSettings:
+        """The :class:`~carpool.inference.nuts.NutsSettings` (or, for a variational fit,
+        :class:`~carpool.inference.svi.SviSettings`) this fit was made with."""
+        from dataclasses import fields
+
+        from carpool.inference.svi import SviSettings
+
+        cls = SviSettings if self.method == "svi" else NutsSettings
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in self.settings.items() if k in names})
 
     @property
     def method(self) -> str:
@@ -159,7 +181,7 @@ class Fit:
 
 
 def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringChoice,
-                      settings: NutsSettings) -> Any:
+                      settings: NutsSettings | SviSettings) -> Any:
     """Assemble ArviZ ``InferenceData`` with named dims from raw sampler output."""
     import arviz as az
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -18,7 +18,7 @@ import numpy as np
 from carpool.errors import InputError
 from carpool.pooling.model import BuiltModel
 
-__all__ = ["InterruptedWarning", "NutsSettings", "SamplerOutput", "run_nuts",
+__all__ = ["TARGET_ACCEPT", "InterruptedWarning", "NutsSettings", "SamplerOutput", "run_nuts",
            "set_host_device_count"]
 
 log = logging.getLogger(__name__)
@@ -37,29 +37,62 @@ def set_host_device_count(n: int) -> None:
     numpyro.set_host_device_count(int(n))
 
 
+#: ``NutsSettings(target_accept=None)`` per pooling mode: hierarchical fits, whose curvature
+#: varies more, target 0.95 (rstanarm's default for hierarchical models too; on the bundled
+#: platoon 0.9 left 0-5 divergent transitions depending on the seed and 0.95 none, at the
+#: same wall time: measured, 2 seeds each); pooled and unpooled fits NumPyro's 0.8.
+TARGET_ACCEPT = {"hierarchical": 0.95, "pooled": 0.8, "unpooled": 0.8}
+
+
 @dataclass(frozen=True)
 class NutsSettings:
-    """Sampler settings.
+    """NUTS settings: what :func:`carpool.fit` samples with (the settings object's type
+    picks the method; :class:`~carpool.inference.svi.SviSettings` for SVI).
 
-    ``num_chains`` defaults to 4: fewer chains can miss a stuck chain (the reference PyMC fit
-    of congested drivers had one chain at a population v0 of 20 m/s and one near 100).
+    Parameters
+    ----------
+    chains
+        Chains; 4 by default: fewer chains can miss a stuck chain (the reference PyMC fit
+        of congested drivers had one chain at a population v0 of 20 m/s and one near 100).
+    warmup
+        Warm-up (adaptation) iterations per chain.
+    draws
+        Posterior draws kept per chain.
+    seed
+        Seed of the chains' starts and transitions.
+    target_accept
+        NUTS's target acceptance probability; ``None`` (default): :data:`TARGET_ACCEPT` of
+        the fit's pooling mode (:meth:`for_pooling`).
+    max_tree_depth
+        Largest tree depth (at most ``2 ** max_tree_depth`` leapfrog steps per draw).
+    dense_mass
+        Learn a dense mass matrix in warm-up (default diagonal).
+    init_radius
+        Each chain starts at a uniform draw in ``(-init_radius, init_radius)`` of every
+        latent's unconstrained space.
     """
 
-    num_chains: int = 4
-    num_warmup: int = 1000
-    num_samples: int = 1000
+    chains: int = 4
+    warmup: int = 1000
+    draws: int = 1000
     seed: int = 0
-    target_accept: float = 0.8
+    target_accept: float | None = None
     max_tree_depth: int = 10
     dense_mass: bool = False
     init_radius: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("num_chains", "num_warmup", "num_samples"):
-            if int(getattr(self, name)) < (0 if name == "num_warmup" else 1):
+        for name in ("chains", "warmup", "draws"):
+            if int(getattr(self, name)) < (0 if name == "warmup" else 1):
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0 < self.target_accept < 1:
+        if self.target_accept is not None and not 0 < self.target_accept < 1:
             raise InputError(f"target_accept must be in (0, 1), got {self.target_accept}")
+
+    def for_pooling(self, pooling: str) -> NutsSettings:
+        """These settings with ``target_accept=None`` resolved for ``pooling``."""
+        if self.target_accept is not None:
+            return self
+        return replace(self, target_accept=TARGET_ACCEPT[pooling])
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -75,10 +108,10 @@ class SamplerOutput:
     chain_method: str
 
 
-def _chain_method(num_chains: int) -> str:
-    if num_chains == 1:
+def _chain_method(chains: int) -> str:
+    if chains == 1:
         return "sequential"
-    return "parallel" if jax.local_device_count() >= num_chains else "sequential"
+    return "parallel" if jax.local_device_count() >= chains else "sequential"
 
 
 class _CompileClock:
@@ -126,8 +159,8 @@ def _one_chain(built: BuiltModel, settings: NutsSettings, *, search_start: bool 
     from numpyro.infer.util import initialize_model
 
     def searched(rng_key: Any, arrays: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        mcmc = MCMC(_kernel(settings, model=built.model), num_warmup=settings.num_warmup,
-                    num_samples=settings.num_samples, num_chains=1, progress_bar=False)
+        mcmc = MCMC(_kernel(settings, model=built.model), num_warmup=settings.warmup,
+                    num_samples=settings.draws, num_chains=1, progress_bar=False)
         mcmc.run(rng_key, observed=True, arrays=arrays, extra_fields=EXTRA_FIELDS)
         return mcmc.get_samples(), mcmc.get_extra_fields()
 
@@ -144,8 +177,8 @@ def _one_chain(built: BuiltModel, settings: NutsSettings, *, search_start: bool 
                                        jnp.result_type(info.param_info.z[n]), -r, r)
                  for n, k in zip(names, keys, strict=True)}
         mcmc = MCMC(_kernel(settings, potential_fn=info.potential_fn(**kwargs)),
-                    num_warmup=settings.num_warmup,
-                    num_samples=settings.num_samples, num_chains=1, progress_bar=False)
+                    num_warmup=settings.warmup,
+                    num_samples=settings.draws, num_chains=1, progress_bar=False)
         mcmc.run(key_run, init_params=start, extra_fields=EXTRA_FIELDS)
         constrain = info.postprocess_fn(**kwargs)
         return jax.lax.map(constrain, mcmc.get_samples()), mcmc.get_extra_fields()
@@ -165,8 +198,8 @@ def _kernel(settings: NutsSettings, *, model: Any = None, potential_fn: Any = No
 
 
 def chain_keys(settings: NutsSettings) -> Any:
-    """One PRNG key per chain, ``split(PRNGKey(seed), num_chains)`` (NumPyro's own split)."""
-    return jax.random.split(jax.random.PRNGKey(settings.seed), settings.num_chains)
+    """One PRNG key per chain, ``split(PRNGKey(seed), chains)`` (NumPyro's own split)."""
+    return jax.random.split(jax.random.PRNGKey(settings.seed), settings.chains)
 
 
 def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = False
@@ -174,7 +207,7 @@ def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = 
     """Sample ``built`` with NUTS; returns NumPy arrays and timings in seconds.
 
     Warm-up and sampling run in one compiled program per chain (one compilation for all
-    chains). Parallel chains (``jax.local_device_count() >= num_chains``) run as one
+    chains). Parallel chains (``jax.local_device_count() >= chains``) run as one
     ``jax.pmap`` over the chains' keys; otherwise chains run one after another (see
     :func:`_run_chain_by_chain`). Chain ``i`` gets the ``i``-th key of
     :func:`chain_keys`. With ``progress_bar=True`` NumPyro's own ``MCMC`` runs the chains
@@ -191,11 +224,13 @@ def run_nuts(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = 
     1-2 s for the hierarchical IDM),
     ``sampling_s`` (warm-up + draws, the rest of the wall time) and ``total_s``; all read
     after blocking on the samples. :func:`carpool.fit` adds ``centring_s`` (the automatic
-    centring choice) to ``total_s``.
+    centring choice) to ``total_s``. ``target_accept=None`` is resolved for the model's
+    pooling mode (:meth:`NutsSettings.for_pooling`).
     """
     from carpool.inference.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()
+    settings = settings.for_pooling(built.config.pooling)
     out = _sample(built, settings, progress_bar=progress_bar)
     stuck = _stuck_chains(out)
     if stuck and not progress_bar:
@@ -230,15 +265,15 @@ def _stuck_chains(out: SamplerOutput) -> list[int]:
 def _sample(built: BuiltModel, settings: NutsSettings, *, progress_bar: bool = False,
             search_start: bool = False) -> SamplerOutput:
     """One run of every chain (see :func:`run_nuts`)."""
-    method = _chain_method(settings.num_chains)
-    if method == "sequential" and settings.num_chains > 1 and not progress_bar:
+    method = _chain_method(settings.chains)
+    if method == "sequential" and settings.chains > 1 and not progress_bar:
         return _run_chain_by_chain(built, settings, search_start=search_start)
     one = _one_chain(built, settings, search_start=search_start)
     with _CompileClock() as clock:
         t0 = time.perf_counter()
         if progress_bar:
             samples, stats = _run_numpyro_mcmc(built, settings, method)
-        elif settings.num_chains == 1:
+        elif settings.chains == 1:
             samples, stats = jax.jit(one)(chain_keys(settings)[0], built.arrays)
             samples, stats = jax.tree.map(lambda x: x[None], (samples, stats))
         else:
@@ -262,8 +297,8 @@ def _run_numpyro_mcmc(built: BuiltModel, settings: NutsSettings, method: str
     """NumPyro's ``MCMC`` with its progress bars; samples grouped by chain."""
     from numpyro.infer import MCMC
 
-    mcmc = MCMC(_kernel(settings, model=built.model), num_warmup=settings.num_warmup,
-                num_samples=settings.num_samples, num_chains=settings.num_chains,
+    mcmc = MCMC(_kernel(settings, model=built.model), num_warmup=settings.warmup,
+                num_samples=settings.draws, num_chains=settings.chains,
                 chain_method=method, progress_bar=True)
     mcmc.run(jax.random.PRNGKey(settings.seed), observed=True, extra_fields=EXTRA_FIELDS)
     return mcmc.get_samples(group_by_chain=True), mcmc.get_extra_fields(group_by_chain=True)
@@ -285,7 +320,7 @@ def _run_chain_by_chain(built: BuiltModel, settings: NutsSettings, *,
     """Sequential chains one at a time, so an interrupt keeps the finished ones.
 
     One jitted program samples one chain (warm-up and draws) and is compiled once for all
-    chains; chain ``i`` gets the ``i``-th key of ``split(PRNGKey(seed), num_chains)``. On a
+    chains; chain ``i`` gets the ``i``-th key of ``split(PRNGKey(seed), chains)``. On a
     KeyboardInterrupt (Ctrl-C, or SIGTERM where the CLI turns it into one) after at least
     one chain finished, the finished chains are returned with an
     :class:`InterruptedWarning`; before that, the interrupt propagates. Python handles a
@@ -306,7 +341,7 @@ def _run_chain_by_chain(built: BuiltModel, settings: NutsSettings, *,
             if not chains:
                 raise
             warnings.warn(f"sampling was interrupted: the fit holds the {len(chains)} of "
-                          f"{settings.num_chains} chains that finished; R-hat needs at least "
+                          f"{settings.chains} chains that finished; R-hat needs at least "
                           "2 chains, so refit for a result you can check",
                           InterruptedWarning, stacklevel=4)
         total = time.perf_counter() - t0

@@ -177,15 +177,15 @@ def new_group_params(fit: Fit, num_groups: int = 1, *, seed: int = 0,
     return np.asarray(params.to_natural(z, axis=-1))
 
 
-def prior_predictive(spec, data: GroupedData, config, *, num_samples: int = 200,
+def prior_predictive(spec, data: GroupedData, config, *, num_draws: int = 200,
                      seed: int = 0) -> dict[str, np.ndarray]:
-    """Draws from the prior: every latent site plus ``obs`` (num_samples, n) on ``data``."""
+    """Draws from the prior: every latent site plus ``obs`` (num_draws, n) on ``data``."""
     from numpyro.infer import Predictive
 
     from carpool.pooling.model import build_model
 
     built = build_model(spec, data, config, layout="flat")
-    pred = Predictive(built.model, num_samples=num_samples)
+    pred = Predictive(built.model, num_samples=num_draws)
     out = pred(jax.random.PRNGKey(seed), observed=False)
     return {k: np.asarray(v) for k, v in out.items()}
 

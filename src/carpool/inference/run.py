@@ -6,7 +6,8 @@ import logging
 import time
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from carpool.errors import InputError
 from carpool.inference.diagnostics import (
@@ -21,52 +22,53 @@ from carpool.models.registry import get_spec
 from carpool.pooling.centring import choose_centring
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.model import build_model
-from carpool.pooling.spec import Hyperpriors, ModelSpec, PoolingConfig
+from carpool.pooling.spec import ModelSpec, PoolingConfig
 
-__all__ = ["METHODS", "fit", "fit_grouped", "refit", "resolve_spec", "with_residual"]
+if TYPE_CHECKING:
+    from carpool.inference.svi import SviSettings
 
-#: Inference methods of :func:`fit`: NUTS (MCMC) or SVI (variational, approximate).
-METHODS = ("nuts", "svi")
+__all__ = ["as_config", "fit", "fit_grouped", "refit", "resolve_spec", "with_residual"]
 
 log = logging.getLogger(__name__)
 
 
 def resolve_spec(model: str | ModelSpec, **options: Any) -> ModelSpec:
-    """A spec object, or a registered model built by name with ``options``."""
+    """A spec object, or a registered model built by name with ``options``.
+
+    ``residual`` is an option of every model (a name such as ``"ar2"`` or a
+    :mod:`carpool.residuals` process): it replaces the spec's residual process
+    (:func:`with_residual`), a :class:`ModelSpec` object's too. A spec object takes no other
+    option.
+    """
+    residual = options.pop("residual", None)
     if isinstance(model, ModelSpec):
         if options:
             raise InputError("spec options apply to registered model names, not to a ModelSpec")
-        return model
-    return get_spec(model, **options)
+        spec = model
+    else:
+        spec = get_spec(model, **options)
+    return spec if residual is None else with_residual(spec, residual)
+
+
+def as_config(pooling: str | PoolingConfig, level: str | None = None) -> PoolingConfig:
+    """``pooling`` as a :class:`PoolingConfig` (a mode name: its defaults), learning level
+    means when ``level`` names a level column."""
+    config = pooling if isinstance(pooling, PoolingConfig) else PoolingConfig(pooling=pooling)
+    return replace(config, use_levels=True) if level is not None else config
 
 
 def fit(
     data: Any,
     model: str | ModelSpec,
     *,
-    pooling: str = "hierarchical",
-    tau: str | float | Mapping[str, float] | tuple[float, ...] = "learned",
-    correlated: bool | str = "auto",
-    hyperpriors: Hyperpriors | None = None,
-    param: str | Mapping[str, str] = "auto",
+    pooling: str | PoolingConfig = "hierarchical",
+    sampler: NutsSettings | SviSettings | None = None,
     level: str | None = None,
     layout: str = "auto",
-    chains: int = 4,
-    warmup: int = 1000,
-    draws: int = 1000,
-    seed: int = 0,
-    target_accept: float | None = None,
-    max_tree_depth: int = 10,
-    progress_bar: bool = False,
     model_options: Mapping[str, Any] | None = None,
     data_options: Mapping[str, Any] | None = None,
-    residual: Any = None,
+    progress_bar: bool = False,
     warn: bool = True,
-    method: str = "nuts",
-    num_steps: int | None = None,
-    learning_rate: float | None = None,
-    batch_size: int | None = None,
-    guide: str | None = None,
 ) -> Fit:
     """Fit ``model`` to ``data`` with NUTS (or SVI) in one of the three pooling modes.
 
@@ -77,74 +79,61 @@ def fit(
         understands (trajectories for car-following models; ``group, x, y`` for ``linear``).
     model
         A :class:`~carpool.pooling.spec.ModelSpec` or a registered name (``"idm"``,
-        ``"linear"``, ``"eight_schools"``, ...); ``model_options`` go to its builder.
-    pooling, tau, correlated, hyperpriors, param
-        See :class:`~carpool.pooling.spec.PoolingConfig`. ``hyperpriors=None`` takes the
-        model's own defaults, else :meth:`~carpool.pooling.spec.Hyperpriors.default_for` the
-        number of groups.
+        ``"linear"``, ``"eight_schools"``, ...).
+    pooling
+        ``"pooled"``, ``"unpooled"``, ``"hierarchical"`` (with the defaults of
+        :class:`~carpool.pooling.spec.PoolingConfig`), or a
+        :class:`~carpool.pooling.spec.PoolingConfig` for a fixed population scale ``tau``,
+        the population's ``correlated``, ``hyperpriors`` or the parameterisation ``param``.
+        Its ``hyperpriors=None`` takes the model's own defaults, else
+        :meth:`~carpool.pooling.spec.Hyperpriors.default_for` the number of groups.
+    sampler
+        :class:`~carpool.inference.nuts.NutsSettings` (``None``: its defaults) or
+        :class:`~carpool.inference.svi.SviSettings`; the type picks the method. NUTS is
+        exact up to Monte Carlo error; SVI (stochastic variational inference) is
+        approximate and much faster for thousands of drivers (see ``docs/svi.md`` for its
+        accuracy and when to switch). ``NutsSettings(target_accept=None)`` targets
+        :data:`~carpool.inference.nuts.TARGET_ACCEPT` of the pooling mode (0.95
+        hierarchical, 0.8 otherwise).
     level
         Column naming a level above the groups (e.g. ``"class"``): learns level means.
-    chains, warmup, draws, seed, target_accept, max_tree_depth
-        NUTS settings (:class:`~carpool.inference.nuts.NutsSettings`). ``target_accept=None``
-        is 0.8 for pooled / unpooled fits and 0.95 for hierarchical ones, whose curvature
-        varies more (rstanarm's default for hierarchical models too). On the bundled platoon
-        0.9 left 0-5 divergent transitions depending on the seed and 0.95 none, at the same
-        wall time (measured, 2 seeds each).
-    residual
-        The residual process within each group's series: ``"iid"`` (default), ``"ar1"`` ..
-        ``"ar8"``, ``"gp"``, or a :mod:`carpool.residuals` process object (e.g.
-        ``AR(2, pooling="driver")``); ``None`` keeps the model's own.
+    layout
+        The likelihood's data layout (``"auto"``, ``"flat"`` or ``"padded"``, see
+        :func:`~carpool.pooling.model.build_model`); NUTS only.
+    model_options
+        Options of the registered model's builder (e.g. ``priors``, ``speed_limit``). Every
+        model takes ``residual``: the residual process within each group's series,
+        ``"iid"`` (default), ``"ar1"`` .. ``"ar8"``, ``"gp"``, or a :mod:`carpool.residuals`
+        process object (e.g. ``AR(2, pooling="driver")``), a spec object's too
+        (:func:`resolve_spec`).
+    data_options
+        Options of the model's ``prepare_fn`` (how a table becomes grouped data).
+    progress_bar
+        Show NumPyro's progress bars (NUTS).
     warn
         Emit :class:`~carpool.inference.diagnostics.ConvergenceWarning` on bad diagnostics.
-    method
-        ``"nuts"`` (default, exact up to Monte Carlo error) or ``"svi"``: stochastic
-        variational inference, approximate and much faster for thousands of drivers (see
-        ``docs/svi.md`` for its accuracy and when to switch). With ``"svi"``, ``draws`` is
-        the number of draws taken from the fitted approximation and ``seed`` seeds the
-        optimisation; ``chains``, ``warmup``, ``target_accept``, ``max_tree_depth`` and
-        ``layout`` are unused.
-    num_steps, learning_rate, batch_size, guide
-        SVI only (:class:`~carpool.inference.svi.SviSettings`; ``None`` takes its default):
-        optimisation steps, Adam's initial step size, drivers per minibatch (``None``: all)
-        and the guide (``"structured"`` or ``"meanfield"``).
     """
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-    svi_options = {k: v for k, v in {"num_steps": num_steps, "learning_rate": learning_rate,
-                                     "batch_size": batch_size, "guide": guide}.items()
-                   if v is not None}
-    if method == "nuts" and svi_options:
-        raise InputError(f"{sorted(svi_options)} apply to method='svi' only")
+    from carpool.inference.svi import SviSettings, fit_grouped_svi
+
+    sampler = NutsSettings() if sampler is None else sampler
+    if not isinstance(sampler, NutsSettings | SviSettings):
+        raise InputError(f"sampler must be NutsSettings or SviSettings, got "
+                         f"{type(sampler).__name__}")
     spec = resolve_spec(model, **dict(model_options or {}))
-    if residual is not None:
-        spec = with_residual(spec, residual)
     grouped = data if isinstance(data, GroupedData) else spec.prepare(
         data, level=level, **dict(data_options or {}))
-    config = PoolingConfig(pooling=pooling, tau=tau, correlated=correlated,
-                           hyperpriors=hyperpriors, param=param,
-                           use_levels=level is not None).with_defaults(spec,
-                                                                       grouped.num_groups)
-    if method == "svi":
-        from carpool.inference.svi import SviSettings, fit_grouped_svi
-
-        result = fit_grouped_svi(spec, grouped, config, SviSettings(
-            num_draws=draws, seed=seed, **svi_options))
+    config = as_config(pooling, level).with_defaults(spec, grouped.num_groups)
+    if isinstance(sampler, SviSettings):
+        result = fit_grouped_svi(spec, grouped, config, sampler)
         if warn:
             _warn(result)
         return result
-    settings = NutsSettings(num_chains=chains, num_warmup=warmup, num_samples=draws,
-                            seed=seed,
-                            target_accept=target_accept or (0.95 if pooling == "hierarchical"
-                                                            else 0.8),
-                            max_tree_depth=max_tree_depth)
-    return fit_grouped(spec, grouped, config, settings, layout=layout,
+    return fit_grouped(spec, grouped, config, sampler, layout=layout,
                        progress_bar=progress_bar, warn=warn)
 
 
 def with_residual(spec: ModelSpec, residual: Any) -> ModelSpec:
     """``spec`` with another residual process (a name such as ``"ar2"`` or a process)."""
-    from dataclasses import replace
-
     from carpool.residuals import parse_residual
 
     opts = dict(spec.options)
@@ -163,6 +152,7 @@ def fit_grouped(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig,
     """The core of :func:`fit` on prepared data with explicit configuration objects."""
     spec.parameters.check_priors()
     config = config.with_defaults(spec, grouped.num_groups)
+    settings = settings.for_pooling(config.pooling)
     t0 = time.perf_counter()
     centring = choose_centring(spec, grouped, config, seed=settings.seed)
     centring_s = time.perf_counter() - t0
@@ -188,42 +178,32 @@ def _warn(result: Fit) -> None:
     warn_implausible(result)
 
 
-def refit(fit_: Fit, data: GroupedData | None = None, *, warn: bool = False,
-          **changes: Any) -> Fit:
-    """Fit ``fit_``'s model again with the same spec, pooling and NUTS settings.
+def refit(fit_: Fit, data: GroupedData | None = None, *,
+          pooling: str | PoolingConfig | None = None,
+          sampler: NutsSettings | SviSettings | None = None, warn: bool = False) -> Fit:
+    """Fit ``fit_``'s model again: the same spec, pooling configuration and sampler settings.
 
-    ``data`` replaces the data (held-out folds); ``changes`` override fields of the
-    :class:`~carpool.pooling.spec.PoolingConfig` (``pooling``, ``tau``, ``hyperpriors``, ...)
-    or of the :class:`~carpool.inference.nuts.NutsSettings` (``num_warmup``, ``seed``, ...).
-    A variational fit is refitted by SVI with its saved
-    :class:`~carpool.inference.svi.SviSettings` (changes to its fields apply, NUTS-only ones
-    are ignored).
+    ``data`` replaces the data (held-out folds). ``pooling`` (a mode name or a
+    :class:`~carpool.pooling.spec.PoolingConfig`) replaces the pooling configuration, and
+    ``sampler`` the settings saved with the fit (:attr:`~carpool.inference.fit.Fit.sampler`;
+    its type picks NUTS or SVI). A NUTS sampler's ``target_accept=None`` keeps the fit's
+    own ``target_accept`` while the pooling mode stays, else takes the new mode's default.
     """
-    from dataclasses import fields, replace
-
     from carpool.inference.svi import SviSettings, fit_grouped_svi
 
-    config_fields = {f.name for f in fields(PoolingConfig)}
-    settings_fields = {f.name for f in fields(NutsSettings)}
-    svi_fields = {f.name for f in fields(SviSettings)}
-    unknown = set(changes) - config_fields - settings_fields - svi_fields
-    if unknown:
-        raise InputError(f"refit: unknown option(s) {sorted(unknown)}")
-    config = replace(fit_.config, **{k: v for k, v in changes.items() if k in config_fields})
-    if fit_.method == "svi":
-        svi_settings = SviSettings(**{k: v for k, v in {**fit_.settings, **changes}.items()
-                                      if k in svi_fields})
-        result = fit_grouped_svi(fit_.spec, fit_.data if data is None else data, config,
-                                 svi_settings)
+    config = fit_.config if pooling is None else as_config(pooling)
+    saved = fit_.sampler
+    sampler = saved if sampler is None else sampler
+    data = fit_.data if data is None else data
+    if isinstance(sampler, SviSettings):
+        result = fit_grouped_svi(fit_.spec, data, config, sampler)
         if warn:
             _warn(result)
         return result
-    saved = {k: v for k, v in fit_.settings.items() if k in settings_fields}
-    settings = NutsSettings(**{**saved, **{k: v for k, v in changes.items()
-                                           if k in settings_fields}})
-    if "target_accept" not in changes and "pooling" in changes:
-        settings = replace(settings, target_accept=(0.95 if config.pooling == "hierarchical"
-                                                    else 0.8))
+    same_mode = config.pooling == fit_.config.pooling
+    if sampler is saved and not same_mode:
+        sampler = replace(sampler, target_accept=None)  # the new mode's default
+    elif sampler.target_accept is None and same_mode and isinstance(saved, NutsSettings):
+        sampler = replace(sampler, target_accept=saved.target_accept)
     layout = fit_.settings.get("layout", "auto")
-    return fit_grouped(fit_.spec, fit_.data if data is None else data, config, settings,
-                       layout=layout, warn=warn)
+    return fit_grouped(fit_.spec, data, config, sampler, layout=layout, warn=warn)

@@ -48,7 +48,7 @@ class SbcSettings:
     ----------
     num_replications
         N, the number of prior draws / simulated data sets / posterior fits.
-    num_warmup
+    warmup
         NUTS warm-up iterations per replication (one chain each).
     num_ranks
         L, the posterior draws kept per replication (ranks are 0..L).
@@ -64,7 +64,7 @@ class SbcSettings:
     """
 
     num_replications: int = 200
-    num_warmup: int = 300
+    warmup: int = 300
     num_ranks: int = 99
     thinning: int = 4
     num_bins: int = 10
@@ -78,8 +78,8 @@ class SbcSettings:
         if (self.num_ranks + 1) % self.num_bins:
             raise InputError(f"num_ranks + 1 ({self.num_ranks + 1}) must be a multiple of "
                              f"num_bins ({self.num_bins})")
-        if self.thinning < 1 or self.num_warmup < 1:
-            raise InputError("thinning and num_warmup must be >= 1")
+        if self.thinning < 1 or self.warmup < 1:
+            raise InputError("thinning and warmup must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -355,7 +355,7 @@ def _replications(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
         mcmc = MCMC(NUTS(conditioned, target_accept_prob=settings.target_accept,
                          max_tree_depth=settings.max_tree_depth,
                          init_strategy=init_to_uniform(radius=0.5)),
-                    num_warmup=settings.num_warmup, num_samples=L * settings.thinning,
+                    num_warmup=settings.warmup, num_samples=L * settings.thinning,
                     thinning=settings.thinning, num_chains=1, progress_bar=False,
                     jit_model_args=True)
         mcmc.run(rng_key, y, extra_fields=("diverging", "num_steps"))

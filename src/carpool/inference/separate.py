@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from carpool.errors import InputError, UnknownNameError
+from carpool.inference.nuts import NutsSettings
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.linear_mean import censored_bucket, row_projected_terms
 from carpool.pooling.scoring import point_log_density
@@ -57,6 +58,9 @@ STRATEGIES = ("loop", "vmap")
 #: (1,000 + 1,000), benchmarks/scale_drivers.py).
 VMAP_BATCH = 64
 KIND = "separate"
+
+#: The sampler of :func:`fit_separately` by default: 2 chains per driver.
+SAMPLER = NutsSettings(chains=2)
 
 
 def row_terms(spec: ModelSpec, y: np.ndarray, mask: np.ndarray,
@@ -233,8 +237,8 @@ def _padded(grouped: GroupedData, covariates: tuple[str, ...], multiple: int = 1
     return y, mask, covs
 
 
-def _sampler(spec: ModelSpec, covariates: tuple[str, ...], num_warmup: int, num_samples: int,
-             num_chains: int, target_accept: float, max_tree_depth: int,
+def _sampler(spec: ModelSpec, covariates: tuple[str, ...], warmup: int, draws: int,
+             chains: int, target_accept: float, max_tree_depth: int,
              init_radius: float, dense_mass: bool = False) -> Any:
     """``run(keys (chains, 2), y (T,), mask (T,), covs (T, C), terms) -> (x, diverging,
     steps)`` for one driver, all chains vectorised: draws (chains, S, P + K). ``terms``: the
@@ -257,7 +261,7 @@ def _sampler(spec: ModelSpec, covariates: tuple[str, ...], num_warmup: int, num_
         x0 = x_centre + jax.random.uniform(k_init, x_centre.shape, minval=-init_radius,
                                            maxval=init_radius)
         data = (y, mask, covs, terms)
-        state = init_kernel(x0, num_warmup, target_accept_prob=target_accept,
+        state = init_kernel(x0, warmup, target_accept_prob=target_accept,
                             max_tree_depth=max_tree_depth, dense_mass=dense_mass,
                             model_args=data, rng_key=k_run)
 
@@ -266,8 +270,8 @@ def _sampler(spec: ModelSpec, covariates: tuple[str, ...], num_warmup: int, num_
             return s, (s.z, s.diverging, s.num_steps)
 
         state, _ = jax.lax.scan(lambda s, _: (sample_kernel(s, model_args=data), None),
-                                state, None, length=num_warmup)
-        _, out = jax.lax.scan(step, state, None, length=num_samples)
+                                state, None, length=warmup)
+        _, out = jax.lax.scan(step, state, None, length=draws)
         return out
 
     def run(keys, y, mask, covs, terms):
@@ -281,16 +285,9 @@ def fit_separately(
     data: Any,
     model: str | ModelSpec = "idm",
     *,
+    sampler: NutsSettings | None = None,
     strategy: str = "loop",
     batch_size: int | None = None,
-    chains: int = 2,
-    warmup: int = 1000,
-    draws: int = 1000,
-    seed: int = 0,
-    target_accept: float = 0.8,
-    max_tree_depth: int = 10,
-    init_radius: float = 0.5,
-    dense_mass: bool = False,
     model_options: Mapping[str, Any] | None = None,
     data_options: Mapping[str, Any] | None = None,
     pad_multiple: int = 1,
@@ -310,10 +307,12 @@ def fit_separately(
         Drivers per call for ``"vmap"`` (default :data:`VMAP_BATCH`, at most all of them;
         rounded up to the device count); ignored by ``"loop"`` (one driver per device per
         call).
-    chains, warmup, draws, seed, target_accept, max_tree_depth, init_radius
-        NUTS settings, the same for every driver. A driver's chains use keys folded from
-        ``seed`` and its id, so its draws do not depend on the strategy's batching or on
-        which other drivers are fitted with it.
+    sampler
+        :class:`~carpool.inference.nuts.NutsSettings`, the same for every driver
+        (``None``: :data:`SAMPLER`, 2 chains); ``target_accept=None`` is the unpooled
+        default. A driver's chains use keys folded from ``seed`` and its id, so its draws
+        do not depend on the strategy's batching or on which other drivers are fitted
+        with it.
     pad_multiple
         Round the padded series length up to a multiple of this (masked cells): calls
         whose drivers' longest series round to the same length reuse the compiled program
@@ -323,10 +322,11 @@ def fit_separately(
 
     if strategy not in STRATEGIES:
         raise InputError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
-    for name, value, least in (("chains", chains, 1), ("warmup", warmup, 0),
-                               ("draws", draws, 1)):
-        if int(value) < least:
-            raise InputError(f"{name} must be at least {least}, got {value}")
+    sampler = SAMPLER if sampler is None else sampler
+    if not isinstance(sampler, NutsSettings):
+        raise InputError(f"separate fits sample with NUTS: give NutsSettings, got "
+                         f"{type(sampler).__name__}")
+    nuts = sampler.for_pooling("unpooled")
     from carpool.inference.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()  # the compiled sampler is kept on disk, as carpool.fit's
@@ -349,17 +349,18 @@ def fit_separately(
     per_call = drivers_per_call(strategy, batch_size, G, devices)
     per_device = per_call // devices
 
-    settings = (covariates, int(warmup), int(draws), int(chains), float(target_accept),
-                int(max_tree_depth), float(init_radius), devices, bool(dense_mass))
+    settings = (covariates, int(nuts.warmup), int(nuts.draws), int(nuts.chains),
+                float(nuts.target_accept), int(nuts.max_tree_depth), float(nuts.init_radius),
+                devices, bool(nuts.dense_mass))
     if isinstance(model, str):
         key = ("registered", model, json.dumps(dict(model_options or {}), sort_keys=True,
                                                default=str), settings)
     else:
         key = ("spec", id(model), settings)
     program = _program(key, spec, settings)
-    base = jax.random.PRNGKey(seed)
+    base = jax.random.PRNGKey(nuts.seed)
     keys = np.stack([np.asarray(jax.random.split(jax.random.fold_in(base, _driver_key(g)),
-                                                 chains))
+                                                 nuts.chains))
                      for g in grouped.group_ids])  # (G, chains, 2)
 
     t0 = time.perf_counter()
@@ -381,8 +382,7 @@ def fit_separately(
     idata = _to_inference_data(spec, grouped, x, diverging, steps, inputs, {
         "total_s": wall, "strategy": strategy, "drivers_per_call": per_call,
         "calls": len(outputs)},
-        settings={"chains": chains, "warmup": warmup, "draws": draws, "seed": seed,
-                  "target_accept": target_accept, "max_tree_depth": max_tree_depth})
+        settings=nuts.to_dict())
     return SeparateFits(idata, spec)
 
 

@@ -18,7 +18,7 @@ layout), called with ``batch_size``: each step uses a minibatch of that many gro
 The optimiser is Adam with gradient clipping (``ClippedAdam``, elements to +-10) and a learning
 rate that decays geometrically to ``lr_final_fraction`` of its start over the run. The
 result is a normal :class:`~carpool.inference.fit.Fit` whose posterior holds
-``num_draws`` draws from the fitted guide in one chain; it is marked approximate (no R-hat,
+``draws`` draws from the fitted guide in one chain; it is marked approximate (no R-hat,
 ESS or divergences) and keeps the loss (negative ELBO) per step in the ``svi_loss`` group.
 """
 
@@ -70,7 +70,7 @@ class SviSettings:
         Groups (drivers) per step; ``None`` uses every group (full batch).
     guide
         One of :data:`GUIDES`.
-    num_draws
+    draws
         Posterior draws taken from the fitted guide.
     seed
         Seed of the optimisation (subsampling, ELBO noise) and of the draws.
@@ -85,13 +85,13 @@ class SviSettings:
     learning_rate: float = 0.03
     batch_size: int | None = None
     guide: str = "structured"
-    num_draws: int = 1000
+    draws: int = 1000
     seed: int = 0
     lr_final_fraction: float = 0.1
     init_scale: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("num_steps", "num_draws"):
+        for name in ("num_steps", "draws"):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
@@ -405,7 +405,7 @@ def init_state(svi: Any, guide: StructuredGuide, rng_key: Any) -> Any:
 
 def run_svi(plated: BuiltModel, settings: SviSettings, *,
             pooled: tuple[np.ndarray, dict[str, float]] | None = None) -> SviOutput:
-    """Fit the guide by SVI and draw ``num_draws`` posterior samples from it.
+    """Fit the guide by SVI and draw ``draws`` posterior samples from it.
 
     The guide starts at a per-group Laplace approximation
     (:mod:`carpool.inference.svi_start`) around the pooled MAP (``pooled``, its latent
@@ -446,7 +446,7 @@ def run_svi(plated: BuiltModel, settings: SviSettings, *,
     t1 = time.perf_counter()
     with _CompileClock() as clock:
         draws = guide.sample_posterior(key_draw, params, observed=True, batch_size=None,
-                                       sample_shape=(settings.num_draws,))
+                                       sample_shape=(settings.draws,))
         if plated.config.pooling == "hierarchical":  # z is deterministic given the draws
             draws["z"] = Predictive(plated.latents, posterior_samples=draws,
                                     return_sites=["z"])(key_z, observed=False,
@@ -490,8 +490,8 @@ def fit_grouped_svi(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig
     spec.parameters.check_priors()
     config = config.with_defaults(spec, grouped.num_groups)
     if spec.residual.is_dynamic:  # before the centring step, which is not free
-        raise InputError(f"{spec.residual.name} residuals need NUTS (method='nuts'); SVI "
-                         "supports the i.i.d. residual only")
+        raise InputError(f"{spec.residual.name} residuals need NUTS (a NutsSettings "
+                         "sampler); SVI supports the i.i.d. residual only")
     t0 = time.perf_counter()
     # one pooled MAP for the centring choice and the guide's start (deterministic)
     pooled = pooled_map_with_residual(spec, grouped, seed=settings.seed)

@@ -362,8 +362,8 @@ def build_plated_model(spec: ModelSpec, data: GroupedData, config: PoolingConfig
     batch_size=B)``); i.i.d. residuals only (AR / GP residual parameters can be per group,
     which subsampling does not support: use NUTS for them)."""
     if spec.residual.is_dynamic:
-        raise InputError(f"{spec.residual.name} residuals need NUTS (method='nuts'); SVI "
-                         "supports the i.i.d. residual only")
+        raise InputError(f"{spec.residual.name} residuals need NUTS (a NutsSettings "
+                         "sampler); SVI supports the i.i.d. residual only")
     return build_model(spec, data, config, centring=centring, layout="padded",
                        weights=weights)
 

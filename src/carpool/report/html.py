@@ -245,7 +245,7 @@ def _data_section(data_summary: Mapping[str, Any]) -> str:
 def _checks(fit: Fit) -> list[tuple[str, str, str, bool | None]]:
     """(check, value, threshold, ok) for R-hat, bulk ESS and divergences."""
     d = fit.diagnostics
-    chains = int(d.get("num_chains", 1))
+    chains = int(d.get("chains", 1))
     rhat, ess = d.get("max_rhat", float("nan")), d.get("min_ess_bulk", float("nan"))
     div = d.get("divergences")
     where_r = f" ({d['max_rhat_var']})" if d.get("max_rhat_var") else ""
@@ -285,7 +285,7 @@ def _summary_cols(table: pd.DataFrame, first: Sequence[_Col], ess_min: int) -> l
 
 def _fit_block(label: str, fit: Fit) -> str:
     d = fit.diagnostics
-    chains, draws = int(d.get("num_chains", 0)), int(d.get("num_draws", 0))
+    chains, draws = int(d.get("chains", 0)), int(d.get("draws", 0))
     ess_min = ess_required(chains)
     title = label if label == fit.pooling else f"{label} ({fit.pooling})"
     info = (f"model <b>{_esc(fit.spec.name)}</b>, {_esc(fit.pooling)} pooling, "

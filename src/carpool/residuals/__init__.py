@@ -1,10 +1,10 @@
 """Residual processes within each group's series: i.i.d., AR(p) and Gaussian process.
 
-``carpool.fit(df, "idm", residual="ar2")`` (or ``"gp"``) models the acceleration error of
-each driver as a stationary AR(p) process or a squared-exponential Gaussian process over
-time, in every pooling mode. The maths is pure JAX (:mod:`carpool.residuals.ar`,
-:mod:`carpool.residuals.gp`); :mod:`carpool.residuals.process` holds the process objects that
-the pooling engine samples. See ``docs/residuals.md``.
+``carpool.fit(df, "idm", model_options={"residual": "ar2"})`` (or ``"gp"``) models the
+acceleration error of each driver as a stationary AR(p) process or a squared-exponential
+Gaussian process over time, in every pooling mode. The maths is pure JAX
+(:mod:`carpool.residuals.ar`, :mod:`carpool.residuals.gp`); :mod:`carpool.residuals.process`
+holds the process objects that the pooling engine samples. See ``docs/residuals.md``.
 """
 
 from carpool.residuals.ar import ar_autocovariance, ar_conditional, ar_forward, pacf_to_phi
