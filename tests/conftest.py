@@ -11,6 +11,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 # subprocesses (fits of one structure and shape compile once), kept out of the user's own
 os.environ.setdefault("CARPOOL_COMPILATION_CACHE",
                       os.path.join(tempfile.gettempdir(), f"carpool-tests-xla-{os.getuid()}"))
+# tests fit afresh (what they test is the fitting); the fit cache's own tests switch it on
+os.environ["CARPOOL_FIT_CACHE"] = "off"
 
 import arviz  # noqa: E402
 import jax  # noqa: E402

@@ -125,3 +125,40 @@ def test_report_over_saved_fits(saved_fits, tmp_path):
 def test_report_needs_all_three_modes(saved_fits, tmp_path):
     _one_error(runner.invoke(app, ["report", *map(str, saved_fits[:2]), "--out",
                                    str(tmp_path / "r.html")]), "missing hierarchical")
+
+
+def test_report_from_a_compare_folder_refits_nothing(saved_fits, tmp_path, monkeypatch):
+    folder = tmp_path / "compared"
+    r = runner.invoke(app, ["compare", *map(str, saved_fits), "--folds", "2", "--no-lfo",
+                            "--out", str(folder)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "comparison.json", "hierarchical.nc", "pooled.nc", "unpooled.nc"]
+    reason = json.loads((folder / "comparison.json").read_text())["recommendation"]["reason"]
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("report --from fitted or compared again")
+
+    import carpool.compare
+    import carpool.inference.run
+
+    monkeypatch.setattr(carpool.inference.run, "_fit_nuts", no_work)
+    monkeypatch.setattr(carpool.compare, "compare", no_work)
+    out = tmp_path / "report.html"
+    r = runner.invoke(app, ["report", "--from", str(folder), "--out", str(out)],
+                      catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert out.exists() and out.stat().st_size > 10_000
+    assert " ".join(reason.split()[:6]) in " ".join(r.stdout.split())
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--from", "{tmp}/nowhere"], ["--from", "no such folder"]),
+    (["--from", "{tmp}"], ["no fits"]),
+    (["--from", "{tmp}", "{data}"], ["not both"]),
+    ([], ["--from FOLDER"]),
+])
+def test_report_from_input_errors(trajectories, tmp_path, args, needles):
+    args = [a.format(tmp=tmp_path, data=trajectories) for a in args]
+    r = runner.invoke(app, ["report", *args, "--out", str(tmp_path / "r.html")])
+    _one_error(r, *needles)

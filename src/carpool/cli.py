@@ -36,6 +36,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Pooled, unpooled and hierarchical Bayesian calibration of "
                        "car-following models (and other grouped data).")
 console = Console()
+
+#: The comparison file `carpool compare --out` writes beside the fits.
+COMPARISON_FILE = "comparison.json"
 err = Console(stderr=True)
 
 EXIT_INPUT = 2
@@ -520,6 +523,9 @@ def compare(
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Folder to write the fits (<mode>.nc) and the comparison "
+                            "(comparison.json) to, for `carpool report --from`")] = None,
 ) -> None:
     """Compare pooled, unpooled and hierarchical fits: PSIS-LOO, held-out scores, advice."""
     _use_all_cores(chains)
@@ -542,11 +548,17 @@ def compare(
             table = _read(inputs[0], data_format)
             options = _job_options(model, model_options, level, chains, warmup, draws, seed)
             fits = list(_run(fit_modes, table, options, log=log).values())
+        if out is not None and out.exists() and not out.is_dir():
+            raise _fail(f"--out {out} is a file; give a folder")
         result = _run(carpool.compare, fits, lfo=lfo, ldo=ldo, ldo_folds=folds, purpose=purpose,
                       seed=seed, log_fn=log)
     _print_warnings(caught)
     for w in result.warnings:
         err.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+    if out is not None:
+        written = [_run(f.save, out / f"{f.pooling}.nc") for f in fits]
+        written.append(_run(result.save, out / COMPARISON_FILE))
+        err.print(f"wrote {', '.join(str(p) for p in written)}", soft_wrap=True)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
@@ -620,9 +632,13 @@ def sweep(
 
 @app.command()
 def report(
-    inputs: Annotated[list[Path], typer.Argument(
+    inputs: Annotated[list[Path] | None, typer.Argument(
         help="One trajectory file (the three modes are fitted), or saved fits (.nc) of the "
-             "three modes")],
+             "three modes")] = None,
+    source: Annotated[Path | None, typer.Option(
+        "--from", help="A folder written by `carpool compare --out`: its fits and "
+                       "comparison are reported as they are (no refit; the sweep only with "
+                       "--grid)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML report to write")]
     = Path("report.html"),
     model: Annotated[str, typer.Option(help="Car-following model")] = "idm",
@@ -661,7 +677,25 @@ def report(
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
                                    speed_limit, likelihood)
     options = _job_options(model, model_options, level, chains, warmup, draws, seed)
-    fits, table = None, None
+    fits, table, comparison = None, None, None
+    if source is not None:
+        if inputs:
+            raise _fail("give either --from FOLDER or input files, not both")
+        if not source.is_dir():
+            raise _fail(f"--from {source}: no such folder")
+        inputs = [source / f"{m}.nc" for m in ("pooled", "unpooled", "hierarchical")
+                  if (source / f"{m}.nc").exists()]
+        if not inputs:
+            raise _fail(f"--from {source}: no fits (pooled.nc, unpooled.nc, "
+                        "hierarchical.nc) in the folder")
+        if (source / COMPARISON_FILE).exists():
+            from carpool.compare.results import Comparison
+
+            comparison = _run_reading(Comparison.load, source / COMPARISON_FILE)
+        if grid is None:
+            values = ()
+    elif not inputs:
+        raise _fail("give a trajectory file, saved fits (.nc) or --from FOLDER")
     if any(p.suffix == ".nc" for p in inputs):
         if not all(p.suffix == ".nc" for p in inputs):
             raise _fail("give either one data file or saved fits (.nc), not both")
@@ -677,8 +711,9 @@ def report(
         table = _read(inputs[0], data_format)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = _run(build_report, table, out, options, fits=fits, grid=values, lfo=lfo,
-                      ldo=ldo, ldo_folds=folds, sensitivity=sensitivity, log=err.print)
+        result = _run(build_report, table, out, options, fits=fits, comparison=comparison,
+                      grid=values, lfo=lfo, ldo=ldo, ldo_folds=folds, sensitivity=sensitivity,
+                      log=err.print)
     _print_warnings(caught)
     console.print(_comparison_table(result.comparison))
     console.print(f"[bold]recommendation:[/] "

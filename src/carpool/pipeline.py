@@ -103,6 +103,7 @@ def build_report(
     options: FitOptions,
     *,
     fits: Mapping[str, Any] | None = None,
+    comparison: Any = None,
     grid: tuple[float, ...] | None = None,
     lfo: bool = True,
     ldo: bool = True,
@@ -124,6 +125,9 @@ def build_report(
         Trajectories (or another table the model understands), or grouped data.
     out
         The HTML file to write.
+    comparison
+        The :class:`~carpool.compare.results.Comparison` of ``fits`` where it exists
+        already (``carpool compare --out``), else it is computed here.
     grid
         The tau grid of the pooling-dial sweep (``None``: the default grid; ``()``: no sweep).
     refit_sampler, sweep_sampler
@@ -160,8 +164,10 @@ def build_report(
     hier = fits["hierarchical"]
     log("comparing the modes (PSIS-LOO and held-out refits) ...")
     seed = options.sampler.seed
-    comparison = compare(fits, lfo=lfo, ldo=ldo, ldo_folds=ldo_folds,
-                         refit_sampler=refit_sampler, seed=seed, log_fn=log)
+    if comparison is None:
+        log("comparing the modes (PSIS-LOO and held-out refits) ...")
+        comparison = compare(fits, lfo=lfo, ldo=ldo, ldo_folds=ldo_folds,
+                             refit_sampler=refit_sampler, seed=seed, log_fn=log)
     sweep_result = None
     grid = DEFAULT_GRID if grid is None else tuple(grid)
     # the hierarchical fit's own configuration (levels, hyperpriors) with tau learned

@@ -119,8 +119,7 @@ class Comparison:
             raise InputError(f"{path}: not a carpool comparison file")
 
         def frame(d: dict[str, Any]) -> pd.DataFrame:
-            return pd.read_json(io.StringIO(json.dumps(d)), orient="split", dtype=False,
-                                convert_dates=False)
+            return pd.read_json(io.StringIO(json.dumps(d)), orient="split", dtype=False)
 
         return cls(frame(record["table"]), dict(record["recommendation"]),
                    frame(record["pooling_factors"]), frame(record["population"]),

@@ -16,6 +16,7 @@ from carpool.inference.diagnostics import (
     weakly_identified,
 )
 from carpool.inference.fit import Fit, to_inference_data
+from carpool.inference.fit_cache import cached_fit
 from carpool.inference.nuts import NutsSettings, run_nuts
 from carpool.inference.plausibility import warn_implausible
 from carpool.models.registry import get_spec
@@ -153,6 +154,16 @@ def fit_grouped(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig,
     spec.parameters.check_priors()
     config = config.with_defaults(spec, grouped.num_groups)
     settings = settings.for_pooling(config.pooling)
+    result = cached_fit(spec, grouped, config, settings, layout,
+                        lambda: _fit_nuts(spec, grouped, config, settings, layout,
+                                          progress_bar))
+    if warn:
+        _warn(result)
+    return result
+
+
+def _fit_nuts(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig,
+              settings: NutsSettings, layout: str, progress_bar: bool) -> Fit:
     t0 = time.perf_counter()
     centring = choose_centring(spec, grouped, config, seed=settings.seed)
     centring_s = time.perf_counter() - t0
@@ -165,10 +176,7 @@ def fit_grouped(spec: ModelSpec, grouped: GroupedData, config: PoolingConfig,
     out.timing["centring_s"] = centring_s
     out.timing["total_s"] += centring_s
     idata = to_inference_data(built, out, centring, settings)
-    result = Fit(idata, spec, config, grouped, centring)
-    if warn:
-        _warn(result)
-    return result
+    return Fit(idata, spec, config, grouped, centring)
 
 
 def _warn(result: Fit) -> None:
