@@ -172,19 +172,8 @@ def build_model(
     lik = spec.likelihood
     noise_priors = lik.noise_priors()
     fixed_noise = {k: jnp.asarray(v) for k, v in lik.fixed_noise().items()}
-
     residual = spec.residual
     dynamic = residual.is_dynamic
-    if dynamic:
-        # a residual process runs along each group's series: the padded (G, T) layout holds
-        # every series as a row in time order, so lags never cross a group boundary
-        # (simulated ``obs`` still come back flat, (n,), as with the flat layout)
-        residual.check(pooling, data.level_index is not None)
-        layout = "padded"
-    elif pooling == "pooled" and layout == "auto":
-        layout = "flat"
-    else:
-        layout = choose_layout(data, layout)
 
     if centring is None:
         centring = {n: ("noncentred" if config.param_choice(n) == "auto"
@@ -200,28 +189,7 @@ def build_model(
     cc = [i for i, n in enumerate(params.names) if centring[n] in ("centred", "partial")]
     order = tuple(nc + cc)
     o, inverse, n_nc = jnp.asarray(order), jnp.asarray(np.argsort(order)), len(nc)
-
-    # data as JAX arrays in the chosen layout: one pytree, the model's argument
-    if layout == "padded":
-        pad = data.padded()
-        arrays: dict[str, Any] = {"y": pad.y, "covs": dict(pad.covariates), "mask": pad.mask}
-    else:
-        arrays = {"y": data.y, "covs": dict(data.covariates), "mask": None}
-    arrays["group_index"] = data.group_index
-    arrays["level_index"] = data.level_index
-    arrays["weights"] = weights
-    arrays["tau"] = config.fixed_tau(params) if config.tau_is_fixed else None
-    # one scoring path per likelihood x layout, chosen here: a linear mean's projected
-    # statistics, else the likelihood's summed form (its data-only parts done once here),
-    # else each cell's density (with the positions where a censored likelihood's costly
-    # term runs)
-    arrays["projected"] = None if dynamic else projected_terms(spec, data)
-    arrays["terms"] = lik.observed_terms(arrays["y"], arrays["mask"], arrays["covs"])
-    arrays["censored"] = (lik.censored_at(arrays["y"], arrays["mask"])
-                          if arrays["terms"] is None else None)
-    if dynamic:
-        step = residual.step_for(pad.covariates, int(data.group_sizes.max()))
-        arrays["flat_index"] = (data.group_index, data.positions())
+    layout, arrays, step = _lay_out(spec, data, config, layout, weights)
     default_arrays = _as_jax(arrays)
     tau_priors = [config.hyperpriors.tau_prior(n) for n in params.names]
 
@@ -339,20 +307,67 @@ def build_model(
                        obs=y_obs if observed else None)
         return z
 
-    noise_sites = tuple(noise_priors)
-    if pooling == "pooled":
-        global_sites: tuple[str, ...] = ("z", *noise_sites)
-        local_sites: tuple[tuple[str, int], ...] = ()
-    elif pooling == "unpooled":
-        global_sites, local_sites = noise_sites, (("z", P),)
-    else:
-        global_sites = ("mu", *(("tau",) if not config.tau_is_fixed else ()),
-                        *(("tau_level", "level_eta") if config.use_levels else ()),
-                        *(("L_corr",) if correlated else ()), *noise_sites)
-        local_sites = ((("z_dec", P),) if not correlated else
-                       tuple((n, k) for n, k in (("z_nc", n_nc), ("theta_c", len(cc))) if k))
+    global_sites, local_sites = _site_names(config, tuple(noise_priors), P, correlated,
+                                            n_nc, len(cc))
     return BuiltModel(model, spec, config, data, layout, dict(centring), order,
                       default_arrays, weights, global_sites, local_sites)
+
+
+def _lay_out(spec: ModelSpec, data: GroupedData, config: PoolingConfig, layout: str,
+            weights: np.ndarray) -> tuple[str, dict[str, Any], Any]:
+    """``(layout, arrays, step)``: the data layout the model scores, the pytree of arrays it
+    reads (NumPy) and a dynamic residual's time step (``None`` for i.i.d. residuals).
+
+    One scoring path per likelihood x layout is chosen here: a linear mean's projected
+    statistics, else the likelihood's summed form (its data-only parts done once here), else
+    each cell's density (with the positions where a censored likelihood's costly term runs).
+    """
+    residual, lik = spec.residual, spec.likelihood
+    step = None
+    if residual.is_dynamic:
+        # a residual process runs along each group's series: the padded (G, T) layout holds
+        # every series as a row in time order, so lags never cross a group boundary
+        # (simulated ``obs`` still come back flat, (n,), as with the flat layout)
+        residual.check(config.pooling, data.level_index is not None)
+        layout = "padded"
+    elif config.pooling == "pooled" and layout == "auto":
+        layout = "flat"
+    else:
+        layout = choose_layout(data, layout)
+    if layout == "padded":
+        pad = data.padded()
+        arrays: dict[str, Any] = {"y": pad.y, "covs": dict(pad.covariates), "mask": pad.mask}
+    else:
+        arrays = {"y": data.y, "covs": dict(data.covariates), "mask": None}
+    arrays["group_index"] = data.group_index
+    arrays["level_index"] = data.level_index
+    arrays["weights"] = weights
+    arrays["tau"] = config.fixed_tau(spec.parameters) if config.tau_is_fixed else None
+    arrays["projected"] = None if residual.is_dynamic else projected_terms(spec, data)
+    arrays["terms"] = lik.observed_terms(arrays["y"], arrays["mask"], arrays["covs"])
+    arrays["censored"] = (lik.censored_at(arrays["y"], arrays["mask"])
+                          if arrays["terms"] is None else None)
+    if residual.is_dynamic:
+        step = residual.step_for(pad.covariates, int(data.group_sizes.max()))
+        arrays["flat_index"] = (data.group_index, data.positions())
+    return layout, arrays, step
+
+
+def _site_names(config: PoolingConfig, noise_sites: tuple[str, ...], P: int,
+                correlated: bool, n_nc: int, n_c: int
+                ) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """The model's latent sites outside the plate over groups, and ``(name, width)`` of
+    those inside it (see :class:`BuiltModel`)."""
+    if config.pooling == "pooled":
+        return ("z", *noise_sites), ()
+    if config.pooling == "unpooled":
+        return noise_sites, (("z", P),)
+    global_sites = ("mu", *(("tau",) if not config.tau_is_fixed else ()),
+                    *(("tau_level", "level_eta") if config.use_levels else ()),
+                    *(("L_corr",) if correlated else ()), *noise_sites)
+    local_sites = ((("z_dec", P),) if not correlated else
+                   tuple((n, k) for n, k in (("z_nc", n_nc), ("theta_c", n_c)) if k))
+    return global_sites, local_sites
 
 
 def build_plated_model(spec: ModelSpec, data: GroupedData, config: PoolingConfig, *,
