@@ -83,3 +83,14 @@ def test_the_cache_can_be_switched_off(groups, cache, monkeypatch):
     for _ in range(2):
         carpool.fit(groups, "linear", pooling="pooled", sampler=TINY, warn=False)
     assert len(fits) == 2 and not where.exists()
+
+
+def test_a_car_following_fit_is_cached(cache):
+    # the car-following specs' mean function is a partial application, rebuilt per call
+    from carpool.testing import simulate_drivers
+
+    where, fits = cache
+    df, _ = simulate_drivers(2, duration_s=6.0, rng_seed=2)
+    for _ in range(2):
+        carpool.fit(df, "idm", pooling="pooled", sampler=TINY, warn=False)
+    assert len(fits) == 1 and len(list(where.glob("*.nc"))) == 1

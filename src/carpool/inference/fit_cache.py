@@ -64,8 +64,16 @@ def _registered(spec: ModelSpec) -> bool:
         rebuilt = get_spec(spec.name, **dict(spec.options))
     except (InputError, TypeError):
         return False
-    return (rebuilt.mean_fn is spec.mean_fn and type(rebuilt.likelihood) is
+    return (_same_function(rebuilt.mean_fn, spec.mean_fn) and type(rebuilt.likelihood) is
             type(spec.likelihood) and rebuilt.to_dict() == spec.to_dict())
+
+
+def _same_function(a: Any, b: Any) -> bool:
+    """The same function, or partial applications of one function to equal arguments."""
+    if isinstance(a, functools.partial) and isinstance(b, functools.partial):
+        return (_same_function(a.func, b.func) and a.args == b.args
+                and a.keywords == b.keywords)
+    return a is b
 
 
 @functools.cache

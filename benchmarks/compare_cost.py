@@ -1,0 +1,139 @@
+"""What a comparison costs against one fit, on the bundled NGSIM human drivers.
+
+Per seed, in one process and one run (so the ratios do not depend on the machine's drift):
+
+- ``one_fit_s``: one default hierarchical IDM fit (the fit cache off);
+- ``compare_s``: ``carpool compare`` as the CLI runs it: the three modes fitted, PSIS-LOO,
+  leave-future-out (3 refits) and leave-drivers-out (5 folds x 2 modes) at the fits' own
+  sampler settings; ``compare_ratio = compare_s / one_fit_s``;
+- ``short_refits_s``: the same comparison with the held-out refits at 500 + 500 iterations
+  (the three fits reused), with ``short_ratio``, how far its held-out scores move
+  (``lfo_elpd_shift``, ``ldo_elpd_shift``: the largest change over the modes, nats) and
+  whether it recommends the same mode;
+- ``report_from_s``: ``carpool report --from`` on the folder ``compare --out`` wrote (fits and
+  comparison read, figures drawn, no fit; the sweep off);
+- ``repeat_s``: the whole comparison run again with the fit cache warm (filled by the first
+  run), so every fit and refit is read back.
+
+Clocks are read after each call returns: carpool's fits convert the draws to NumPy (blocking
+on them) before they return.
+
+    python benchmarks/compare_cost.py                     # 20 drivers, seeds 0-2
+    python benchmarks/compare_cost.py --drivers 76 --seeds 0
+    python benchmarks/compare_cost.py --smoke             # seconds
+
+Prints a table and writes JSON to ``benchmarks/results/compare_cost.json`` (``--json``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+
+def _scores(comparison) -> dict[str, dict[str, float]]:
+    t = comparison.table
+    return {m: {"lfo": float(t.loc[m, "lfo_elpd"]), "ldo": float(t.loc[m, "ldo_elpd"])}
+            for m in t.index}
+
+
+def _shift(a: dict, b: dict, key: str) -> float:
+    import math
+
+    moves = [abs(a[m][key] - b[m][key]) for m in a
+             if not (math.isnan(a[m][key]) or math.isnan(b[m][key]))]
+    return max(moves) if moves else float("nan")
+
+
+def one_seed(df, args, seed: int, workdir: Path) -> dict:
+    import carpool
+    from carpool.compare.results import Comparison
+    from carpool.inference.nuts import NutsSettings
+    from carpool.pipeline import FitOptions, build_report, fit_modes
+
+    sampler = NutsSettings(chains=args.chains, warmup=args.warmup, draws=args.draws,
+                           seed=seed)
+    short = NutsSettings(chains=args.chains, warmup=args.refit_warmup,
+                         draws=args.refit_draws, seed=seed)
+    os.environ["CARPOOL_FIT_CACHE"] = "off"
+    t0 = time.perf_counter()
+    carpool.fit(df, "idm", sampler=sampler, warn=False)
+    one_fit = time.perf_counter() - t0
+
+    cache = workdir / f"fits-{seed}"
+    os.environ["CARPOOL_FIT_CACHE"] = str(cache)  # filled by this run, read by the repeat
+    options = FitOptions(model="idm", sampler=sampler)
+    t0 = time.perf_counter()
+    fits = fit_modes(df, options)
+    t_modes = time.perf_counter() - t0
+    full = carpool.compare(fits, seed=seed)
+    compare_s = time.perf_counter() - t0
+
+    os.environ["CARPOOL_FIT_CACHE"] = "off"
+    t0 = time.perf_counter()
+    quick = carpool.compare(fits, seed=seed, refit_sampler=short)
+    short_s = t_modes + time.perf_counter() - t0
+
+    folder = workdir / f"compared-{seed}"
+    for f in fits.values():
+        f.save(folder / f"{f.pooling}.nc")
+    full.save(folder / "comparison.json")
+    t0 = time.perf_counter()
+    loaded = {m: carpool.load(folder / f"{m}.nc") for m in fits}
+    build_report(None, workdir / f"report-{seed}.html", options, fits=loaded,
+                 comparison=Comparison.load(folder / "comparison.json"), grid=())
+    report_s = time.perf_counter() - t0
+
+    os.environ["CARPOOL_FIT_CACHE"] = str(cache)
+    t0 = time.perf_counter()
+    carpool.compare(fit_modes(df, options), seed=seed)
+    repeat_s = time.perf_counter() - t0
+
+    a, b = _scores(full), _scores(quick)
+    return {"seed": seed, "one_fit_s": one_fit, "modes_s": t_modes, "compare_s": compare_s,
+            "compare_ratio": compare_s / one_fit, "short_refits_s": short_s,
+            "short_ratio": short_s / one_fit, "lfo_elpd_shift": _shift(a, b, "lfo"),
+            "ldo_elpd_shift": _shift(a, b, "ldo"),
+            "same_recommendation": full.recommendation["mode"] == quick.recommendation["mode"],
+            "report_from_s": report_s, "repeat_s": repeat_s}
+
+
+def main() -> None:
+    from _results import ngsim_benchmark_args, ngsim_drivers, write_results
+
+    args = ngsim_benchmark_args(
+        __doc__.splitlines()[0], "benchmarks/results/compare_cost.json",
+        drivers_default=(20, "drivers (the documented run: 20)"),
+        seeds=("0,1,2", "comma-separated seeds"),
+        refit_warmup=(500, "warm-up of the short held-out refits"),
+        refit_draws=(500, "draws of the short held-out refits"))
+    if args.drivers is None:
+        args.drivers = args.drivers_default
+    if args.smoke:
+        args.seeds, args.refit_warmup, args.refit_draws = "0", 20, 20
+    import numpy as np
+    from render_tables import markdown_table
+
+    warnings.simplefilter("ignore")
+    df = ngsim_drivers(args.drivers)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            rows.append(one_seed(df, args, seed, Path(tmp)))
+            print(rows[-1], flush=True)
+    median = {k: float(np.median([r[k] for r in rows])) for k in rows[0]
+              if k not in ("seed", "same_recommendation")}
+    median["seed"] = "median"
+    rows_out = [*rows, median]
+    write_results(args.json, args, drivers=int(df["driver"].nunique()), rows=rows_out)
+    print(markdown_table(rows_out, ["seed", "one_fit_s", "compare_s", "compare_ratio",
+                                    "short_refits_s", "short_ratio", "lfo_elpd_shift",
+                                    "ldo_elpd_shift", "same_recommendation",
+                                    "report_from_s", "repeat_s"]))
+
+
+if __name__ == "__main__":
+    main()
