@@ -69,12 +69,12 @@ def one_seed(df, args, seed: int, workdir: Path) -> dict:
     t0 = time.perf_counter()
     fits = fit_modes(df, options)
     t_modes = time.perf_counter() - t0
-    full = carpool.compare(fits, seed=seed)
+    full = carpool.compare(fits, seed=seed, ldo_folds=args.folds)
     compare_s = time.perf_counter() - t0
 
     os.environ["CARPOOL_FIT_CACHE"] = "off"
     t0 = time.perf_counter()
-    quick = carpool.compare(fits, seed=seed, refit_sampler=short)
+    quick = carpool.compare(fits, seed=seed, refit_sampler=short, ldo_folds=args.folds)
     short_s = t_modes + time.perf_counter() - t0
 
     folder = workdir / f"compared-{seed}"
@@ -89,7 +89,7 @@ def one_seed(df, args, seed: int, workdir: Path) -> dict:
 
     os.environ["CARPOOL_FIT_CACHE"] = str(cache)
     t0 = time.perf_counter()
-    carpool.compare(fit_modes(df, options), seed=seed)
+    carpool.compare(fit_modes(df, options), seed=seed, ldo_folds=args.folds)
     repeat_s = time.perf_counter() - t0
 
     a, b = _scores(full), _scores(quick)
@@ -102,6 +102,10 @@ def one_seed(df, args, seed: int, workdir: Path) -> dict:
 
 
 def main() -> None:
+    # one CPU device per chain, as the CLI gives JAX (before JAX starts)
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_"
+                                   f"platform_device_count={max(4, os.cpu_count() or 1)}")
     from _results import ngsim_benchmark_args, ngsim_drivers, write_results
 
     args = ngsim_benchmark_args(
@@ -109,11 +113,12 @@ def main() -> None:
         drivers_default=(20, "drivers (the documented run: 20)"),
         seeds=("0,1,2", "comma-separated seeds"),
         refit_warmup=(500, "warm-up of the short held-out refits"),
-        refit_draws=(500, "draws of the short held-out refits"))
+        refit_draws=(500, "draws of the short held-out refits"),
+        folds=(5, "leave-drivers-out folds (carpool compare's default: 5)"))
     if args.drivers is None:
         args.drivers = args.drivers_default
     if args.smoke:
-        args.seeds, args.refit_warmup, args.refit_draws = "0", 20, 20
+        args.seeds, args.refit_warmup, args.refit_draws, args.folds = "0", 20, 20, 2
     import numpy as np
     from render_tables import markdown_table
 

@@ -19,8 +19,9 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # heaviest smoke runs first (seconds measured in a CI run on 2 cores), dealt alternately to the
 # two files so each worker gets about half
-_COST = {"svi_vs_nuts.py": 136, "defaults.py": 53, "residuals_fit.py": 46,
-         "scale_drivers.py": 45, "batch_unpooled.py": 44, "residuals_heldout.py": 43,
+_COST = {"svi_vs_nuts.py": 136, "compare_cost.py": 120, "defaults.py": 53,
+         "residuals_fit.py": 46, "scale_drivers.py": 45, "batch_unpooled.py": 44,
+         "residuals_heldout.py": 43,
          "worker_threads.py": 30, "compile_cache.py": 26, "compare_pymc.py": 25,
          "gp_accuracy.py": 24, "gradient_cost.py": 80, "human_drivers.py": 30,
          "human_priors.py": 120}
