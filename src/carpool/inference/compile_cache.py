@@ -27,8 +27,9 @@ not stored (JAX's default threshold).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
+
+from carpool.io import cache_directory
 
 __all__ = ["ENV", "MAX_BYTES", "cache_dir", "enable_compilation_cache"]
 
@@ -39,21 +40,13 @@ ENV = "CARPOOL_COMPILATION_CACHE"
 #: Size bound of carpool's default cache (bytes): 2 GiB, about 2,000 NUTS programs.
 MAX_BYTES = 2 * 1024**3
 
-_OFF = {"0", "off", "false", "no", "none"}
-
 
 def cache_dir() -> Path | None:
     """The directory carpool would use, or ``None`` where ``CARPOOL_COMPILATION_CACHE`` is off.
 
     Does not look at JAX's own setting (see :func:`enable_compilation_cache`).
     """
-    setting = os.environ.get(ENV, "").strip()
-    if setting.lower() in _OFF:
-        return None
-    if setting:
-        return Path(setting).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join("~", ".cache")
-    return Path(base).expanduser() / "carpool" / "xla"
+    return cache_directory(ENV, "xla")
 
 
 def enable_compilation_cache() -> str | None:

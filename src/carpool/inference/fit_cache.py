@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from carpool.errors import InputError
+from carpool.io import cache_directory
 from carpool.pooling.grouped import GroupedData
 from carpool.pooling.spec import ModelSpec, PoolingConfig
 
@@ -42,18 +43,10 @@ ENV = "CARPOOL_FIT_CACHE"
 #: Size bound of the cache (bytes): 2 GiB, least recently used fits removed first.
 MAX_BYTES = 2 * 1024**3
 
-_OFF = {"0", "off", "false", "no", "none"}
-
 
 def cache_dir() -> Path | None:
     """The fit cache's directory, or ``None`` where ``CARPOOL_FIT_CACHE`` is off."""
-    setting = os.environ.get(ENV, "").strip()
-    if setting.lower() in _OFF:
-        return None
-    if setting:
-        return Path(setting).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join("~", ".cache")
-    return Path(base).expanduser() / "carpool" / "fits"
+    return cache_directory(ENV, "fits")
 
 
 def _registered(spec: ModelSpec) -> bool:
