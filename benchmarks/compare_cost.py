@@ -1,6 +1,7 @@
 """What a comparison costs against one fit, on the bundled NGSIM human drivers.
 
-Per seed, in one process and one run (so the ratios do not depend on the machine's drift):
+Per seed, in a fresh process of one run (so the ratios do not depend on the machine's drift,
+and every seed compiles cold, as a first comparison does):
 
 - ``one_fit_s``: one default hierarchical IDM fit (the fit cache off);
 - ``compare_s``: ``carpool compare`` as the CLI runs it: the three modes fitted, PSIS-LOO,
@@ -27,7 +28,10 @@ Prints a table and writes JSON to ``benchmarks/results/compare_cost.json`` (``--
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -101,6 +105,20 @@ def one_seed(df, args, seed: int, workdir: Path) -> dict:
             "report_from_s": report_s, "repeat_s": repeat_s}
 
 
+def _child(args, seed: int) -> dict:
+    """One seed in a fresh process: each seed compiles cold, and the hundreds of programs a
+    comparison compiles do not pile up in one process."""
+    cmd = [sys.executable, __file__, "--child", str(seed), "--drivers", str(args.drivers),
+           "--chains", str(args.chains), "--warmup", str(args.warmup), "--draws",
+           str(args.draws), "--refit-warmup", str(args.refit_warmup), "--refit-draws",
+           str(args.refit_draws), "--folds", str(args.folds)]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    rows = [ln[4:] for ln in r.stdout.splitlines() if ln.startswith("ROW ")]
+    if r.returncode != 0 or not rows:
+        raise SystemExit(f"seed {seed} failed:\n{r.stderr[-3000:]}")
+    return json.loads(rows[0])
+
+
 def main() -> None:
     # one CPU device per chain, as the CLI gives JAX (before JAX starts)
     if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
@@ -114,7 +132,9 @@ def main() -> None:
         seeds=("0,1,2", "comma-separated seeds"),
         refit_warmup=(500, "warm-up of the short held-out refits"),
         refit_draws=(500, "draws of the short held-out refits"),
-        folds=(5, "leave-drivers-out folds (carpool compare's default: 5)"))
+        folds=(5, "leave-drivers-out folds (carpool compare's default: 5)"),
+        child=(-1, "internal: run this one seed and print its row"))
+    args.child = None if args.child < 0 else args.child
     if args.drivers is None:
         args.drivers = args.drivers_default
     if args.smoke:
@@ -123,12 +143,16 @@ def main() -> None:
     from render_tables import markdown_table
 
     warnings.simplefilter("ignore")
-    df = ngsim_drivers(args.drivers)
+    if args.child is not None:  # one seed in this fresh process: its row as JSON
+        with tempfile.TemporaryDirectory() as tmp:
+            row = one_seed(ngsim_drivers(args.drivers), args, args.child, Path(tmp))
+        print("ROW " + json.dumps(row), flush=True)
+        return
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in (int(s) for s in args.seeds.split(",")):
-            rows.append(one_seed(df, args, seed, Path(tmp)))
-            print(rows[-1], flush=True)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        rows.append(_child(args, seed))
+        print(rows[-1], flush=True)
+    df = ngsim_drivers(args.drivers)
     median = {k: float(np.median([r[k] for r in rows])) for k in rows[0]
               if k not in ("seed", "same_recommendation")}
     median["seed"] = "median"
