@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from cli_result import assert_one_error_line as _one_error_line
+from cli_result import one_stderr_line
 from typer.testing import CliRunner
 
 import carpool
@@ -98,12 +99,7 @@ def _fit(data: Path, *extra: str):
 def _internal_error(result, log_dir: Path, *in_log: str) -> str:
     """Exit status 1, one line saying internal error (not the user's input), the traceback
     in the log file that line names; returns the log's text."""
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
+    line = one_stderr_line(result, 1)
     assert line.startswith("internal error (a bug in carpool; please report it with the "
                            "traceback in "), line
     assert not line.startswith("error:") and "input" not in line.lower(), line

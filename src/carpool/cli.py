@@ -535,6 +535,8 @@ def compare(
     log = err.print
     model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
                                    speed_limit, likelihood)
+    if out is not None and out.exists() and not out.is_dir():
+        raise _fail(f"--out {out} is a file; give a folder")
     saved = [p for p in inputs if p.suffix == ".nc"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -548,8 +550,6 @@ def compare(
             table = _read(inputs[0], data_format)
             options = _job_options(model, model_options, level, chains, warmup, draws, seed)
             fits = list(_run(fit_modes, table, options, log=log).values())
-        if out is not None and out.exists() and not out.is_dir():
-            raise _fail(f"--out {out} is a file; give a folder")
         result = _run(carpool.compare, fits, lfo=lfo, ldo=ldo, ldo_folds=folds, purpose=purpose,
                       seed=seed, log_fn=log)
     _print_warnings(caught)

@@ -162,7 +162,6 @@ def build_report(
         raise InputError(f"{out} is a folder; give a file name ending in .html")
     fits = dict(fits) if fits is not None else fit_modes(table, options, log=log)
     hier = fits["hierarchical"]
-    log("comparing the modes (PSIS-LOO and held-out refits) ...")
     seed = options.sampler.seed
     if comparison is None:
         log("comparing the modes (PSIS-LOO and held-out refits) ...")
