@@ -17,6 +17,7 @@ from carpool.compare.scores import (
     PointwiseScore,
     group_folds,
     heldout_score,
+    lfo_rows,
     lfo_split,
     loo_score,
     new_group_score,
@@ -81,6 +82,19 @@ def _heldout_refit_score(kind: str, fit: Fit, train: Any, test: Any,
     return new_group_score(trained, test, seed=seed)
 
 
+def _warm_refit_scores(fit: Fit, tasks: list[tuple[str, Any, Any, int]],
+                       sampler: NutsSettings | None) -> list[PointwiseScore]:
+    """All held-out refits of one fit, warm-started and sharing one compiled sampler
+    (:func:`carpool.inference.warm.warm_refits`), each scored where it ran. ``tasks``:
+    ``(kind, HeldOut, test data, seed)``. One task of :func:`compare` per pooling mode."""
+    from carpool.inference.warm import warm_refits
+
+    refits = warm_refits(fit, [t[1] for t in tasks], sampler, seeds=[t[3] for t in tasks])
+    return [heldout_score(r, test, seed=seed) if kind == "lfo"
+            else new_group_score(r, test, seed=seed)
+            for r, (kind, _, test, seed) in zip(refits, tasks, strict=True)]
+
+
 def compare(
     fits: Mapping[str, Fit] | Sequence[Fit],
     *,
@@ -90,6 +104,7 @@ def compare(
     ldo_folds: int = 5,
     purpose: str = "describe",
     refit_sampler: NutsSettings | SviSettings | None = None,
+    warm_start: bool = True,
     seed: int = 0,
     log_fn: Callable[[str], Any] = lambda _: None,
     executor: Any = None,
@@ -114,10 +129,17 @@ def compare(
         drivers; leave-groups-out, needs ``ldo``). Other scores that favour another mode are
         named in the recommendation's reason (:mod:`carpool.compare.recommend`).
     refit_sampler
-        The sampler of the held-out refits (e.g. ``NutsSettings(warmup=300, draws=300)``
-        to make them cheaper); ``None``: each fit's own (see
-        :func:`carpool.inference.run.refit`, which keeps each fit's ``target_accept``
-        where this one's is ``None``).
+        The sampler of the held-out refits; ``None``: warm-started refits take
+        :func:`carpool.inference.warm.warm_settings` (the fit's chains, 150 warm-up
+        iterations, half its draws), refits from scratch each fit's own settings (see
+        :func:`carpool.inference.run.refit`).
+    warm_start
+        Refit NUTS fits with i.i.d. residuals warm: every held-out refit of a fit is the
+        same compiled program on its full data with the held-out observations masked,
+        started at the full fit's draws with its posterior variance as the mass matrix
+        (:mod:`carpool.inference.warm`; about a third of the cost of refits from scratch,
+        ``docs/compare.md``). ``False``, SVI and AR / GP residuals refit from scratch.
+        :attr:`Comparison.refits` says which was done.
     log_fn
         Called with a line of progress text before each refit (as refits finish when
         they run elsewhere).
@@ -150,31 +172,56 @@ def compare(
             warn.append(f"{m}: the fit has not converged (max R-hat {d['max_rhat']:.3f}, "
                         f"{d['divergences']} divergences); its scores are suspect")
 
+    from carpool.inference.warm import HeldOut, warm_start_applies
+
+    warm_modes = {m for m, f in by_mode.items()
+                  if warm_start and warm_start_applies(f, refit_sampler)}
     jobs: list[tuple[str, str]] = []  # (score, mode) of each held-out refit, in order
+    tasks: dict[str, list[tuple[str, HeldOut, Any, int]]] = {m: [] for m in warm_modes}
     args: list[tuple[Any, ...]] = []
     labels: list[str] = []
+    data = any_fit.data
+    none = np.zeros(0, dtype=int)
     if lfo:
-        train, test = lfo_split(any_fit.data, lfo_fraction)
+        train, test = lfo_split(data, lfo_fraction)
+        held = HeldOut(~lfo_rows(data, lfo_fraction), none)
         for m, f in by_mode.items():
             jobs.append(("lfo", m))
+            if m in warm_modes:
+                tasks[m].append(("lfo", held, test, seed))
+                continue
             args.append(("lfo", f, train, test, refit_sampler, seed))
             labels.append(f"leave-future-out: refitting {m} on the first "
                           f"{1 - lfo_fraction:.0%} of each {any_fit.spec.group_dim}'s series")
-    if ldo and any_fit.data.num_groups >= 3:
-        folds = group_folds(any_fit.data.num_groups, ldo_folds, seed=seed)
+    if ldo and data.num_groups >= 3:
+        folds = group_folds(data.num_groups, ldo_folds, seed=seed)
         for m, f in by_mode.items():
             if m == "unpooled":
                 continue
             for k, fold in enumerate(folds):
-                keep = np.setdiff1d(np.arange(any_fit.data.num_groups), fold)
                 jobs.append(("ldo", m))
+                if m in warm_modes:
+                    tasks[m].append(("ldo", HeldOut(~np.isin(data.group_index, fold), fold),
+                                     select_groups(data, fold), seed + k))
+                    continue
+                keep = np.setdiff1d(np.arange(data.num_groups), fold)
                 args.append(("ldo", f, select_groups(f.data, keep),
                              select_groups(f.data, fold), refit_sampler, seed + k))
                 labels.append(f"leave-{group_word}-out: {m}, fold {k + 1} of {len(folds)}")
     elif ldo:
         warn.append(f"leave-{group_word}-out skipped: it needs at least 3 {group_word}")
-    scores = map_logged(executor, _heldout_refit_score, args, labels, log_fn,
-                        what="held-out refits")
+    warm_jobs = [m for m in by_mode if tasks.get(m)]
+    warm_args = [(by_mode[m], tasks[m], refit_sampler) for m in warm_jobs]
+    warm_labels = [f"held-out refits of {m}: {len(tasks[m])}, warm-started from its fit"
+                   for m in warm_jobs]
+    warm_scores = dict(zip(warm_jobs, map_logged(
+        executor, _warm_refit_scores, warm_args, warm_labels, log_fn,
+        what="warm-started held-out refits"), strict=True))
+    cold = iter(map_logged(executor, _heldout_refit_score, args, labels, log_fn,
+                           what="held-out refits"))
+    scores = [warm_scores[m].pop(0) if m in warm_scores else next(cold) for _, m in jobs]
+    refits = _refits_said(warm_jobs, [m for m in by_mode if m not in warm_jobs and
+                                      any(mm == m for _, mm in jobs)])
     lfo_scores = {m: s for (kind, m), s in zip(jobs, scores, strict=True) if kind == "lfo"}
     ldo_parts: dict[str, list[PointwiseScore]] = {}
     for (kind, m), s in zip(jobs, scores, strict=True):
@@ -224,4 +271,15 @@ def compare(
     table = pd.DataFrame.from_dict(rows, orient="index")[list(MODE_COLUMNS)]
     table.index.name = "mode"
     return Comparison(table=table, recommendation=rec, pooling_factors=pf,
-                      population=population, warnings=tuple(warn))
+                      population=population, warnings=tuple(warn), refits=refits)
+
+
+def _refits_said(warm: list[str], cold: list[str]) -> str:
+    """How the held-out scores were computed, in one sentence."""
+    parts = []
+    if warm:
+        parts.append(f"{', '.join(warm)}: warm-started from the full fit (held-out "
+                     "observations masked, one compiled sampler per fit)")
+    if cold:
+        parts.append(f"{', '.join(cold)}: refitted from scratch")
+    return ("held-out refits: " + "; ".join(parts)) if parts else ""

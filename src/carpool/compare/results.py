@@ -71,6 +71,8 @@ class Comparison:
         ``lo``, ``hi`` (94% HDI).
     warnings
         Messages the user should read (high Pareto k, unconverged fits).
+    refits
+        How the held-out scores were computed, in words (warm-started or from scratch).
     """
 
     table: pd.DataFrame
@@ -78,6 +80,7 @@ class Comparison:
     pooling_factors: pd.DataFrame = field(default_factory=pd.DataFrame)
     population: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: tuple[str, ...] = ()
+    refits: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The ``carpool compare --json`` contract.
@@ -92,7 +95,7 @@ class Comparison:
             for mode, row in self.table.iterrows()
         }
         return {"modes": modes, "recommendation": dict(self.recommendation),
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "refits": self.refits}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the whole comparison as JSON (atomically), for :meth:`load`: what
@@ -105,7 +108,8 @@ class Comparison:
         record = {"format": COMPARISON_FORMAT, "table": frame(self.table),
                   "recommendation": dict(self.recommendation),
                   "pooling_factors": frame(self.pooling_factors),
-                  "population": frame(self.population), "warnings": list(self.warnings)}
+                  "population": frame(self.population), "warnings": list(self.warnings),
+                  "refits": self.refits}
         return atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
     @classmethod
@@ -123,7 +127,7 @@ class Comparison:
 
         return cls(frame(record["table"]), dict(record["recommendation"]),
                    frame(record["pooling_factors"]), frame(record["population"]),
-                   tuple(record["warnings"]))
+                   tuple(record["warnings"]), str(record.get("refits", "")))
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,13 @@ def lfo_split(data: GroupedData, fraction: float = 0.2, *, min_train: int = 2
     ``min_train`` observations for fitting stays whole in the training part (it is then not
     scored); ``ValueError`` if no group is long enough.
     """
+    test = lfo_rows(data, fraction, min_train=min_train)
+    return data.subset(~test), select_groups(data, np.unique(data.group_index[test]),
+                                             rows=test)
+
+
+def lfo_rows(data: GroupedData, fraction: float = 0.2, *, min_train: int = 2) -> np.ndarray:
+    """The held-out observations of :func:`lfo_split`, boolean (n,)."""
     if not 0 < fraction < 1:
         raise InputError(f"the held-out fraction must be in (0, 1), got {fraction}")
     test = np.zeros(data.num_obs, dtype=bool)
@@ -125,8 +132,7 @@ def lfo_split(data: GroupedData, fraction: float = 0.2, *, min_train: int = 2
     if not test.any():
         raise InputError(f"every group is too short to hold out its last {fraction:.0%} and "
                          f"keep {min_train} observations to fit")
-    return data.subset(~test), select_groups(data, np.unique(data.group_index[test]),
-                                             rows=test)
+    return test
 
 
 def select_groups(data: GroupedData, groups: list[int] | np.ndarray, *,

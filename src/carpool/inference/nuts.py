@@ -19,7 +19,7 @@ from carpool.errors import InputError
 from carpool.pooling.model import BuiltModel
 
 __all__ = ["TARGET_ACCEPT", "InterruptedWarning", "NutsSettings", "SamplerOutput", "run_nuts",
-           "set_host_device_count"]
+           "set_host_device_count", "warm_sampler"]
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,56 @@ def _one_chain(built: BuiltModel, settings: NutsSettings, *, search_start: bool 
         return jax.lax.map(constrain, mcmc.get_samples()), mcmc.get_extra_fields()
 
     return searched if search_start else drawn
+
+
+def warm_sampler(built: BuiltModel, settings: NutsSettings) -> Any:
+    """``run(arrays, start, inverse_mass, seed) -> SamplerOutput``: NUTS on ``built``'s model
+    from given per-chain starts (unconstrained, (chains, ...) per site) with a fixed diagonal
+    inverse mass matrix, warm-up adapting the step size only (from NumPyro's heuristic
+    start). The program is compiled on the first call and serves every later call whose
+    arrays have the same shapes (held-out refits, :mod:`carpool.inference.warm`)."""
+    from numpyro.infer import MCMC, NUTS
+    from numpyro.infer.util import initialize_model
+
+    settings = settings.for_pooling(built.config.pooling)
+
+    def one(rng_key: Any, start: Any, arrays: Any, inverse_mass: Any
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
+        kwargs = {"observed": True, "arrays": arrays}
+        info = initialize_model(rng_key, built.model, model_kwargs=kwargs, dynamic_args=True)
+        kernel = NUTS(potential_fn=info.potential_fn(**kwargs),
+                      target_accept_prob=settings.target_accept,
+                      max_tree_depth=settings.max_tree_depth, inverse_mass_matrix=inverse_mass,
+                      adapt_mass_matrix=False, find_heuristic_step_size=True)
+        mcmc = MCMC(kernel, num_warmup=settings.warmup, num_samples=settings.draws,
+                    num_chains=1, progress_bar=False)
+        mcmc.run(rng_key, init_params=start, extra_fields=EXTRA_FIELDS)
+        return jax.lax.map(info.postprocess_fn(**kwargs), mcmc.get_samples()), \
+            mcmc.get_extra_fields()
+
+    method = _chain_method(settings.chains)
+    compiled = (jax.pmap(one, in_axes=(0, 0, None, None)) if method == "parallel"
+                else jax.jit(one))
+
+    def run(arrays: Any, start: Any, inverse_mass: Any, seed: int) -> SamplerOutput:
+        keys = jax.random.split(jax.random.PRNGKey(seed), settings.chains)
+        with _CompileClock() as clock:
+            t0 = time.perf_counter()
+            if method == "parallel":
+                samples, stats = compiled(keys, start, arrays, inverse_mass)
+            else:
+                per = [compiled(k, jax.tree.map(lambda v, i=i: v[i], start), arrays,
+                                inverse_mass) for i, k in enumerate(keys)]
+                samples, stats = jax.tree.map(lambda *v: jnp.stack(v), *per)
+            jax.block_until_ready((samples, stats))
+            total = time.perf_counter() - t0
+        timing = {"compile_s": clock.seconds, "sampling_s": total - clock.seconds,
+                  "total_s": total}
+        return SamplerOutput(samples={k: np.asarray(v) for k, v in samples.items()},
+                             stats={k: np.asarray(v) for k, v in stats.items()},
+                             timing=timing, chain_method=method)
+
+    return run
 
 
 def _kernel(settings: NutsSettings, *, model: Any = None, potential_fn: Any = None) -> Any:

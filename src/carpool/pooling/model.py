@@ -136,6 +136,8 @@ def build_model(
     centring: Mapping[str, str] | None = None,
     layout: str = "auto",
     weights: Any = None,
+    keep_rows: Any = None,
+    held_out: Any = None,
 ) -> BuiltModel:
     """Build the NumPyro model of ``spec`` on ``data`` in ``config.pooling`` mode.
 
@@ -156,6 +158,15 @@ def build_model(
         non-centred form ``x ~ Normal(w centre, tau^w)``, ``z = centre + tau^(1-w) (x - w
         centre)`` (1 = centred, 0 = non-centred), exact for any weight. Required where
         ``centring`` says ``"partial"``; see :func:`carpool.pooling.centring.choose_centring`.
+    keep_rows
+        Boolean (n,): the observations the likelihood scores (``None``: all). The others
+        stay in the arrays, masked, so models of one data set with different held-out rows
+        share array shapes and hence one compiled sampler (held-out refits,
+        :mod:`carpool.inference.warm`).
+    held_out
+        Group positions whose latent values have no data (all their rows outside
+        ``keep_rows``): hierarchical models sample them non-centred, from the population
+        alone (a centred group without data is Neal's funnel).
     """
     config = config.with_defaults(spec, data.num_groups)
     params = spec.parameters
@@ -185,11 +196,17 @@ def build_model(
         weights = np.stack([np.full(G, 1.0 if centring[n] == "centred" else 0.0)
                             for n in params.names], axis=1)
     weights = np.asarray(weights, dtype=float)
+    held = None
+    if held_out is not None and pooling == "hierarchical":
+        held = np.zeros(G)
+        held[np.asarray(held_out, dtype=int)] = 1.0
+        weights = weights * (1.0 - held[:, None])
     nc = [i for i, n in enumerate(params.names) if centring[n] == "noncentred"]
     cc = [i for i, n in enumerate(params.names) if centring[n] in ("centred", "partial")]
     order = tuple(nc + cc)
     o, inverse, n_nc = jnp.asarray(order), jnp.asarray(np.argsort(order)), len(nc)
-    layout, arrays, step = _lay_out(spec, data, config, layout, weights)
+    layout, arrays, step = _lay_out(spec, data, config, layout, weights, keep_rows)
+    arrays["held_out"] = held
     default_arrays = _as_jax(arrays)
     tau_priors = [config.hyperpriors.tau_prior(n) for n in params.names]
 
@@ -230,8 +247,16 @@ def build_model(
             if eps_n is not None:
                 loc_c = loc_c + tau_o[n_nc:] * (eps_n @ L[n_nc:, :n_nc].T)
             scale_tril = tau_o[n_nc:, None] * L[n_nc:, n_nc:]
-            parts.append(numpyro.sample(
-                "theta_c", dist.MultivariateNormal(loc_c, scale_tril=scale_tril)))
+            if a["held_out"] is None:
+                parts.append(numpyro.sample(
+                    "theta_c", dist.MultivariateNormal(loc_c, scale_tril=scale_tril)))
+            else:  # groups without data non-centred: x ~ MVN(0, I), theta = loc + S x
+                h = pick(a["held_out"])[:, None]
+                eye = jnp.eye(len(cc))
+                x = numpyro.sample("theta_c", dist.MultivariateNormal(
+                    (1.0 - h) * loc_c, scale_tril=(1.0 - h)[..., None] * scale_tril
+                    + h[..., None] * eye))
+                parts.append((1.0 - h) * x + h * (loc_c + x @ scale_tril.T))
         return jnp.concatenate(parts, axis=-1)[:, inverse]
 
     def named(natural: Any, index: Any) -> dict[str, Any]:
@@ -314,13 +339,14 @@ def build_model(
 
 
 def _lay_out(spec: ModelSpec, data: GroupedData, config: PoolingConfig, layout: str,
-            weights: np.ndarray) -> tuple[str, dict[str, Any], Any]:
+             weights: np.ndarray, keep_rows: Any = None) -> tuple[str, dict[str, Any], Any]:
     """``(layout, arrays, step)``: the data layout the model scores, the pytree of arrays it
     reads (NumPy) and a dynamic residual's time step (``None`` for i.i.d. residuals).
 
     One scoring path per likelihood x layout is chosen here: a linear mean's projected
     statistics, else the likelihood's summed form (its data-only parts done once here), else
     each cell's density (with the positions where a censored likelihood's costly term runs).
+    ``keep_rows`` (boolean (n,) or ``None``) masks the other observations out.
     """
     residual, lik = spec.residual, spec.likelihood
     step = None
@@ -334,16 +360,21 @@ def _lay_out(spec: ModelSpec, data: GroupedData, config: PoolingConfig, layout: 
         layout = "flat"
     else:
         layout = choose_layout(data, layout)
+    keep = None if keep_rows is None else np.asarray(keep_rows, dtype=bool)
     if layout == "padded":
         pad = data.padded()
-        arrays: dict[str, Any] = {"y": pad.y, "covs": dict(pad.covariates), "mask": pad.mask}
+        mask = pad.mask.copy()
+        if keep is not None:
+            mask[data.group_index, data.positions()] = keep
+        arrays: dict[str, Any] = {"y": pad.y, "covs": dict(pad.covariates), "mask": mask}
     else:
-        arrays = {"y": data.y, "covs": dict(data.covariates), "mask": None}
+        arrays = {"y": data.y, "covs": dict(data.covariates), "mask": keep}
     arrays["group_index"] = data.group_index
     arrays["level_index"] = data.level_index
     arrays["weights"] = weights
     arrays["tau"] = config.fixed_tau(spec.parameters) if config.tau_is_fixed else None
-    arrays["projected"] = None if residual.is_dynamic else projected_terms(spec, data)
+    arrays["projected"] = (None if residual.is_dynamic
+                           else projected_terms(spec, data, keep_rows=keep))
     arrays["terms"] = lik.observed_terms(arrays["y"], arrays["mask"], arrays["covs"])
     arrays["censored"] = (lik.censored_at(arrays["y"], arrays["mask"])
                           if arrays["terms"] is None else None)
@@ -383,18 +414,19 @@ def build_plated_model(spec: ModelSpec, data: GroupedData, config: PoolingConfig
                        weights=weights)
 
 
-def projected_terms(spec: ModelSpec, data: GroupedData, *, seed: int = 0
-                    ) -> dict[str, Any] | None:
+def projected_terms(spec: ModelSpec, data: GroupedData, *, seed: int = 0,
+                    keep_rows: Any = None) -> dict[str, Any] | None:
     """The likelihood's :meth:`~carpool.pooling.likelihoods.AbstractLikelihood.projected_terms`
     of ``data`` where ``spec`` has a linear mean (:mod:`carpool.pooling.linear_mean`) that
     agrees with its ``mean_fn`` on these data, else ``None`` (the per-observation sum is
     scored; a disagreement warns). Checked at the parameters' reference values and at two
-    random latent draws per group, ``Normal(0, 0.5)`` (seeded)."""
+    random latent draws per group, ``Normal(0, 0.5)`` (seeded). ``keep_rows`` (boolean (n,))
+    keeps only those observations in the statistics (every group stays)."""
     if not linear_mean_usable(spec, data, seed=seed):
         return None
     linear = spec.linear_mean
     covs = {k: np.asarray(v, dtype=float) for k, v in data.covariates.items()}
-    return spec.likelihood.projected_terms(data.y, None, covs, linear.offset(covs),
+    return spec.likelihood.projected_terms(data.y, keep_rows, covs, linear.offset(covs),
                                            linear.design(covs), data.group_index,
                                            data.num_groups)
 
