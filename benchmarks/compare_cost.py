@@ -5,12 +5,15 @@ and every seed compiles cold, as a first comparison does):
 
 - ``one_fit_s``: one default hierarchical IDM fit (the fit cache off);
 - ``compare_s``: ``carpool compare`` as the CLI runs it: the three modes fitted, PSIS-LOO,
-  leave-future-out (3 refits) and leave-drivers-out (5 folds x 2 modes) at the fits' own
-  sampler settings; ``compare_ratio = compare_s / one_fit_s``;
-- ``short_refits_s``: the same comparison with the held-out refits at 500 + 500 iterations
-  (the three fits reused), with ``short_ratio``, how far its held-out scores move
-  (``lfo_elpd_shift``, ``ldo_elpd_shift``: the largest change over the modes, nats) and
-  whether it recommends the same mode;
+  leave-future-out (3 refits) and leave-drivers-out (5 folds x 2 modes), the held-out refits
+  warm-started (the default, :mod:`carpool.inference.warm`); ``compare_ratio = compare_s /
+  one_fit_s``; ``refits_s`` the held-out refits and scoring alone;
+- ``cold_s``: the same comparison with every held-out refit from scratch at the fits' own
+  settings (``warm_start=False``, the three fits reused; ``cold_ratio`` counts the fits in),
+  how far the warm refits' held-out scores are from those (``lfo_warm_cold``,
+  ``ldo_warm_cold``: the largest change over the modes, nats) and whether it recommends the
+  same mode; ``lfo_seed_shift``: the largest change of a leave-future-out score between warm
+  refits with two seeds (the Monte Carlo noise of the score itself);
 - ``report_from_s``: ``carpool report --from`` on the folder ``compare --out`` wrote (fits and
   comparison read, figures drawn, no fit; the sweep off);
 - ``repeat_s``: the whole comparison run again with the fit cache warm (filled by the first
@@ -52,6 +55,11 @@ def _shift(a: dict, b: dict, key: str) -> float:
     return max(moves) if moves else float("nan")
 
 
+TABLE_COLUMNS = ["seed", "one_fit_s", "compare_s", "compare_ratio", "refits_s", "cold_s",
+                 "cold_ratio", "lfo_warm_cold", "ldo_warm_cold", "lfo_seed_shift",
+                 "same_recommendation", "report_from_s", "repeat_s"]
+
+
 def one_seed(df, args, seed: int, workdir: Path) -> dict:
     import carpool
     from carpool.compare.results import Comparison
@@ -60,8 +68,6 @@ def one_seed(df, args, seed: int, workdir: Path) -> dict:
 
     sampler = NutsSettings(chains=args.chains, warmup=args.warmup, draws=args.draws,
                            seed=seed)
-    short = NutsSettings(chains=args.chains, warmup=args.refit_warmup,
-                         draws=args.refit_draws, seed=seed)
     os.environ["CARPOOL_FIT_CACHE"] = "off"
     t0 = time.perf_counter()
     carpool.fit(df, "idm", sampler=sampler, warn=False)
@@ -70,16 +76,20 @@ def one_seed(df, args, seed: int, workdir: Path) -> dict:
     cache = workdir / f"fits-{seed}"
     os.environ["CARPOOL_FIT_CACHE"] = str(cache)  # filled by this run, read by the repeat
     options = FitOptions(model="idm", sampler=sampler)
+    refit = None if not args.refit_draws else NutsSettings(
+        chains=args.chains, warmup=args.refit_warmup, draws=args.refit_draws, seed=seed)
     t0 = time.perf_counter()
     fits = fit_modes(df, options)
     t_modes = time.perf_counter() - t0
-    full = carpool.compare(fits, seed=seed, ldo_folds=args.folds)
+    full = carpool.compare(fits, seed=seed, ldo_folds=args.folds, refit_sampler=refit)
     compare_s = time.perf_counter() - t0
 
     os.environ["CARPOOL_FIT_CACHE"] = "off"
+    # another seed for the refits' chains (the leave-future-out split does not depend on it)
+    again = carpool.compare(fits, seed=seed + 1000, refit_sampler=refit, ldo=False)
     t0 = time.perf_counter()
-    quick = carpool.compare(fits, seed=seed, refit_sampler=short, ldo_folds=args.folds)
-    short_s = t_modes + time.perf_counter() - t0
+    cold = carpool.compare(fits, seed=seed, ldo_folds=args.folds, warm_start=False)
+    cold_s = t_modes + time.perf_counter() - t0
 
     folder = workdir / f"compared-{seed}"
     for f in fits.values():
@@ -93,15 +103,17 @@ def one_seed(df, args, seed: int, workdir: Path) -> dict:
 
     os.environ["CARPOOL_FIT_CACHE"] = str(cache)
     t0 = time.perf_counter()
-    carpool.compare(fit_modes(df, options), seed=seed, ldo_folds=args.folds)
+    carpool.compare(fit_modes(df, options), seed=seed, ldo_folds=args.folds,
+                    warm_start=False)
     repeat_s = time.perf_counter() - t0
 
-    a, b = _scores(full), _scores(quick)
+    a, b, c = _scores(full), _scores(cold), _scores(again)
     return {"seed": seed, "one_fit_s": one_fit, "modes_s": t_modes, "compare_s": compare_s,
-            "compare_ratio": compare_s / one_fit, "short_refits_s": short_s,
-            "short_ratio": short_s / one_fit, "lfo_elpd_shift": _shift(a, b, "lfo"),
-            "ldo_elpd_shift": _shift(a, b, "ldo"),
-            "same_recommendation": full.recommendation["mode"] == quick.recommendation["mode"],
+            "compare_ratio": compare_s / one_fit, "refits_s": compare_s - t_modes,
+            "cold_s": cold_s, "cold_ratio": cold_s / one_fit,
+            "lfo_warm_cold": _shift(a, b, "lfo"), "ldo_warm_cold": _shift(a, b, "ldo"),
+            "lfo_seed_shift": _shift(a, c, "lfo"),
+            "same_recommendation": full.recommendation["mode"] == cold.recommendation["mode"],
             "report_from_s": report_s, "repeat_s": repeat_s}
 
 
@@ -130,8 +142,8 @@ def main() -> None:
         __doc__.splitlines()[0], "benchmarks/results/compare_cost.json",
         drivers_default=(20, "drivers (the documented run: 20)"),
         seeds=("0,1,2", "comma-separated seeds"),
-        refit_warmup=(500, "warm-up of the short held-out refits"),
-        refit_draws=(500, "draws of the short held-out refits"),
+        refit_warmup=(0, "warm-up of the warm held-out refits (0: carpool's default)"),
+        refit_draws=(0, "draws of the warm held-out refits (0: carpool's default)"),
         folds=(5, "leave-drivers-out folds (carpool compare's default: 5)"),
         child=(-1, "internal: run this one seed and print its row"))
     args.child = None if args.child < 0 else args.child
@@ -158,10 +170,7 @@ def main() -> None:
     median["seed"] = "median"
     rows_out = [*rows, median]
     write_results(args.json, args, drivers=int(df["driver"].nunique()), rows=rows_out)
-    print(markdown_table(rows_out, ["seed", "one_fit_s", "compare_s", "compare_ratio",
-                                    "short_refits_s", "short_ratio", "lfo_elpd_shift",
-                                    "ldo_elpd_shift", "same_recommendation",
-                                    "report_from_s", "repeat_s"]))
+    print(markdown_table(rows_out, TABLE_COLUMNS))
 
 
 if __name__ == "__main__":

@@ -192,16 +192,27 @@ def _score_draws(fit: Fit, theta: np.ndarray, group_index: np.ndarray, data: Gro
 
     from carpool.inference.predict import _mean_from_theta, conditional_predictive
 
-    S = theta.shape[0]
-    mean = _mean_from_theta(fit, theta, group_index, data.covariates)
-    mean, noise = conditional_predictive(fit, data, mean, np.arange(S), residual_params)
+    S, n = theta.shape[0], data.num_obs
+    if fit.spec.residual.is_dynamic:
+        mean = _mean_from_theta(fit, theta, group_index, data.covariates)
+        mean, noise = conditional_predictive(fit, data, mean, np.arange(S), residual_params)
+        y, covariates = data.y, data.covariates
+    else:
+        # rows padded to a power of two (repeating the last), so held-out folds of similar
+        # size share compiled programs; the padding is dropped below
+        size = max(256, 1 << (n - 1).bit_length())
+        rows = np.minimum(np.arange(size), n - 1)
+        y, gi = data.y[rows], np.asarray(group_index)[rows]
+        covariates = {k: np.asarray(v)[rows] for k, v in data.covariates.items()}
+        mean = _mean_from_theta(fit, theta, gi, covariates)
+        mean, noise = conditional_predictive(fit, data, mean, np.arange(S), residual_params)
     noise = {k: jnp.asarray(v) for k, v in noise.items()}
-    covs = {k: jnp.asarray(v)[None, :] for k, v in data.covariates.items()}
+    covs = {k: jnp.asarray(v)[None, :] for k, v in covariates.items()}
     lik = fit.spec.likelihood
-    lp = lik.log_prob(jnp.asarray(data.y)[None, :], jnp.asarray(mean), noise, covs)
-    lpd = np.asarray(logsumexp(lp, axis=0) - math.log(S))
+    lp = lik.log_prob(jnp.asarray(y)[None, :], jnp.asarray(mean), noise, covs)
+    lpd = np.asarray(logsumexp(lp, axis=0) - math.log(S))[:n]
     sims = lik.distribution(jnp.asarray(mean), noise, covs).sample(jax.random.PRNGKey(seed))
-    pred = np.asarray(jnp.mean(sims, axis=0))
+    pred = np.asarray(jnp.mean(sims, axis=0))[:n]
     return PointwiseScore(lpd=lpd, sq_err=(pred - data.y) ** 2)
 
 

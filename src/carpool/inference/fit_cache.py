@@ -1,7 +1,8 @@
 """A cache of finished fits, so that a repeated command costs a file read instead of a fit.
 
 A NUTS fit is a deterministic function of its data, model, pooling configuration, sampler
-settings (the seed included), data layout and carpool's code. :func:`cached_fit` keys
+settings (the seed included), data layout and carpool's code (a warm-started held-out refit
+also on its held-out rows and its start, :mod:`carpool.inference.warm`). :func:`cached_fit` keys
 each fit on a SHA-256 of all of them and keeps the result as a netCDF file (the format of
 :meth:`~carpool.inference.fit.Fit.save`, checksums included; nothing is pickled). Running
 ``carpool compare`` or ``carpool report`` twice on the same data refits nothing the second
@@ -81,28 +82,31 @@ def code_digest() -> str:
 
 
 def fit_key(spec: ModelSpec, data: GroupedData, config: PoolingConfig, settings: Any,
-            layout: str) -> str:
-    """SHA-256 hex key of a fit: carpool's code, data, spec, pooling, sampler settings and
-    layout."""
+            layout: str, extra: Any = None) -> str:
+    """SHA-256 hex key of a fit: carpool's code, data, spec, pooling, sampler settings,
+    layout and ``extra`` (JSON-able: what else the fit depends on, e.g. a warm-started
+    refit's held-out rows and start)."""
     from carpool.inference.integrity import data_checksum
 
     record = {"code": code_digest(), "data": data_checksum(data), "spec": spec.to_dict(),
               "config": config.to_dict(), "settings": settings.to_dict(), "layout": layout}
+    if extra is not None:
+        record["extra"] = extra
     text = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def cached_fit(spec: ModelSpec, data: GroupedData, config: PoolingConfig, settings: Any,
-               layout: str, run: Callable[[], Any]) -> Any:
-    """The cached fit of this spec, data, configuration and settings, else ``run()``'s
-    (stored in the cache). A cache that cannot be read or written is skipped with a log
-    line: the cache never makes a fit fail."""
+               layout: str, run: Callable[[], Any], extra: Any = None) -> Any:
+    """The cached fit of this spec, data, configuration and settings (and ``extra``, see
+    :func:`fit_key`), else ``run()``'s (stored in the cache). A cache that cannot be read
+    or written is skipped with a log line: the cache never makes a fit fail."""
     from carpool.inference.fit import load
 
     where = cache_dir()
     if where is None or not _registered(spec):
         return run()
-    path = where / f"{fit_key(spec, data, config, settings, layout)}.nc"
+    path = where / f"{fit_key(spec, data, config, settings, layout, extra)}.nc"
     if path.exists():
         try:
             fit = load(path, spec=spec)

@@ -7,7 +7,7 @@ drawn from the population alike.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -42,19 +42,39 @@ def _thin(n_total: int, num_draws: int | None, seed: int) -> np.ndarray:
 
 def _mean_from_theta(fit: Fit, theta: np.ndarray, group_index: np.ndarray,
                      covs: dict[str, np.ndarray]) -> np.ndarray:
-    """theta (S, G, P) or (S, P) natural; returns (S, n)."""
-    names = fit.parameter_names
+    """theta (S, G, P) or (S, P) natural; returns (S, n).
+
+    One compiled program per model and array shapes, kept for the process (scoring many
+    held-out folds of one size, or the same fold again, compiles once)."""
     covs_j = {k: jnp.asarray(v) for k, v in covs.items()}
-    gi = jnp.asarray(group_index)
+    run = _mean_program(fit.spec)
+    return np.asarray(run(jnp.asarray(theta), jnp.asarray(group_index), covs_j))
 
-    def one(th):
-        if th.ndim == 1:
-            p = {n: th[i] for i, n in enumerate(names)}
-        else:
-            p = {n: th[gi, i] for i, n in enumerate(names)}
-        return fit.spec.mean_fn(p, covs_j)
 
-    return np.asarray(jax.lax.map(one, jnp.asarray(theta), batch_size=64))
+#: Compiled mean programs per spec: id(spec) -> (program, spec); the spec is kept alive
+#: beside it so its id is not reused. The oldest go first beyond 8.
+_MEAN_PROGRAMS: dict[int, tuple[Any, Any]] = {}
+
+
+def _mean_program(spec: Any) -> Any:
+    key = id(spec)
+    if key not in _MEAN_PROGRAMS:
+        names = spec.parameters.names
+
+        def run(theta: Any, gi: Any, covs: Any) -> Any:
+            def one(th: Any) -> Any:
+                if th.ndim == 1:
+                    p = {n: th[i] for i, n in enumerate(names)}
+                else:
+                    p = {n: th[gi, i] for i, n in enumerate(names)}
+                return spec.mean_fn(p, covs)
+
+            return jax.lax.map(one, theta, batch_size=64)
+
+        while len(_MEAN_PROGRAMS) >= 8:
+            _MEAN_PROGRAMS.pop(next(iter(_MEAN_PROGRAMS)))
+        _MEAN_PROGRAMS[key] = (jax.jit(run), spec)
+    return _MEAN_PROGRAMS[key][0]
 
 
 def expected_mean(fit: Fit, data: GroupedData | None = None, *, num_draws: int | None = None,

@@ -31,15 +31,17 @@ held-out groups).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax.numpy as jnp
 import numpy as np
 
 from carpool.inference.fit import Fit, to_inference_data
+from carpool.inference.fit_cache import cached_fit
 from carpool.inference.nuts import NutsSettings, SamplerOutput, warm_sampler
 from carpool.pooling.model import BuiltModel, build_model
 
@@ -143,28 +145,36 @@ def raw_draws(fit: Fit, built: BuiltModel) -> dict[str, np.ndarray]:
     return out
 
 
-def unconstrained_draws(fit: Fit, built: BuiltModel) -> dict[str, np.ndarray]:
+def unconstrained_draws(fit: Fit, built: BuiltModel, supports: Any = None
+                        ) -> dict[str, np.ndarray]:
     """:func:`raw_draws` mapped to the sampler's unconstrained coordinates (each site's
-    ``biject_to(support)`` inverse), (chains, draws, ...) each."""
-    import numpyro
+    ``biject_to(support)`` inverse), (chains, draws, ...) each. ``supports``: site ->
+    support, where the caller has them (:func:`site_supports`)."""
     from numpyro.distributions.transforms import biject_to
 
     raw = raw_draws(fit, built)
+    supports = site_supports(built) if supports is None else supports
+    return {n: np.asarray(biject_to(supports[n]).inv(jnp.asarray(v))) for n, v in raw.items()}
+
+
+def site_supports(built: BuiltModel) -> dict[str, Any]:
+    """The support of every sample site of ``built``'s model (one traced run)."""
+    import numpyro
+
     with numpyro.handlers.block():
         trace = numpyro.handlers.trace(numpyro.handlers.seed(built.model, 0)).get_trace(True)
-    return {n: np.asarray(biject_to(trace[n]["fn"].support).inv(jnp.asarray(v)))
-            for n, v in raw.items()}
+    return {n: site["fn"].support for n, site in trace.items() if site["type"] == "sample"}
 
 
-def _start_and_mass(fit: Fit, built: BuiltModel, chains: int, held: np.ndarray, seed: int
-                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _start_and_mass(fit: Fit, built: BuiltModel, chains: int, held: np.ndarray, seed: int,
+                    supports: Any = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-chain starts (chains, ...) at draws of the full fit spread over its chains, and
     the diagonal inverse mass matrix (the posterior variance of every unconstrained
     coordinate, raveled as NumPyro ravels the start); a held-out group's innovations start
     at standard-normal draws with unit variance (their refit posterior is the prior)."""
     from jax.flatten_util import ravel_pytree
 
-    u = unconstrained_draws(fit, built)
+    u = unconstrained_draws(fit, built, supports)
     flat = {n: v.reshape((-1,) + v.shape[2:]) for n, v in u.items()}
     S = next(iter(flat.values())).shape[0]
     at = np.linspace(S - 1, 0, chains).round().astype(int)
@@ -188,20 +198,36 @@ def warm_refits(fit: Fit, folds: Sequence[HeldOut], sampler: NutsSettings | None
     the population). ``sampler``: see :func:`warm_settings`; ``seeds``: one per fold
     (default the sampler's seed). One program is compiled for all folds where their arrays
     have one shape (a censored likelihood's positions can differ in size: that fold compiles
-    its own).
+    its own). Warm refits are kept in the fit cache
+    (:mod:`carpool.inference.fit_cache`) like fits, keyed on their start too.
     """
     settings = warm_settings(fit, sampler)
     seeds = [settings.seed] * len(folds) if seeds is None else list(seeds)
     built = [_build(fit, h) for h in folds]
     run = warm_sampler(built[0], settings)
+    supports = site_supports(built[0])
     out: list[Fit] = []
+    layout = fit.settings.get("layout", "auto")
     for b, h, s in zip(built, folds, seeds, strict=True):
-        start, inverse_mass = _start_and_mass(fit, b, settings.chains, h.groups, s)
-        result: SamplerOutput = run(b.arrays, start, inverse_mass, s)
+        start, inverse_mass = _start_and_mass(fit, b, settings.chains, h.groups, s, supports)
         run_settings = replace(settings, seed=s)
-        idata = to_inference_data(b, result, fit.centring, run_settings)
-        idata.posterior.attrs["carpool_warm_start"] = "full fit"
-        out.append(Fit(idata, fit.spec, fit.config, fit.data, fit.centring))
-        log.info("warm refit (%d held-out rows, %d groups): %s",
-                 int((~h.keep).sum()), len(h.groups), result.timing)
+
+        def one(b=b, start=start, inverse_mass=inverse_mass, s=s,
+                run_settings=run_settings) -> Fit:
+            result: SamplerOutput = run(b.arrays, start, inverse_mass, s)
+            idata = to_inference_data(b, result, fit.centring, run_settings)
+            idata.posterior.attrs["carpool_warm_start"] = "full fit"
+            log.info("warm refit: %s", result.timing)
+            return Fit(idata, fit.spec, fit.config, fit.data, fit.centring)
+
+        # the refit depends on the full fit through its start and mass matrix only
+        digest = hashlib.sha256(np.ascontiguousarray(inverse_mass).tobytes())
+        for name in sorted(start):
+            digest.update(np.ascontiguousarray(start[name]).tobytes())
+        extra = {"warm_start": digest.hexdigest(),
+                 "keep": hashlib.sha256(np.packbits(h.keep).tobytes()).hexdigest(),
+                 "held_out": [int(g) for g in h.groups], "centring": fit.centring.choice,
+                 "weights": fit.centring.weights}
+        out.append(cached_fit(fit.spec, fit.data, fit.config, run_settings, layout, one,
+                              extra=extra))
     return out

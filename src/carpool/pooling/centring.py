@@ -13,36 +13,45 @@ The rule:
 
 1. Fit the *pooled* model by maximum a posteriori (cheap: P + noise unknowns, BFGS on one
    compiled gradient).
-2. From there, a few damped Newton steps per group give each group's own regularised
-   estimate; there compute the Fisher information of the group's data about its latent
-   parameters, ``I_g = -d^2 log p(y_g | theta_g) / d theta_g^2`` (P x P), negative
-   curvature clipped to zero, plus a tiny ridge (1 / (10 prior scale)^2).
-3. Start with every automatic parameter centred. For each centred parameter p the data-only
-   variance is ``s_gp^2 = 1 / S_g[p, p]`` with ``S_g`` the information about the centred
-   block *after marginalising the non-centred ones* (the Schur complement
-   ``I_CC - I_CN I_NN^-1 I_NC``): a sampler moving a centred parameter sees the other
-   centred ones as coupled through the population, and the weakly identified ones as free.
-4. The group's shrinkage factor is ``kappa_gp = s_gp^2 / (s_gp^2 + tau_p^2)``: 0 = the data
-   stand alone, 1 = the population decides. ``tau_p`` is the fixed tau if given, else the
-   median of its hyperprior.
-5. While some automatic centred parameter has median-over-groups (:data:`QUANTILE`) kappa
-   >= :data:`CENTRE_BELOW` (0.3), move the worst one to the non-centred set and go back to 3.
+2. From there, damped Newton steps per group give each group's own regularised estimate
+   (:func:`refined_group_estimates`); there compute the Fisher information of the group's
+   data about its latent parameters, ``I_g = -d^2 log p(y_g | theta_g) / d theta_g^2``
+   (P x P), negative curvature clipped to zero, plus a tiny ridge (1 / (10 prior scale)^2).
+3. Estimate the population scale ``tau_p`` the data imply (:func:`population_scale`): a
+   DerSimonian-Laird moment estimate from the estimates of the groups whose data identify
+   the parameter at least as well as its prior does, each with variance
+   ``1 / I_g[p, p]``. Where fewer than :data:`MIN_IDENTIFYING_GROUPS` groups identify a
+   parameter, the median of its hyperprior stands in; a fixed tau is used as given.
+4. Each group's shrinkage factor is ``kappa_gp = s_gp^2 / (s_gp^2 + tau_p^2)`` with the
+   conditional data-only variance ``s_gp^2 = 1 / I_g[p, p]``: 0 = the data stand alone,
+   1 = the population decides. A parameter is non-centred where its median over groups
+   (:data:`QUANTILE`) is >= :data:`CENTRE_BELOW` (0.5, where the two forms mix equally fast
+   in the Gaussian theory), else centred.
 
-The threshold is asymmetric on purpose (two samplers mix equally fast at kappa = 0.5 in the
-Gaussian theory): a wrongly centred parameter makes NUTS diverge or stick in the funnel, a
-wrongly non-centred one only costs leapfrog steps. Measured at 0.5: b of 20 simulated
-drivers under AR(4) residuals (kappa 0.47) was centred and its tau stuck (min ESS 7, R-hat
-1.25, 29 divergences; all non-centred: 0 divergences); v0 under GP residuals (kappa 0.37)
-was centred and 351 transitions diverged.
+Why the data's tau: the hyperprior's median (0.337) is what the model expects before it
+sees data, not the population the sampler explores. On the 76 NGSIM drivers the posterior
+tau is 1.4-3.7x that (v0 0.48, s0 1.24, T 0.69, a 0.61, b 1.13), and with the hyperprior's
+tau the rule non-centred all five parameters (one fit: 97 s, min ESS 610); the data's tau
+(0.21, 0.52, 0.38, 0.49, 0.59) non-centres v0 alone (one fit: 55 s, min ESS 686, twice the
+ESS per second; ``benchmarks/centring_choice.py``). The moment estimate is conservative:
+below the posterior mean on real drivers, and groups whose data say nothing are left out
+rather than counted at the prior's centre, where they would pull the spread down. A tau
+too small only non-centres more (cost: leapfrog steps), a tau too large would centre a
+parameter into a funnel (cost: divergences).
+
+Why the conditional variance: it is the sampler's view of one coordinate with the others
+held. Marginalising the non-centred block (a Schur complement, the previous rule, with
+threshold 0.3) cascades in congested data: the unidentified v0 is confounded with a, T
+and b, so marginalising v0 pushed their kappa up and non-centred them in turn (all five on
+NGSIM). Measured failures of centring are still avoided: under AR(4) residuals (20
+simulated drivers) b, whose data tau is at the floor, is non-centred (centred at kappa
+0.47 its tau stuck: min ESS 7, R-hat 1.25); under GP residuals v0 (kappa 0.94) is
+non-centred (centred, 351 transitions diverged).
 
 With a diagonal population (``correlated=False``, or ``"auto"`` with few groups) the choice is
-finer: each group gets its own centring weight (:func:`_partial_centring`), so groups that
-identify a parameter are centred and groups that do not are non-centred.
-
-Marginalising everything (plain ``[(I_g)^-1]_pp``) was tried and rejected: in congested data
-the unidentified v0 is confounded with a, T and b, so the marginal rule made all of them
-non-centred, which took 374 leapfrog steps per draw against 67 for v0-only non-centring on
-20 simulated drivers (measured; the same split as on the 39 real drivers above).
+finer: each group gets its own centring weight (:func:`_partial_centring`, with the same
+``tau_p``), so groups that identify a parameter are centred and groups that do not are
+non-centred.
 
 The kappas are kept in the fit, so users can see why each choice was made.
 """
@@ -62,15 +71,16 @@ from carpool.pooling.scoring import data_log_likelihood, point_log_density
 from carpool.pooling.spec import ModelSpec, PoolingConfig
 
 __all__ = ["CentringChoice", "choose_centring", "pooled_map", "pooled_map_with_residual",
-           "CENTRE_BELOW", "QUANTILE"]
+           "population_scale", "refined_group_estimates", "centring_by_kappa", "CENTRE_BELOW",
+           "QUANTILE"]
 
 #: Which quantile over groups of the shrinkage factor decides: the median (the typical group).
 #: The 75th percentile was tried: it non-centred k_gap and s0 on the bundled 4-vehicle platoon
 #: (linear ACC), which then took 70 s and diverged twice against 7 s and none (measured).
 QUANTILE = 0.5
 
-#: A parameter is centred only while its shrinkage factor stays below this (see step 5).
-CENTRE_BELOW = 0.3
+#: A parameter is centred when its shrinkage factor is below this (see step 4).
+CENTRE_BELOW = 0.5
 
 
 @dataclass(frozen=True)
@@ -389,29 +399,101 @@ def choose_centring(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
     auto = [n for n in names if explicit[n] == "auto"]
     if not auto:
         return CentringChoice(explicit)
+    z, noise, residual_params = (pooled if pooled is not None else
+                                 pooled_map_with_residual(spec, data, seed=seed))
+    zhat, info = refined_group_estimates(spec, data, z, noise, residual_params=residual_params)
+    loc, prior_scale = spec.parameters.latent_prior_arrays()
+    A = info + np.diag(1.0 / (10.0 * prior_scale) ** 2)
     if config.tau_is_fixed:
         tau_ref = config.fixed_tau(spec.parameters)
     else:
-        tau_ref = np.array([config.hyperpriors.tau_prior(n).median() for n in names])
-    z, noise, residual_params = (pooled if pooled is not None else
-                                 pooled_map_with_residual(spec, data, seed=seed))
-    info = group_information(spec, data, z, noise, residual_params=residual_params)
-    _, prior_scale = spec.parameters.latent_prior_arrays()
-    A = info + np.diag(1.0 / (10.0 * prior_scale) ** 2)
+        fallback = np.array([config.hyperpriors.tau_prior(n).median() for n in names])
+        tau_ref = population_scale(zhat, A, loc, prior_scale, fallback)
     if not config.resolve_correlated(data.num_groups, len(names)):
         return _partial_centring(A, names, explicit, tau_ref)
-    choice = {n: ("centred" if explicit[n] == "auto" else explicit[n]) for n in names}
-    while True:
-        kappa = _kappa_quantile(A, [names.index(n) for n in names
-                                  if choice[n] == "noncentred"], tau_ref)
-        candidates = [(kappa[i], n) for i, n in enumerate(names)
-                      if explicit[n] == "auto" and choice[n] == "centred"
-                      and kappa[i] >= CENTRE_BELOW]
-        if not candidates:
-            break
-        choice[max(candidates)[1]] = "noncentred"
+    return centring_by_kappa(A, tau_ref, names, explicit)
+
+
+def centring_by_kappa(A: np.ndarray, tau_ref: np.ndarray, names: list[str],
+                      explicit: Mapping[str, str]) -> CentringChoice:
+    """Steps 3-4 of the rule: the median conditional shrinkage factor per parameter from the
+    information ``A`` (G, P, P) and ``tau_ref`` (P,); ``"auto"`` parameters are centred
+    below :data:`CENTRE_BELOW`, the others keep their explicit choice."""
+    s2 = 1.0 / np.diagonal(A, axis1=-2, axis2=-1)
+    kappa = np.quantile(s2 / (s2 + tau_ref**2), QUANTILE, axis=0)
+    choice = {n: (explicit[n] if explicit[n] != "auto" else
+                  "noncentred" if kappa[i] >= CENTRE_BELOW else "centred")
+              for i, n in enumerate(names)}
     return CentringChoice(choice, {n: float(k) for n, k in zip(names, kappa, strict=True)},
                           {n: float(t) for n, t in zip(names, tau_ref, strict=True)})
+
+
+#: Extra Newton steps, each backtracked, that :func:`refined_group_estimates` takes.
+POLISH_STEPS = 12
+
+
+def refined_group_estimates(spec: ModelSpec, data: GroupedData, z: np.ndarray,
+                            noise: Mapping[str, float], *,
+                            residual_params: Mapping[str, np.ndarray] | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`group_estimates` (full steps from the pooled value ``z``), then
+    :data:`POLISH_STEPS` backtracked steps from each group's best point: (G, P), (G, P, P).
+
+    The full steps alone left 50 of the 76 NGSIM drivers (and 33 of the 39-driver
+    simulated stand-in) at the pooled value, where every step went downhill: the spread of
+    their estimates then says nothing about the population, and their information is taken
+    at the pool. The backtracked polish never lowers a group's objective, so groups that the
+    full steps served well (the bundled platoon, see :func:`group_estimates`) keep their
+    point."""
+    zg, _ = group_estimates(spec, data, z, noise, residual_params=residual_params)
+    return group_estimates(spec, data, zg, noise, newton_steps=POLISH_STEPS,
+                           residual_params=residual_params, backtrack=True)
+
+
+#: Fewest groups whose data identify a parameter for :func:`population_scale` to estimate
+#: its tau; with fewer, the hyperprior's median stands in (the relative standard error of a
+#: moment estimate of tau^2 from k groups is about sqrt(2 / (k - 1)): 47% at k = 10).
+MIN_IDENTIFYING_GROUPS = 10
+
+#: The smallest data-based tau (latent scale): a population this narrow is non-centred
+#: anyway (kappa near 1), the floor only keeps the reported value informative.
+TAU_FLOOR = 0.01
+
+
+def population_scale(zhat: np.ndarray, A: np.ndarray, loc: np.ndarray,
+                     prior_scale: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """The population scale tau per parameter the groups' estimates imply, (P,).
+
+    A DerSimonian-Laird moment estimate per parameter from each group's regularised
+    estimate ``zhat`` (G, P) and its data's information ``A`` (G, P, P):
+
+    - only groups whose data identify the parameter at least as well as its latent prior
+      count (conditional information ``c_gp = A_g[p, p] >= 1 / prior_scale_p^2``): a group
+      whose data say nothing sits at the prior's centre and would pull the spread down;
+    - the prior's pull on each counted estimate is undone (``u = zhat + (zhat - loc) /
+      (c prior_scale^2)``), so ``u`` estimates the group's value with variance ``1 / c``;
+    - ``tau^2 = (Q - (k - 1)) / (W - sum w^2 / W)`` with weights ``w = c``, ``W = sum w``
+      and ``Q`` the weighted sum of squares around the weighted mean, floored at
+      :data:`TAU_FLOOR`.
+
+    Parameters that fewer than :data:`MIN_IDENTIFYING_GROUPS` groups identify get
+    ``fallback`` (the hyperprior's median).
+    """
+    lam = 1.0 / prior_scale**2
+    c = np.diagonal(A, axis1=-2, axis2=-1)
+    u = zhat + (lam / c) * (zhat - loc)
+    tau = np.asarray(fallback, dtype=float).copy()
+    for p in range(zhat.shape[1]):
+        ok = c[:, p] >= lam[p]
+        k = int(ok.sum())
+        if k < MIN_IDENTIFYING_GROUPS:
+            continue
+        w, x = c[ok, p], u[ok, p]
+        mean = np.sum(w * x) / w.sum()
+        q = np.sum(w * (x - mean) ** 2)
+        t2 = (q - (k - 1)) / (w.sum() - np.sum(w**2) / w.sum())
+        tau[p] = max(TAU_FLOOR, float(np.sqrt(max(t2, 0.0))))
+    return tau
 
 
 def _partial_centring(A: np.ndarray, names: list[str], explicit: dict[str, str],
@@ -438,20 +520,3 @@ def _partial_centring(A: np.ndarray, names: list[str], explicit: dict[str, str],
     return CentringChoice(choice, {n: float(np.median(kappa[:, i]))
                                    for i, n in enumerate(names)},
                           {n: float(t) for n, t in zip(names, tau_ref, strict=True)}, weights)
-
-
-def _kappa_quantile(A: np.ndarray, nc: list[int], tau_ref: np.ndarray) -> np.ndarray:
-    """Shrinkage factor per parameter at the :data:`QUANTILE` over groups, (P,).
-
-    Centred parameters: from the Schur complement of the information after marginalising the
-    non-centred block ``nc``; non-centred ones: from their conditional information.
-    """
-    P = A.shape[-1]
-    c = [i for i in range(P) if i not in nc]
-    s2 = 1.0 / np.diagonal(A, axis1=-2, axis2=-1).copy()
-    if c:
-        S = A[:, c][:, :, c]
-        if nc:
-            S = S - A[:, c][:, :, nc] @ np.linalg.solve(A[:, nc][:, :, nc], A[:, nc][:, :, c])
-        s2[:, c] = 1.0 / np.diagonal(S, axis1=-2, axis2=-1)
-    return np.quantile(s2 / (s2 + tau_ref**2), QUANTILE, axis=0)
