@@ -110,15 +110,18 @@ def linear_fit():
         chains=2, warmup=300, draws=300, seed=0), warn=False)
 
 
-@pytest.mark.parametrize("correlated", [False, True])
-def test_raw_draws_rebuild_the_fit(correlated):
+@pytest.mark.parametrize("correlated,levels", [(False, False), (True, False), (True, True)])
+def test_raw_draws_rebuild_the_fit(correlated, levels):
     """The full fit's draws, rebuilt in the refit model's sites (mixed centring, held-out
-    groups non-centred), give back the fit's own group values through the model."""
-    df, _ = simulate_linear_groups(5, 12, rng_seed=5)
+    groups non-centred, level means), give back the fit's own group values."""
+    df, _ = simulate_linear_groups(6, 12, rng_seed=5)
+    if levels:
+        df["kind"] = np.where(df["group"].astype(str).str[-1].isin(list("02468")), "a", "b")
     names = get_spec("linear").parameters.names
     param = {names[0]: "noncentred", names[1]: "centred"}
     fit = carpool.fit(df, "linear", pooling=PoolingConfig(
         pooling="hierarchical", correlated=correlated, param=param),
+        level="kind" if levels else None,
         sampler=carpool.NutsSettings(chains=2, warmup=100, draws=50, seed=1), warn=False)
     held = np.array([2])
     built = build_model(fit.spec, fit.data, fit.config, centring=fit.centring.choice,

@@ -563,6 +563,8 @@ def compare(
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
     console.print(_comparison_table(result))
+    if result.refits:
+        console.print(escape(result.refits), soft_wrap=True, highlight=False)
     console.print(f"[bold]recommendation:[/] {escape(result.recommendation['reason'])}",
                   soft_wrap=True)
 

@@ -423,6 +423,8 @@ def _comparison_section(comparison: Comparison) -> str:
         other.loc["unpooled", ldo] = False
     if other.to_numpy().any():
         notes.append(f"{DASH} elsewhere: the score was not computed.")
+    if comparison.refits:
+        notes.append(_esc(comparison.refits[0].upper() + comparison.refits[1:]) + ".")
     legend = "; ".join(f"<b>{_esc(_MODE_HEADERS[k][0])}</b>: {_esc(_MODE_HEADERS[k][1])}"
                        for k in keys if k in _MODE_HEADERS)
     notes.append(f"Columns: {legend}.")
