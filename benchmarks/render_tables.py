@@ -60,6 +60,13 @@ COLUMNS = {
                                "cold_s", "cold_ratio", "lfo_warm_cold", "ldo_warm_cold",
                                "lfo_seed_shift", "same_recommendation", "report_from_s",
                                "repeat_s"],
+    ("centring_choice", "rows"): ["dataset", "rule", "seed", "wall_s", "min_ess_pop",
+                                  "ess_per_s", "min_ess_all", "divergences",
+                                  "max_depth_hits", "max_rhat", "noncentred"],
+    ("centring_choice", "medians"): ["dataset", "rule", "wall_s", "min_ess_pop", "ess_per_s",
+                                     "min_ess_all", "divergences", "max_depth_hits",
+                                     "max_rhat", "noncentred"],
+    ("centring_choice", "ratios"): ["dataset", "ess_per_s_ratio", "wall_ratio"],
     ("joint_likelihood", "rows"): ["likelihood", "pooling", "wall_s", "max_rhat",
                                    "min_ess_bulk", "divergences", "outside", "outside_weak",
                                    "s0", "T", "b", "sigma", "sigma_speed", "sigma_gap"],
@@ -78,7 +85,7 @@ COLUMNS = {
 
 
 #: Result files written by a script of another name (``--json``).
-SCRIPT_OF: dict[str, str] = {}
+SCRIPT_OF: dict[str, str] = {"svi_vs_nuts_100k": "svi_vs_nuts"}
 
 
 def _cell(value: Any, column: str = "") -> str:

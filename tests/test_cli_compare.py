@@ -69,6 +69,16 @@ def test_compare_json_contract(saved_fits):
             assert scores["ldo_rmse_speed"] > 0
     assert out["recommendation"]["mode"] in out["modes"]
     assert out["recommendation"]["reason"].startswith(out["recommendation"]["mode"])
+    assert "warm-started" in out["refits"]
+
+
+def test_compare_no_warm_start_refits_from_scratch(saved_fits):
+    """``--no-warm-start``: every held-out refit from scratch, and the JSON says so."""
+    r = runner.invoke(app, ["compare", *map(str, saved_fits[::2]), "--json", "--folds", "2",
+                            "--no-lfo", "--no-warm-start"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert "from scratch" in out["refits"] and "warm" not in out["refits"]
 
 
 def test_compare_table_names_the_recommendation(saved_fits):

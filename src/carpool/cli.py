@@ -506,6 +506,9 @@ def compare(
     ldo: Annotated[bool, typer.Option(help="Leave-drivers-out: refit without folds of "
                                            "drivers, predict them as new drivers")] = True,
     folds: Annotated[int, typer.Option(help="Driver folds for leave-drivers-out")] = 5,
+    warm_start: Annotated[bool, typer.Option(
+        help="Held-out refits start from the full fits (one compiled sampler per fit); "
+             "--no-warm-start refits every fold from scratch")] = True,
     purpose: Annotated[str, typer.Option(
         help="What the fit is for, which picks the deciding score: describe (PSIS-LOO) | "
              "forecast (leave-future-out) | new-groups (new drivers: leave-drivers-out)")]
@@ -551,7 +554,7 @@ def compare(
             options = _job_options(model, model_options, level, chains, warmup, draws, seed)
             fits = list(_run(fit_modes, table, options, log=log).values())
         result = _run(carpool.compare, fits, lfo=lfo, ldo=ldo, ldo_folds=folds, purpose=purpose,
-                      seed=seed, log_fn=log)
+                      warm_start=warm_start, seed=seed, log_fn=log)
     _print_warnings(caught)
     for w in result.warnings:
         err.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
