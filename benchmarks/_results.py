@@ -92,3 +92,24 @@ def ngsim_drivers(num_drivers: int | None) -> Any:
 
     full = carpool.load_example("ngsim-i80")
     return full[full["driver"].isin(choose_drivers(full, num_drivers))].reset_index(drop=True)
+
+
+def one_device_per_chain() -> None:
+    """One CPU device per chain, as the CLI gives JAX (call before JAX starts)."""
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_"
+                                   f"platform_device_count={max(4, os.cpu_count() or 1)}")
+
+
+def run_child(script: str, child_args: list[str], label: str) -> dict[str, Any]:
+    """Run ``script`` with ``child_args`` in a fresh Python process and return the JSON row
+    it prints on a line starting ``ROW ``: each measurement compiles cold, and the programs
+    of many fits do not pile up in one process. Exits naming ``label`` if it fails."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, script, *child_args], capture_output=True, text=True,
+                       check=False)
+    rows = [ln[4:] for ln in r.stdout.splitlines() if ln.startswith("ROW ")]
+    if r.returncode != 0 or not rows:
+        raise SystemExit(f"{label} failed:\n{r.stderr[-3000:]}")
+    return json.loads(rows[0])

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import warnings
 
@@ -140,25 +138,21 @@ def one_fit(dataset: str, rule: str, seed: int, args) -> dict:
 
 
 def _child(args, dataset: str, rule: str, seed: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", f"{dataset}:{rule}:{seed}",
-           "--chains", str(args.chains), "--warmup", str(args.warmup), "--draws",
-           str(args.draws), "--standin-drivers", str(args.standin_drivers),
-           "--duration-s", str(args.duration_s), "--data-seed", str(args.data_seed)]
+    from _results import run_child
+
+    cmd = ["--child", f"{dataset}:{rule}:{seed}", "--chains", str(args.chains), "--warmup",
+           str(args.warmup), "--draws", str(args.draws), "--standin-drivers",
+           str(args.standin_drivers), "--duration-s", str(args.duration_s), "--data-seed",
+           str(args.data_seed)]
     if args.drivers is not None:
         cmd += ["--drivers", str(args.drivers)]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    rows = [ln[4:] for ln in r.stdout.splitlines() if ln.startswith("ROW ")]
-    if r.returncode != 0 or not rows:
-        raise SystemExit(f"{dataset} {rule} seed {seed} failed:\n{r.stderr[-3000:]}")
-    return json.loads(rows[0])
+    return run_child(__file__, cmd, f"{dataset} {rule} seed {seed}")
 
 
 def main() -> None:
-    # one CPU device per chain, as the CLI gives JAX (before JAX starts)
-    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_"
-                                   f"platform_device_count={max(4, os.cpu_count() or 1)}")
-    from _results import ngsim_benchmark_args, write_results
+    from _results import ngsim_benchmark_args, one_device_per_chain, write_results
+
+    one_device_per_chain()
 
     args = ngsim_benchmark_args(
         __doc__.splitlines()[0], "benchmarks/results/centring_choice.json",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -142,22 +141,17 @@ def _max_rhat(x) -> float:
 
 
 def _child(args, sampler: str, seed: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", f"{sampler}:{seed}"] + [
-        a for a in sys.argv[1:] if a not in ("--smoke",)]
-    if args.smoke:
-        cmd.append("--smoke")
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    rows = [ln[4:] for ln in r.stdout.splitlines() if ln.startswith("ROW ")]
-    if r.returncode != 0 or not rows:
-        raise SystemExit(f"{sampler} seed {seed} failed:\n{r.stderr[-3000:]}")
-    return json.loads(rows[0])
+    from _results import run_child
+
+    cmd = ["--child", f"{sampler}:{seed}"] + [a for a in sys.argv[1:] if a != "--smoke"]
+    return run_child(__file__, cmd + (["--smoke"] if args.smoke else []),
+                     f"{sampler} seed {seed}")
 
 
 def main() -> None:
-    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_"
-                                   f"platform_device_count={max(4, os.cpu_count() or 1)}")
-    from _results import ngsim_benchmark_args, ngsim_drivers, write_results
+    from _results import ngsim_benchmark_args, ngsim_drivers, one_device_per_chain, write_results
+
+    one_device_per_chain()
 
     args = ngsim_benchmark_args(
         __doc__.splitlines()[0], "benchmarks/results/sampler_choice.json",
