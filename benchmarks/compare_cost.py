@@ -104,7 +104,7 @@ def one_seed(df, args, seed: int, workdir: Path) -> dict:
     os.environ["CARPOOL_FIT_CACHE"] = str(cache)
     t0 = time.perf_counter()
     carpool.compare(fit_modes(df, options), seed=seed, ldo_folds=args.folds,
-                    warm_start=False)
+                    refit_sampler=refit)
     repeat_s = time.perf_counter() - t0
 
     a, b, c = _scores(full), _scores(cold), _scores(again)
