@@ -166,16 +166,25 @@ def site_supports(built: BuiltModel) -> dict[str, Any]:
     return {n: site["fn"].support for n, site in trace.items() if site["type"] == "sample"}
 
 
-def _start_and_mass(fit: Fit, built: BuiltModel, chains: int, held: np.ndarray, seed: int,
-                    supports: Any = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _posterior_coordinates(fit: Fit, supports: Any) -> dict[str, np.ndarray]:
+    """The full fit's draws in the refit model's unconstrained coordinates, chains stacked,
+    (S, ...) per site: built once per fit, with no group held out (a fold's held-out groups
+    get their own start and variance in :func:`_start_and_mass`; every other group's
+    coordinates are the same in every fold)."""
+    whole = _build(fit, HeldOut(np.ones(fit.data.num_obs, dtype=bool), np.zeros(0, int)))
+    u = unconstrained_draws(fit, whole, supports)
+    return {n: v.reshape((-1,) + v.shape[2:]) for n, v in u.items()}
+
+
+def _start_and_mass(fit: Fit, built: BuiltModel, flat: dict[str, np.ndarray], chains: int,
+                    held: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-chain starts (chains, ...) at draws of the full fit spread over its chains, and
     the diagonal inverse mass matrix (the posterior variance of every unconstrained
     coordinate, raveled as NumPyro ravels the start); a held-out group's innovations start
-    at standard-normal draws with unit variance (their refit posterior is the prior)."""
+    at standard-normal draws with unit variance (their refit posterior is the prior).
+    ``flat``: :func:`_posterior_coordinates`."""
     from jax.flatten_util import ravel_pytree
 
-    u = unconstrained_draws(fit, built, supports)
-    flat = {n: v.reshape((-1,) + v.shape[2:]) for n, v in u.items()}
     S = next(iter(flat.values())).shape[0]
     at = np.linspace(S - 1, 0, chains).round().astype(int)
     start = {n: v[at].copy() for n, v in flat.items()}
@@ -205,11 +214,11 @@ def warm_refits(fit: Fit, folds: Sequence[HeldOut], sampler: NutsSettings | None
     seeds = [settings.seed] * len(folds) if seeds is None else list(seeds)
     built = [_build(fit, h) for h in folds]
     run = warm_sampler(built[0], settings)
-    supports = site_supports(built[0])
+    flat = _posterior_coordinates(fit, site_supports(built[0]))
     out: list[Fit] = []
     layout = fit.settings.get("layout", "auto")
     for b, h, s in zip(built, folds, seeds, strict=True):
-        start, inverse_mass = _start_and_mass(fit, b, settings.chains, h.groups, s, supports)
+        start, inverse_mass = _start_and_mass(fit, b, flat, settings.chains, h.groups, s)
         run_settings = replace(settings, seed=s)
 
         def one(b=b, start=start, inverse_mass=inverse_mass, s=s,
