@@ -8,6 +8,12 @@ Posterior variables (natural units unless marked latent):
   parameter the population *median*), ``tau`` (latent population scale), ``corr`` (population
   correlation, dims parameter x parameter_), and with levels ``level_population`` (natural
   level medians, dims level x parameter) and ``tau_level``;
+- ``beta``: the common parameters (:attr:`~carpool.pooling.spec.ModelSpec.common`, shared by
+  every group in every mode; a formula's common terms that do not vary), dims (chain, draw,
+  term);
+- other grouping factors (:class:`~carpool.pooling.spec.GroupingFactor`, e.g. the crossed
+  ``(1 | b)`` of a formula): their effects ``b_<name>`` (dims <name>, <name>_term) and, when
+  hierarchical, their scales ``tau_<name>`` and correlations ``corr_<name>``;
 - noise parameters of the likelihood (e.g. ``sigma``).
 
 The file written by :meth:`Fit.save` is plain netCDF (ArviZ groups) with the specification as
@@ -216,6 +222,21 @@ def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringC
             dims["level_population"] = ["level", "parameter"]
             posterior["tau_level"] = s["tau_level"]
             dims["tau_level"] = ["parameter"]
+    if spec.common is not None:
+        posterior["beta"] = np.asarray(spec.common.to_natural(s["beta"], axis=-1))
+        dims["beta"] = ["term"]
+    for f in spec.factors:
+        if f.effects_name not in s:  # pooled: no effects
+            continue
+        posterior[f.effects_name] = s[f.effects_name]
+        dims[f.effects_name] = [f.name, f"{f.name}_term"]
+        if f"tau_{f.name}" in s:
+            posterior[f"tau_{f.name}"] = s[f"tau_{f.name}"]
+            dims[f"tau_{f.name}"] = [f"{f.name}_term"]
+        if f"L_{f.name}" in s:
+            L = s[f"L_{f.name}"]
+            posterior[f"corr_{f.name}"] = L @ np.swapaxes(L, -1, -2)
+            dims[f"corr_{f.name}"] = [f"{f.name}_term", f"{f.name}_term_"]
     for name in spec.likelihood.noise_priors():
         posterior[name] = s[name]
     residual = spec.residual
@@ -243,6 +264,11 @@ def to_inference_data(built: BuiltModel, out: SamplerOutput, centring: CentringC
     }
     if data.level_ids:
         coords["level"] = list(data.level_ids)
+    if spec.common is not None:
+        coords["term"] = spec.common_names
+    for f in spec.factors:
+        coords[f.name] = list(f.levels)
+        coords[f"{f.name}_term"] = coords[f"{f.name}_term_"] = list(f.terms)
     coords.update(residual.posterior_coords())
     constant = {"group_index": data.group_index, **{f"cov_{k}": v
                                                      for k, v in data.covariates.items()}}

@@ -70,6 +70,8 @@ def fit(
     data_options: Mapping[str, Any] | None = None,
     progress_bar: bool = False,
     warn: bool = True,
+    family: str | None = None,
+    priors: Mapping[str, Any] | None = None,
 ) -> Fit:
     """Fit ``model`` to ``data`` with NUTS (or SVI) in one of the three pooling modes.
 
@@ -77,10 +79,14 @@ def fit(
     ----------
     data
         :class:`~carpool.pooling.grouped.GroupedData`, or a table the model's ``prepare_fn``
-        understands (trajectories for car-following models; ``group, x, y`` for ``linear``).
+        understands (trajectories for car-following models; ``group, x, y`` for ``linear``;
+        any table for a formula).
     model
-        A :class:`~carpool.pooling.spec.ModelSpec` or a registered name (``"idm"``,
-        ``"linear"``, ``"eight_schools"``, ...).
+        A :class:`~carpool.pooling.spec.ModelSpec`, a registered name (``"idm"``,
+        ``"linear"``, ``"eight_schools"``, ...) or a formula such as
+        ``"y ~ 1 + x + (1 + x | g)"`` (:mod:`carpool.models.formula`: the terms varying by
+        the first grouping factor are the group parameters; ``( || )`` makes their
+        population uncorrelated).
     pooling
         ``"pooled"``, ``"unpooled"``, ``"hierarchical"`` (with the defaults of
         :class:`~carpool.pooling.spec.PoolingConfig`), or a
@@ -113,6 +119,11 @@ def fit(
         Show NumPyro's progress bars (NUTS).
     warn
         Emit :class:`~carpool.inference.diagnostics.ConvergenceWarning` on bad diagnostics.
+    family, priors
+        Formulas only: the family (``"gaussian"`` (default), ``"student_t"``,
+        ``"bernoulli"``, ``"binomial"``, ``"poisson"``, ``"negative_binomial"``) and prior
+        overrides by term (:func:`carpool.models.formula.formula_model`; its other options,
+        e.g. ``known_sigma``, go in ``model_options``).
     """
     from carpool.inference.svi import SviSettings, fit_grouped_svi
 
@@ -120,9 +131,20 @@ def fit(
     if not isinstance(sampler, NutsSettings | SviSettings):
         raise InputError(f"sampler must be NutsSettings or SviSettings, got "
                          f"{type(sampler).__name__}")
-    spec = resolve_spec(model, **dict(model_options or {}))
-    grouped = data if isinstance(data, GroupedData) else spec.prepare(
-        data, level=level, **dict(data_options or {}))
+    if is_formula(model):
+        spec, grouped = formula_fit_inputs(data, model, family=family, priors=priors,
+                                           **dict(model_options or {}))
+        if level is not None:
+            raise InputError("levels apply to registered models; a formula states its "
+                             "grouping factors itself")
+        pooling = uncorrelated_if_asked(spec, pooling)
+    else:
+        if family is not None or priors is not None:
+            raise InputError("family and priors apply to formulas; a registered model "
+                             "takes its priors in model_options")
+        spec = resolve_spec(model, **dict(model_options or {}))
+        grouped = data if isinstance(data, GroupedData) else spec.prepare(
+            data, level=level, **dict(data_options or {}))
     config = as_config(pooling, level).with_defaults(spec, grouped.num_groups)
     if isinstance(sampler, SviSettings):
         result = fit_grouped_svi(spec, grouped, config, sampler)
@@ -131,6 +153,36 @@ def fit(
         return result
     return fit_grouped(spec, grouped, config, sampler, layout=layout,
                        progress_bar=progress_bar, warn=warn)
+
+
+def is_formula(model: Any) -> bool:
+    """Whether ``model`` is a formula (a string with ``~``) rather than a model name."""
+    return isinstance(model, str) and "~" in model
+
+
+def formula_fit_inputs(data: Any, formula: str, *, family: str | None = None,
+                       priors: Mapping[str, Any] | None = None, **options: Any
+                       ) -> tuple[ModelSpec, GroupedData]:
+    """The spec and grouped data of ``formula`` on the table ``data``."""
+    import pandas as pd
+
+    from carpool.models.formula import formula_model
+
+    if not isinstance(data, pd.DataFrame):
+        raise InputError(f"a formula needs a table (pandas DataFrame), got "
+                         f"{type(data).__name__}")
+    return formula_model(data, formula, family=family or "gaussian", priors=priors,
+                         **options)
+
+
+def uncorrelated_if_asked(spec: ModelSpec, pooling: str | PoolingConfig
+                          ) -> str | PoolingConfig:
+    """A formula's ``( || group)``: the pooling configuration with a diagonal population
+    (where the configuration leaves ``correlated`` to ``"auto"``)."""
+    if not spec.options.get("uncorrelated"):
+        return pooling
+    config = as_config(pooling)
+    return replace(config, correlated=False) if config.correlated == "auto" else config
 
 
 def with_residual(spec: ModelSpec, residual: Any) -> ModelSpec:

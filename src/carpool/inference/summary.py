@@ -74,6 +74,11 @@ def summarise(fit: Fit, hdi_prob: float = 0.94) -> pd.DataFrame:
             for k, level in enumerate(lp.coords["level"].values):
                 rows += _rows("level", str(level), names, units,
                               {key: v[k] for key, v in st.items()}, lo, hi)
+    if fit.spec.common is not None:
+        common = fit.spec.common
+        rows += _rows("common", None, common.names, [p.unit for p in common],
+                      stats_table(post["beta"].values, hdi_prob), lo, hi)
+    rows += _factor_rows(fit, hdi_prob, lo, hi)
     if fit.pooling != "pooled":
         st = stats_table(theta, hdi_prob)
         for g, gid in enumerate(fit.group_ids):
@@ -87,6 +92,20 @@ def summarise(fit: Fit, hdi_prob: float = 0.94) -> pd.DataFrame:
     if fit.is_approximate:  # independent draws of an approximation: no R-hat / ESS
         table[["ess_bulk", "r_hat"]] = np.nan
     return table
+
+
+def _factor_rows(fit: Fit, hdi_prob: float, lo: str, hi: str) -> list[dict[str, Any]]:
+    """Rows of the scales of the spec's other grouping factors (kind ``factor_scale``,
+    group = the factor's name), where it has any."""
+    rows: list[dict[str, Any]] = []
+    post = fit.idata.posterior
+    for factor in fit.spec.factors:
+        name = f"tau_{factor.name}"
+        if name in post:
+            rows += _rows("factor_scale", factor.name, list(factor.terms),
+                          [""] * len(factor.terms), stats_table(post[name].values, hdi_prob),
+                          lo, hi)
+    return rows
 
 
 def _residual_rows(fit: Fit, hdi_prob: float, lo: str, hi: str) -> list[dict[str, Any]]:
@@ -111,7 +130,8 @@ def summary_dict(fit: Fit, hdi_prob: float = 0.94) -> dict[str, Any]:
 
     Keys: ``model``, ``pooling``, ``population`` (per parameter: mean, sd, hdi bounds; the
     shared values for a pooled fit, the across-group centre for an unpooled fit),
-    ``population_scale`` (hierarchical only), ``levels`` (with levels), ``groups`` (group id
+    ``population_scale`` (hierarchical only), ``common`` (a spec's common parameters, where
+    it has any), ``levels`` (with levels), ``groups`` (group id
     -> parameter -> stats; empty for a pooled fit), ``noise``, ``diagnostics`` (max_rhat,
     min_ess_bulk, min_ess_tail, divergences, ...), ``timing`` (compile_s, sampling_s,
     total_s), ``centring``; where the model states physical ranges, ``physical_ranges``
@@ -136,6 +156,8 @@ def summary_dict(fit: Fit, hdi_prob: float = 0.94) -> dict[str, Any]:
         "groups": {str(g): block(rows) for g, rows in
                    table[table.kind == "group"].groupby("group", sort=False)},
         "noise": block(table[table.kind == "noise"]),
+        **({"common": block(table[table.kind == "common"])}
+           if fit.spec.common is not None else {}),
         "residual": fit.spec.residual.to_dict(),
     }
     res = table[table.kind == "residual"]

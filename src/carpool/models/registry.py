@@ -53,4 +53,5 @@ def list_specs() -> list[str]:
 
 def _load_builtins() -> None:
     import carpool.models.eight_schools  # noqa: F401  (registers on import)
+    import carpool.models.formula  # noqa: F401
     import carpool.models.linear  # noqa: F401

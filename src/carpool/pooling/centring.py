@@ -138,8 +138,9 @@ def pooled_map(spec: ModelSpec, data: GroupedData, *, seed: int = 0,
 def pooled_map_with_residual(spec: ModelSpec, data: GroupedData, *, seed: int = 0,
                              maxiter: int = 500
                              ) -> tuple[np.ndarray, dict[str, float], dict[str, np.ndarray]]:
-    """Maximum a posteriori of the pooled model: latent parameters (P,), noise values and
-    (AR / GP residuals) the residual parameters, shared by all groups.
+    """Maximum a posteriori of the pooled model: latent parameters (P,), the shared values
+    (noise, and the natural values of any common parameters, by name) and (AR / GP
+    residuals) the residual parameters, shared by all groups.
 
     The pooled log posterior is written out directly (latent parameters and log noise scales,
     with the log-Jacobian) and compiled once; SciPy's BFGS drives it on the host. (Going
@@ -149,7 +150,7 @@ def pooled_map_with_residual(spec: ModelSpec, data: GroupedData, *, seed: int = 
     from scipy.optimize import minimize
 
     del seed
-    params = spec.parameters
+    params = spec.pooled_parameters  # the group parameters, then any common ones
     lik = spec.likelihood
     names = params.names
     P = len(names)
@@ -200,8 +201,14 @@ def pooled_map_with_residual(spec: ModelSpec, data: GroupedData, *, seed: int = 
     residual_params = ({k: np.asarray(v, dtype=float)
                         for k, v in residual.map_params(jnp.asarray(x[P + K:]))[0].items()}
                        if residual.is_dynamic else {})
-    return (x[:P].astype(float), {n: float(np.exp(x[P + k])) for k, n in enumerate(noise_names)},
-            residual_params)
+    shared = {n: float(np.exp(x[P + k])) for k, n in enumerate(noise_names)}
+    if spec.common is not None:  # common parameters join the shared values, natural units
+        G = len(spec.parameters)
+        shared.update(zip(spec.common_names,
+                          np.asarray(spec.common.to_natural(x[G:P]), dtype=float).tolist(),
+                          strict=True))
+        P = G
+    return x[:P].astype(float), shared, residual_params
 
 
 #: Functions kept per spec: (kind, id(spec), ...) -> (functions, spec); the spec is kept

@@ -180,6 +180,9 @@ def build_model(
     P, G = len(params), data.num_groups
     pooling = config.pooling
     priors = [p.prior for p in params]
+    common = spec.common
+    if common is not None:
+        common.check_priors()
     lik = spec.likelihood
     noise_priors = lik.noise_priors()
     fixed_noise = {k: jnp.asarray(v) for k, v in lik.fixed_noise().items()}
@@ -259,13 +262,41 @@ def build_model(
                 parts.append((1.0 - h) * x + h * (loc_c + x @ scale_tril.T))
         return jnp.concatenate(parts, axis=-1)[:, inverse]
 
-    def named(natural: Any, index: Any) -> dict[str, Any]:
-        """Each parameter's values where the observations of the layout need them."""
+    def named(natural: Any, index: Any, shared: Mapping[str, Any]) -> dict[str, Any]:
+        """Each parameter's values where the observations of the layout need them, and the
+        common parameters' (``shared``, scalars)."""
         if natural.ndim == 1:
-            return {n: natural[i] for i, n in enumerate(params.names)}
+            return {**{n: natural[i] for i, n in enumerate(params.names)}, **shared}
         if index is None:  # padded rows
-            return {n: natural[:, i:i + 1] for i, n in enumerate(params.names)}
-        return {n: natural[index, i] for i, n in enumerate(params.names)}
+            return {**{n: natural[:, i:i + 1] for i, n in enumerate(params.names)}, **shared}
+        return {**{n: natural[index, i] for i, n in enumerate(params.names)}, **shared}
+
+    def shared_values() -> dict[str, Any]:
+        """The common parameters' site ``beta`` (C,), natural values by name, and the other
+        grouping factors' effects (J, W) by their ``effects_name`` (none when pooled)."""
+        out: dict[str, Any] = {}
+        if common is not None:
+            beta = common.to_natural(numpyro.sample("beta",
+                                                    latent_prior([p.prior for p in common])))
+            out.update({n: beta[i] for i, n in enumerate(common.names)})
+        if pooling != "pooled":
+            for f in spec.factors:
+                out[f.effects_name] = factor_effects(f)
+        return out
+
+    def factor_effects(f: Any) -> Any:
+        """A grouping factor's effects (J, W): independent when unpooled, else non-centred
+        draws from its population (see :class:`~carpool.pooling.spec.GroupingFactor`)."""
+        J, W = len(f.levels), len(f.terms)
+        if pooling == "unpooled":
+            return numpyro.sample(f.effects_name, dist.Normal(
+                0.0, jnp.asarray(f.unpooled_scale)).expand((J, W)).to_event(2))
+        tau_f = numpyro.sample(f"tau_{f.name}", latent_prior(list(f.scale_priors)))
+        eps = numpyro.sample(f"eps_{f.name}", dist.Normal(0.0, 1.0).expand((J, W)).to_event(2))
+        if f.correlated and W > 1:
+            L_f = numpyro.sample(f"L_{f.name}", dist.LKJCholesky(W, config.hyperpriors.lkj_eta))
+            eps = eps @ L_f.T
+        return numpyro.deterministic(f.effects_name, tau_f * eps)
 
     def model(observed: bool = True, arrays: Mapping[str, Any] | None = None,
               batch_size: int | None = None, likelihood: bool = True) -> Any:
@@ -281,6 +312,7 @@ def build_model(
                 z = numpyro.sample("z", latent_prior(priors))
             elif pop is not None:
                 z = numpyro.deterministic("z", group_latent(a, pick, B, *pop))
+        shared = shared_values()
         for name, prior in noise_priors.items():
             noise[name] = numpyro.sample(name, prior.to_numpyro())
         if not likelihood:
@@ -292,17 +324,20 @@ def build_model(
                                  "residuals")
             with groups:
                 covs = {k: v[idx] for k, v in a["covs"].items()}
-                d = lik.distribution(spec.mean_fn(named(natural, None), covs), noise, covs)
+                d = lik.distribution(spec.mean_fn(named(natural, None, shared), covs), noise,
+                                     covs)
                 numpyro.sample("obs", d.mask(a["mask"][idx]).to_event(1),
                                obs=a["y"][idx] if observed else None)
             return z
         y_obs, covs, mask = a["y"], a["covs"], a["mask"]
         if observed and a["projected"] is not None:
             group = {n: natural[..., i] for i, n in enumerate(params.names)}
+            group.update({n: jnp.broadcast_to(v, natural.shape[:-1])
+                          for n, v in shared.items()})
             numpyro.factor("obs", data_log_likelihood(spec, group, y_obs, mask, covs, noise,
                                                       terms=a["projected"]))
             return z
-        p = named(natural, None if layout == "padded" else a["group_index"])
+        p = named(natural, None if layout == "padded" else a["group_index"], shared)
         process = None
         if dynamic:
             rp = residual.sample_params(num_groups=G, level_index=a["level_index"],
@@ -332,8 +367,9 @@ def build_model(
                        obs=y_obs if observed else None)
         return z
 
-    global_sites, local_sites = _site_names(config, tuple(noise_priors), P, correlated,
-                                            n_nc, len(cc))
+    global_sites, local_sites = _site_names(
+        config, (*(("beta",) if common is not None else ()),
+                 *_factor_sites(spec, pooling), *noise_priors), P, correlated, n_nc, len(cc))
     return BuiltModel(model, spec, config, data, layout, dict(centring), order,
                       default_arrays, weights, global_sites, local_sites)
 
@@ -382,6 +418,17 @@ def _lay_out(spec: ModelSpec, data: GroupedData, config: PoolingConfig, layout: 
         step = residual.step_for(pad.covariates, int(data.group_sizes.max()))
         arrays["flat_index"] = (data.group_index, data.positions())
     return layout, arrays, step
+
+
+def _factor_sites(spec: ModelSpec, pooling: str) -> tuple[str, ...]:
+    """The latent sites of the spec's other grouping factors in ``pooling`` mode."""
+    if pooling == "pooled":
+        return ()
+    if pooling == "unpooled":
+        return tuple(f.effects_name for f in spec.factors)
+    return tuple(site for f in spec.factors for site in (
+        f"tau_{f.name}", f"eps_{f.name}",
+        *((f"L_{f.name}",) if f.correlated and len(f.terms) > 1 else ())))
 
 
 def _site_names(config: PoolingConfig, noise_sites: tuple[str, ...], P: int,
@@ -441,13 +488,15 @@ def linear_mean_usable(spec: ModelSpec, data: GroupedData, *, seed: int = 0) -> 
             or type(lik).projected_terms is AbstractLikelihood.projected_terms):
         return False
     covs = {k: np.asarray(v, dtype=float) for k, v in data.covariates.items()}
-    G, P = data.num_groups, len(spec.parameters)
+    # the group parameters then any common ones, drawn per group: the linear form must hold
+    # for any values of either
+    params = spec.pooled_parameters
+    G, P = data.num_groups, len(params)
     z = np.random.default_rng(seed).normal(0.0, 0.5, (3, G, P))
     z[0] = 0.0
     # one compiled call (op by op, each transform's operations compile on their own)
-    natural = np.asarray(jax.jit(lambda x: spec.parameters.to_natural(x, axis=-1))(
-        jnp.asarray(z)))
-    problem = linear_mean_check(linear, spec.mean_fn, spec.parameters.names, natural, covs,
+    natural = np.asarray(jax.jit(lambda x: params.to_natural(x, axis=-1))(jnp.asarray(z)))
+    problem = linear_mean_check(linear, spec.mean_fn, params.names, natural, covs,
                                 np.asarray(data.group_index))
     if problem is not None:
         warnings.warn(f"model {spec.name!r}: {problem}; scoring each observation instead",

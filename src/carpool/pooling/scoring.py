@@ -55,7 +55,9 @@ def data_log_likelihood(spec: ModelSpec, params: Mapping[str, Any], y: Any, mask
         Observations, a boolean mask (``None``: every cell counts) and covariates, one
         layout (flat (n,) or padded (G, T)).
     noise
-        Noise name -> value (the likelihood's fixed noise is added).
+        The shared values: noise name -> value (the likelihood's fixed noise is added), and
+        the spec's common parameters and other factors' effects by name (natural units;
+        :attr:`~carpool.pooling.spec.ModelSpec.shared_names`), which join ``params``.
     terms
         The likelihood's data-only terms of these observations (``observed_terms``), or
         a linear mean's projected statistics (``projected_terms``), or ``None``.
@@ -65,6 +67,9 @@ def data_log_likelihood(spec: ModelSpec, params: Mapping[str, Any], y: Any, mask
     """
     lik = spec.likelihood
     noise = {**{k: jnp.asarray(v) for k, v in lik.fixed_noise().items()}, **noise}
+    shared = [n for n in spec.shared_names if n in noise]
+    if shared:
+        params = {**params, **{n: noise.pop(n) for n in shared}}
     if terms is not None and "R" in terms:
         return lik.projected_log_prob(terms, spec.linear_mean.coefficients(params), noise)
     mean = spec.mean_fn(params, covs)
@@ -81,11 +86,12 @@ def point_log_density(spec: ModelSpec, *, residual: bool = False, step: Any = No
     group fitted alone, or the pooled model) in unconstrained coordinates.
 
     ``x = (z (P,), log noise (K,), residual latents (R,))``: the model's latent parameters
-    (their priors), the log of each learned noise scale (its prior plus the log-Jacobian of
-    ``exp``) and, with ``residual=True``, the dynamic residual process's MAP coordinates
-    (``map_params``: values and their log prior) with time ``step`` (``step_for``). The data
-    are as for :func:`data_log_likelihood`."""
-    params = spec.parameters
+    (:attr:`~carpool.pooling.spec.ModelSpec.pooled_parameters`: the group parameters, then
+    any common ones; their priors), the log of each learned noise scale (its prior plus the
+    log-Jacobian of ``exp``) and, with ``residual=True``, the dynamic residual process's MAP
+    coordinates (``map_params``: values and their log prior) with time ``step``
+    (``step_for``). The data are as for :func:`data_log_likelihood`."""
+    params = spec.pooled_parameters
     names = params.names
     P = len(names)
     priors = [p.prior.to_numpyro() for p in params]  # type: ignore[union-attr]

@@ -22,6 +22,7 @@ from carpool.pooling.likelihoods import AbstractLikelihood, Gaussian, likelihood
 from carpool.priors import HalfNormal, LogNormal, Prior
 
 __all__ = [
+    "GroupingFactor",
     "ModelSpec",
     "Hyperpriors",
     "PoolingConfig",
@@ -33,6 +34,82 @@ POOLING_MODES = ("pooled", "unpooled", "hierarchical")
 PARAM_CHOICES = ("centred", "noncentred", "auto")
 
 MeanFn = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class GroupingFactor:
+    """A grouping factor beside the groups (crossed, or nested within them): zero-mean
+    varying effects of some terms, one row per level of the factor.
+
+    In a hierarchical fit the effects are ``b[j] = tau * eps[j]`` (non-centred, ``eps`` i.i.d.
+    standard normal; with ``correlated``, ``tau * (L @ eps[j])`` with an LKJ prior on ``L``),
+    in an unpooled fit ``b[j] ~ Normal(0, unpooled_scale)`` independently, and a pooled fit
+    has none. The engine passes the effects to ``mean_fn`` as ``params[effects_name]``,
+    shape (J, W) (absent when pooled), and ``mean_fn`` adds
+    ``sum_w b[index, w] * covariates[columns[w]]``.
+
+    Parameters
+    ----------
+    name
+        Identifier of the factor (site names ``tau_<name>``, ``eps_<name>``, ``b_<name>``).
+    label
+        The factor as written (``"county:house"``).
+    index
+        Covariate holding each observation's level, ``0..J-1`` (stored as a float).
+    levels
+        Level names, length J.
+    terms
+        Identifiers of the varying terms, length W.
+    columns
+        Covariates holding each term's value per observation, length W.
+    scale_priors
+        Prior of each term's population scale tau (positive support), length W.
+    unpooled_scale
+        Scale of each term's independent Normal(0, scale) prior in an unpooled fit.
+    correlated
+        An LKJ-correlated population of the W terms (W > 1).
+    """
+
+    name: str
+    label: str
+    index: str
+    levels: tuple[str, ...]
+    terms: tuple[str, ...]
+    columns: tuple[str, ...]
+    scale_priors: tuple[Prior, ...]
+    unpooled_scale: tuple[float, ...]
+    correlated: bool = False
+
+    def __post_init__(self) -> None:
+        for f in ("levels", "terms", "columns", "scale_priors", "unpooled_scale"):
+            object.__setattr__(self, f, tuple(getattr(self, f)))
+        W = len(self.terms)
+        if not (W and len(self.columns) == W == len(self.scale_priors)
+                == len(self.unpooled_scale)):
+            raise InputError(f"grouping factor {self.label!r}: terms, columns and priors "
+                             "must have one entry per term")
+        if any(p.support != "positive" for p in self.scale_priors):
+            raise InputError(f"grouping factor {self.label!r}: scale priors need positive "
+                             "support")
+
+    @property
+    def effects_name(self) -> str:
+        """The key of the effects in ``mean_fn``'s ``params``."""
+        return f"b_{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "label": self.label, "index": self.index,
+                "levels": list(self.levels), "terms": list(self.terms),
+                "columns": list(self.columns),
+                "scale_priors": [p.to_dict() for p in self.scale_priors],
+                "unpooled_scale": [float(v) for v in self.unpooled_scale],
+                "correlated": bool(self.correlated)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GroupingFactor:
+        return cls(d["name"], d["label"], d["index"], tuple(d["levels"]), tuple(d["terms"]),
+                   tuple(d["columns"]), tuple(Prior.from_dict(p) for p in d["scale_priors"]),
+                   tuple(float(v) for v in d["unpooled_scale"]), bool(d["correlated"]))
 
 
 @dataclass(frozen=True)
@@ -77,6 +154,15 @@ class ModelSpec:
         ``{parameter: (low, high)}`` natural-unit bounds outside which a group's estimate is
         not physically meaningful (e.g. a driver's comfortable deceleration above 6 m/s^2);
         the fits flag such groups (:func:`carpool.inference.plausibility.plausibility`).
+    common
+        Optional :class:`~carpool.parameters.ParameterTable` of *common* parameters: one
+        value shared by every group in every pooling mode (a regression's common terms
+        beside its varying ones, e.g. a county-level predictor). ``mean_fn`` receives them
+        by name beside the group parameters, as scalars. Their names must differ from the
+        group parameters'.
+    factors
+        Other grouping factors (:class:`GroupingFactor`): crossed or nested varying effects
+        beside the groups' own parameters.
     """
 
     name: str
@@ -91,6 +177,27 @@ class ModelSpec:
     residual: Any = field(default_factory=lambda: _iid())
     linear_mean: Any = None
     physical_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    common: ParameterTable | None = None
+    factors: tuple[GroupingFactor, ...] = ()
+
+    @property
+    def shared_names(self) -> list[str]:
+        """Keys of ``mean_fn``'s ``params`` shared by all groups: the common parameters and
+        the other factors' effects (see :func:`carpool.pooling.scoring.data_log_likelihood`)."""
+        return [*self.common_names, *(f.effects_name for f in self.factors)]
+
+    @property
+    def common_names(self) -> list[str]:
+        """Names of the common parameters (empty without any)."""
+        return [] if self.common is None else self.common.names
+
+    @property
+    def pooled_parameters(self) -> ParameterTable:
+        """The group parameters then the common ones: the parameter vector of one group
+        fitted alone, or of the pooled model (:func:`carpool.pooling.scoring.point_log_density`)."""
+        if self.common is None:
+            return self.parameters
+        return ParameterTable([*self.parameters, *self.common])
 
     def prepare(self, table: Any, *, level: str | None = None, **kwargs: Any) -> GroupedData:
         """Turn a user's table into :class:`GroupedData` with this model's ``prepare_fn``."""
@@ -103,6 +210,13 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.parameters, ParameterTable):
             object.__setattr__(self, "parameters", ParameterTable(self.parameters))
+        object.__setattr__(self, "factors", tuple(self.factors))
+        if self.common is not None:
+            if not isinstance(self.common, ParameterTable):
+                object.__setattr__(self, "common", ParameterTable(self.common))
+            clash = sorted(set(self.parameters.names) & set(self.common.names))
+            if clash:
+                raise InputError(f"parameter(s) {clash} are both group and common parameters")
         object.__setattr__(self, "covariates", tuple(self.covariates))
         if not callable(self.mean_fn):
             raise TypeError("mean_fn must be callable")
@@ -124,6 +238,8 @@ class ModelSpec:
             "options": dict(self.options),
             "group_dim": self.group_dim,
             "residual": self.residual.to_dict(),
+            **({"common": self.common.to_list()} if self.common is not None else {}),
+            **({"factors": [f.to_dict() for f in self.factors]} if self.factors else {}),
         }
 
     def with_saved(self, d: Mapping[str, Any]) -> ModelSpec:
@@ -136,6 +252,9 @@ class ModelSpec:
             likelihood=likelihood_from_dict(d["likelihood"]),
             group_dim=d.get("group_dim", self.group_dim),
             residual=residual_from_dict(d.get("residual")),
+            common=(ParameterTable.from_list(d["common"]) if d.get("common") else self.common),
+            factors=(tuple(GroupingFactor.from_dict(f) for f in d["factors"])
+                     if d.get("factors") else self.factors),
         )
 
 
