@@ -40,15 +40,39 @@ def _thin(n_total: int, num_draws: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_total, num_draws, replace=False))
 
 
+def shared_draws(fit: Fit) -> dict[str, np.ndarray]:
+    """The draws of the values ``mean_fn`` shares across groups (chains stacked, S draws):
+    each common parameter (S,) and each other grouping factor's effects (S, J + 1, W),
+    whose last row (zeros: the factor's population mean) serves levels the fit has not
+    seen. Empty for a spec without them."""
+    post = fit.idata.posterior
+    out: dict[str, np.ndarray] = {}
+    spec = fit.spec
+    if spec.common is not None:
+        beta = post["beta"].values.reshape(-1, len(spec.common))
+        out.update({n: beta[:, i] for i, n in enumerate(spec.common_names)})
+    for f in spec.factors:
+        if f.effects_name in post:
+            b = post[f.effects_name].values
+            b = b.reshape((-1,) + b.shape[2:])
+            out[f.effects_name] = np.concatenate([b, np.zeros_like(b[:, :1])], axis=1)
+    return out
+
+
 def _mean_from_theta(fit: Fit, theta: np.ndarray, group_index: np.ndarray,
-                     covs: dict[str, np.ndarray]) -> np.ndarray:
+                     covs: dict[str, np.ndarray], draws: np.ndarray | None = None
+                     ) -> np.ndarray:
     """theta (S, G, P) or (S, P) natural; returns (S, n).
 
-    One compiled program per model and array shapes, kept for the process (scoring many
-    held-out folds of one size, or the same fold again, compiles once)."""
+    ``draws``: the posterior draws (chains stacked) ``theta`` holds, for the values shared
+    across groups (:func:`shared_draws`; ``None``: all of them, in order). One compiled
+    program per model and array shapes, kept for the process (scoring many held-out folds
+    of one size, or the same fold again, compiles once)."""
     covs_j = {k: jnp.asarray(v) for k, v in covs.items()}
+    shared = {k: jnp.asarray(v if draws is None else v[draws])
+              for k, v in shared_draws(fit).items()}
     run = _mean_program(fit.spec)
-    return np.asarray(run(jnp.asarray(theta), jnp.asarray(group_index), covs_j))
+    return np.asarray(run(jnp.asarray(theta), jnp.asarray(group_index), covs_j, shared))
 
 
 #: Compiled mean programs per spec: id(spec) -> (program, spec); the spec is kept alive
@@ -61,15 +85,16 @@ def _mean_program(spec: Any) -> Any:
     if key not in _MEAN_PROGRAMS:
         names = spec.parameters.names
 
-        def run(theta: Any, gi: Any, covs: Any) -> Any:
-            def one(th: Any) -> Any:
+        def run(theta: Any, gi: Any, covs: Any, shared: Any) -> Any:
+            def one(args: Any) -> Any:
+                th, sh = args
                 if th.ndim == 1:
                     p = {n: th[i] for i, n in enumerate(names)}
                 else:
                     p = {n: th[gi, i] for i, n in enumerate(names)}
-                return spec.mean_fn(p, covs)
+                return spec.mean_fn({**p, **sh}, covs)
 
-            return jax.lax.map(one, theta, batch_size=64)
+            return jax.lax.map(one, (theta, shared), batch_size=64)
 
         while len(_MEAN_PROGRAMS) >= 8:
             _MEAN_PROGRAMS.pop(next(iter(_MEAN_PROGRAMS)))
@@ -79,12 +104,16 @@ def _mean_program(spec: Any) -> Any:
 
 def expected_mean(fit: Fit, data: GroupedData | None = None, *, num_draws: int | None = None,
                   seed: int = 0) -> np.ndarray:
-    """Mean function at posterior draws for ``data`` (default: the fitted data), (S, n)."""
+    """Mean function at posterior draws for ``data`` (default: the fitted data), (S, n).
+
+    For a generalised linear family (Bernoulli, Binomial, Poisson, negative binomial) this
+    is the linear predictor (log odds, log rate), not the expected observation: map it
+    with ``fit.spec.likelihood.expected_response``."""
     data = fit.data if data is None else data
     gi = align_groups(fit, data)
     theta = fit.theta_draws()
     idx = _thin(theta.shape[0], num_draws, seed)
-    return _mean_from_theta(fit, theta[idx], gi, data.covariates)
+    return _mean_from_theta(fit, theta[idx], gi, data.covariates, idx)
 
 
 def _noise_at(fit: Fit, idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -128,7 +157,7 @@ def posterior_predictive(fit: Fit, data: GroupedData | None = None, *,
     data = fit.data if data is None else data
     theta = fit.theta_draws()
     idx = _thin(theta.shape[0], num_draws, seed)
-    mean = _mean_from_theta(fit, theta[idx], align_groups(fit, data), data.covariates)
+    mean = _mean_from_theta(fit, theta[idx], align_groups(fit, data), data.covariates, idx)
     mean, noise = conditional_predictive(fit, data, mean, idx)
     return _sample_obs(fit, mean, noise, data, seed)
 
@@ -227,7 +256,7 @@ def predict_new_group(fit: Fit, covariates: dict[str, np.ndarray], *,
     theta = new_group_params(fit, 1, seed=seed, level=level)[:, 0, :]  # (S, P)
     idx = _thin(theta.shape[0], num_draws, seed)
     n = len(next(iter(covs.values())))
-    mean = _mean_from_theta(fit, theta[idx], np.zeros(n, dtype=np.int32), covs)
+    mean = _mean_from_theta(fit, theta[idx], np.zeros(n, dtype=np.int32), covs, idx)
     data = GroupedData(np.zeros(n), np.zeros(n, dtype=np.int32), ("new",), covs)
     noise = _noise_at(fit, idx)
     if fit.spec.residual.is_dynamic:

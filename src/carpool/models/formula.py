@@ -195,7 +195,7 @@ def formula_spec(formula: str, family: str = "gaussian", *, parameters: list[dic
         likelihood=lik,
         options=options,
         group_dim=identifier(group),
-        prepare_fn=_prepare_new,
+        prepare_fn=lambda table, level=None, **_: new_data(options, table),
         default_hyperpriors=(Hyperpriors.from_dict(hyperpriors) if hyperpriors else None),
         linear_mean=linear,
         common=common_table,
@@ -203,9 +203,53 @@ def formula_spec(formula: str, family: str = "gaussian", *, parameters: list[dic
     )
 
 
-def _prepare_new(table: pd.DataFrame, *, level: str | None = None, **_: Any) -> GroupedData:
-    raise InputError("a formula model prepares its data from the formula: pass the table "
-                     "with the formula to carpool.fit")
+def new_data(options: Mapping[str, Any], df: pd.DataFrame) -> GroupedData:
+    """Grouped data of new rows ``df`` for a fitted formula model (its spec's ``options``),
+    for prediction: the design with the fitted data's coding
+    (:func:`~carpool.models.formula_design.new_data_design`), the groups as named in
+    ``df`` (new groups allowed: predict them with
+    :func:`~carpool.inference.predict.predict_new_group`), the other factors' levels mapped
+    to the fitted ones (an unseen level takes its factor's population mean). The response
+    may be absent (zeros)."""
+    from carpool.models.formula_design import new_data_design
+
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(f"new data for a formula model must be a table, got "
+                         f"{type(df).__name__}")
+    names = options["names"]
+    X = new_data_design(options["formula"], options["categories"], options["variables"], df)
+    covs: dict[str, np.ndarray] = {X_PREFIX + n: X[:, k] for k, n in enumerate(names)}
+    group = options["group"]
+    for d in options.get("factors") or []:
+        f = GroupingFactor.from_dict(d)
+        keys = _factor_keys(df, f.label)
+        position = {level: j for j, level in enumerate(f.levels)}
+        covs[f.index] = np.array([position.get(k, len(f.levels)) for k in keys], dtype=float)
+    if options.get("known_sigma"):
+        covs["se"] = df[options["known_sigma"]].to_numpy(dtype=float)
+    lhs = options["formula"].split("~", 1)[0].strip()
+    y = np.zeros(len(df))
+    if options["family"] == "binomial":
+        inner = lhs[lhs.index("(") + 1:lhs.rindex(")")]
+        successes, trials = (part.strip() for part in inner.split(","))
+        covs["trials"] = df[trials].to_numpy(dtype=float)
+        lhs = successes
+    if lhs in df.columns:
+        y = df[lhs].to_numpy(dtype=float)
+    keys = _factor_keys(df, group)
+    codes, uniques = pd.factorize(pd.Series(keys), sort=False)
+    return GroupedData(y=y, group_index=codes, group_ids=tuple(uniques), covariates=covs)
+
+
+def _factor_keys(df: pd.DataFrame, label: str) -> list[str]:
+    """Each row's level of the factor ``label`` (``"a"`` or ``"a:b"``) as formulae names
+    levels."""
+    columns = label.split(":")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputError(f"new data lack grouping column(s) {missing}")
+    parts = [df[c].astype(str).to_numpy() for c in columns]
+    return [":".join(row) for row in zip(*parts, strict=True)]
 
 
 def formula_model(df: pd.DataFrame, formula: str, *, family: str = "gaussian",

@@ -283,7 +283,8 @@ def new_data_design(design_formula: str, categories: Mapping[str, Sequence[str]]
             template[v] = [float(df[v].iloc[0])] * size
     frame = pd.concat([pd.DataFrame(template), df[needed].astype(
         {v: str for v in needed if v in categories})], ignore_index=True)
-    dm = formulae.design_matrices(f"~ {rhs}", frame, na_action="error")
+    frame["carpool_response_"] = 0.0  # formulae reads two-sided formulas only
+    dm = formulae.design_matrices(f"carpool_response_ ~ {rhs}", frame, na_action="error")
     return np.asarray(dm.common.design_matrix, dtype=float)[size:]
 
 
