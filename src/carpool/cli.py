@@ -310,10 +310,108 @@ def _population_table(fit: Any) -> Table:
     return table
 
 
+FormulaOption = Annotated[str | None, typer.Option(
+    help="A regression formula instead of a car-following model, e.g. "
+         "'y ~ x + (1 + x | group)' (DATA is then any CSV / Parquet table)")]
+FamilyOption = Annotated[str, typer.Option(
+    help="Formula family: gaussian | student_t | bernoulli | binomial | poisson | "
+         "negative_binomial")]
+PriorOption = Annotated[list[str] | None, typer.Option(
+    "--prior", help="Formula prior override TERM=PRIOR, e.g. 'x=Normal(0, 1)', "
+                    "'x|g=HalfNormal(0.5)', 'sigma=Exponential(1)' (repeatable)")]
+KnownSigmaOption = Annotated[str | None, typer.Option(
+    help="Formula, gaussian: column of known standard errors (eight schools)")]
+
+
+def _parse_prior(text: str) -> Any:
+    """``"Normal(0, 5)"`` -> the :mod:`carpool.priors` prior."""
+    import re
+
+    from carpool import priors
+    from carpool.errors import InputError
+
+    m = re.fullmatch(r"\s*(\w+)\s*\((.*)\)\s*", text)
+    names = [n for n in priors.__all__ if n != "Prior"]
+    if m is None or m.group(1) not in names:
+        raise InputError(f"prior {text!r}: write Family(numbers), Family one of {names}")
+    try:
+        args = [float(a) for a in m.group(2).split(",") if a.strip()]
+    except ValueError:
+        raise InputError(f"prior {text!r}: its arguments must be numbers") from None
+    try:
+        return getattr(priors, m.group(1))(*args)
+    except TypeError:
+        raise InputError(f"prior {text!r}: wrong number of arguments") from None
+
+
+def _formula_priors(items: list[str] | None) -> dict[str, Any] | None:
+    """``["x=Normal(0, 1)", ...]`` -> ``{"x": Normal(0, 1), ...}``."""
+    from carpool.errors import InputError
+
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        term, sep, prior = item.partition("=")
+        if not sep or not term.strip():
+            raise InputError(f"--prior {item!r}: write TERM=PRIOR, e.g. 'x=Normal(0, 1)'")
+        out[term.strip()] = _parse_prior(prior)
+    return out
+
+
+def _read_table(path: Path) -> Any:
+    """A CSV or Parquet table for a formula, with a one-line error."""
+    import pandas as pd
+
+    from carpool.errors import InputError
+
+    def read() -> Any:
+        if not path.exists():
+            raise InputError(f"no such file: {path}")
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+
+    with err.status(f"reading {path}"):
+        table = _run_reading(read)
+    err.print(f"{len(table)} rows, columns {', '.join(map(str, table.columns))} from "
+              f"{escape(str(path))}")
+    return table
+
+
+@app.command()
+def priors(
+    formula: Annotated[str, typer.Argument(help="The formula, e.g. 'y ~ x + (x | g)'")],
+    data: Annotated[Path, typer.Argument(help="The table (CSV / Parquet)")],
+    family: FamilyOption = "gaussian",
+    prior: PriorOption = None,
+    known_sigma: KnownSigmaOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+    = False,
+) -> None:
+    """Print the priors a formula fit would use on DATA (scaled to the data; override any
+    with --prior TERM=PRIOR)."""
+    from carpool.models.formula import formula_priors
+
+    table = _read_table(data)
+    frame = _run(formula_priors, table, formula, family=family,
+                 priors=_run(_formula_priors, prior), known_sigma=known_sigma)
+    if as_json:
+        print(json.dumps(frame.to_dict(orient="records"), indent=2))
+        return
+    out = Table(title=f"priors of {escape(formula)} ({family})")
+    for col in frame.columns:
+        out.add_column(col)
+    for row in frame.itertuples(index=False):
+        out.add_row(*(escape(str(v)) for v in row))
+    console.print(out)
+
+
 @app.command()
 def fit(
     data: Annotated[Path, typer.Argument(help="Trajectory file (CSV / Parquet / highD / "
-                                              "NGSIM / OpenACC / USDOT)")],
+                                              "NGSIM / OpenACC / USDOT), or with --formula "
+                                              "any table (CSV / Parquet)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fit (.nc)")],
     model: Annotated[str, typer.Option(help="Car-following model: idm, gipps, ovm, fvdm, "
                                             "linear_acc")] = "idm",
@@ -346,8 +444,13 @@ def fit(
     batch_size: Annotated[int | None, typer.Option(
         help="SVI: drivers per minibatch (default all)")] = None,
     guide: Annotated[str | None, typer.Option(help="SVI: structured | meanfield")] = None,
+    formula: FormulaOption = None,
+    family: FamilyOption = "gaussian",
+    prior: PriorOption = None,
+    known_sigma: KnownSigmaOption = None,
 ) -> None:
-    """Calibrate a car-following model per driver and save the posterior as netCDF."""
+    """Calibrate a car-following model per driver (or fit a regression --formula) and save
+    the posterior as netCDF."""
     _use_all_cores(chains)
     import carpool
 
@@ -357,21 +460,28 @@ def fit(
         raise _fail(f"--out folder {out.parent} is a file, not a folder")
     if out.is_dir():
         raise _fail(f"--out {out} is a folder; give a file name ending in .nc")
-    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
-                                   speed_limit, likelihood)
     sampler = _run(_sampler, method, chains=chains, warmup=warmup, draws=draws, seed=seed,
                    target_accept=target_accept, steps=steps, learning_rate=learning_rate,
                    batch_size=batch_size, guide=guide)
     config = _run(carpool.PoolingConfig, pooling=pooling, param=param)
-    with console.status(f"reading {data}"):
-        table = _run_reading(carpool.read_trajectories, data, format=data_format)
-    console.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {data}")
+    formula_args: dict[str, Any] = {}
+    if formula is not None:
+        table = _read_table(data)
+        model = formula
+        model_options = {"known_sigma": known_sigma} if known_sigma else {}
+        formula_args = {"family": family, "priors": _run(_formula_priors, prior)}
+    else:
+        model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
+                                       speed_limit, likelihood)
+        with console.status(f"reading {data}"):
+            table = _run_reading(carpool.read_trajectories, data, format=data_format)
+        console.print(f"{table['driver'].nunique()} drivers, {len(table)} rows from {data}")
     with _interrupt_exits(out) as check_interrupted:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = _run(carpool.fit, table, model, pooling=config, level=level,
                           sampler=sampler, model_options=model_options,
-                          progress_bar=progress)
+                          progress_bar=progress, **formula_args)
         from carpool.inference.nuts import InterruptedWarning
 
         if not any(issubclass(w.category, InterruptedWarning) for w in caught):
