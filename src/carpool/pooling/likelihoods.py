@@ -5,6 +5,11 @@ fixed value) and gives both a NumPyro distribution (for sampling) and a pure log
 curvature checks and pointwise log-likelihoods). The observation scale may be multiplied by a
 covariate, e.g. ``sd = sigma * dt`` for one-step speed predictions, or given per observation
 (``sigma = 1`` fixed and ``scale_covariate = "sigma"`` for eight schools).
+
+The generalised linear families (:class:`Bernoulli`, :class:`Binomial`, :class:`Poisson`,
+:class:`NegativeBinomial`) take the model's *linear predictor* ``eta`` as their ``mean``
+argument and apply their inverse link themselves (logit or log), so a mean function stays
+an unconstrained sum of terms whatever the observation family.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import jax.scipy.stats as jstats
 import numpy as np
 
 from carpool.errors import InputError
-from carpool.priors import HalfNormal, Prior
+from carpool.priors import HalfNormal, LogNormal, Prior
 
-__all__ = ["AbstractLikelihood", "Gaussian", "JointGaussian", "StudentT",
-           "censored_positions", "likelihood_from_dict"]
+__all__ = ["AbstractLikelihood", "Bernoulli", "Binomial", "Gaussian", "JointGaussian",
+           "NegativeBinomial", "Poisson", "StudentT", "censored_positions",
+           "likelihood_from_dict"]
 
 Array = Any
 
@@ -31,6 +37,35 @@ class AbstractLikelihood(ABC):
     """Interface every likelihood implements."""
 
     kind: ClassVar[str]
+    #: The link from the expected observation to the ``mean`` argument (the model's mean
+    #: function): ``"identity"`` for the Gaussian family, ``"logit"`` / ``"log"`` for the
+    #: generalised linear families, whose ``mean`` is a linear predictor.
+    link: ClassVar[str] = "identity"
+
+    def check_response(self, y: np.ndarray, covariates: Mapping[str, np.ndarray]
+                       ) -> str | None:
+        """A one-line description of the first observation this likelihood cannot score
+        (naming its row in ``y``), or ``None`` when every one is valid.
+
+        ``y`` is (n,) and ``covariates`` maps names to (n,) arrays (those the likelihood
+        reads, e.g. :class:`Binomial`'s trials). Callers raise it as an ``InputError`` with
+        their own context (the group, the file). Continuous families accept any finite
+        value (the default)."""
+        return None
+
+    def needed_covariates(self) -> tuple[str, ...]:
+        """Names of the covariates the likelihood itself reads (beside the mean function's):
+        a scale covariate, :class:`Binomial`'s trials. A model's ``covariates`` must
+        include them."""
+        name = getattr(self, "scale_covariate", None)
+        return () if name is None else (name,)
+
+    def expected_response(self, mean: Array, noise: Mapping[str, Array],
+                          covariates: Mapping[str, Array]) -> Array:
+        """The expected observation ``E[y]`` given ``mean`` (the mean function's value):
+        ``mean`` itself for identity-link families (ignoring any censoring), the inverse
+        link (times the trials for :class:`Binomial`) for the generalised linear ones."""
+        return mean
 
     @abstractmethod
     def noise_priors(self) -> dict[str, Prior]:
@@ -527,6 +562,10 @@ class JointGaussian(AbstractLikelihood):
     def _c(self, covariates: Mapping[str, Array]) -> Array:
         return 1.0 if self.scale_covariate is None else covariates[self.scale_covariate]
 
+    def needed_covariates(self) -> tuple[str, ...]:
+        return (self.second, self.base, self.loading, self.offset,
+                *(() if self.scale_covariate is None else (self.scale_covariate,)))
+
     def first_scale(self, noise: Mapping[str, Array], covariates: Mapping[str, Array]
                     ) -> Array:
         """The marginal sd of ``y``: ``sqrt(sigma^2 c^2 + sigma_first^2)``."""
@@ -614,11 +653,342 @@ class JointGaussian(AbstractLikelihood):
                 "scale_covariate": self.scale_covariate, "lower": self.lower}
 
 
+# --- generalised linear families: ``mean`` is the linear predictor ``eta`` -------------------
+
+
+def _log_sigmoid(x: Array) -> Array:
+    import jax
+
+    return jax.nn.log_sigmoid(x)
+
+
+def _bernoulli_logpmf(y: Array, eta: Array) -> Array:
+    """``log p(y | eta)`` of a Bernoulli with log odds ``eta``: ``log sigmoid(eta)`` at
+    ``y = 1``, ``log sigmoid(-eta)`` at 0 (finite for any ``eta``; ``log(sigmoid(eta))``
+    is ``-inf`` below ``eta ~ -88`` in float32)."""
+    return y * _log_sigmoid(eta) + (1.0 - y) * _log_sigmoid(-eta)
+
+
+def _binomial_logpmf(y: Array, eta: Array, trials: Array) -> Array:
+    """``log p(y | eta, n)`` of a Binomial with ``n = trials`` and log odds ``eta``,
+    including ``log C(n, y)``."""
+    from jax.scipy.special import gammaln
+
+    return (gammaln(trials + 1.0) - gammaln(y + 1.0) - gammaln(trials - y + 1.0)
+            + y * _log_sigmoid(eta) + (trials - y) * _log_sigmoid(-eta))
+
+
+def _poisson_logpmf(y: Array, eta: Array) -> Array:
+    """``log p(y | eta)`` of a Poisson with log rate ``eta``: ``y eta - exp(eta) - log y!``
+    (no ``log(exp(eta))``, which is ``-inf`` where ``exp`` underflows)."""
+    from jax.scipy.special import gammaln
+
+    return y * eta - jnp.exp(eta) - gammaln(y + 1.0)
+
+
+def _negative_binomial_logpmf(y: Array, eta: Array, phi: Array) -> Array:
+    """``log p(y | eta, phi)`` of a negative binomial with mean ``mu = exp(eta)`` and
+    concentration ``phi``::
+
+        log G(y + phi) - log G(phi) - log y! + phi log(phi / (phi + mu))
+                                            + y log(mu / (phi + mu))
+
+    with ``a = eta - log phi``: ``log(phi / (phi + mu)) = -softplus(a)`` and
+    ``log(mu / (phi + mu)) = a - softplus(a)``, exact in log space for any ``eta`` (the
+    direct form loses ``phi log(...)`` to cancellation once ``phi >> mu``)."""
+    import jax
+    from jax.scipy.special import gammaln
+
+    a = eta - jnp.log(phi)
+    sp = jax.nn.softplus(a)
+    return (gammaln(y + phi) - gammaln(phi) - gammaln(y + 1.0) - phi * sp + y * (a - sp))
+
+
+_GLM_CLASSES: dict[str, Any] = {}
+
+
+def _glm_distribution(name: str) -> Any:
+    """NumPyro distributions parameterised by the linear predictor, built once (lazily, so
+    importing this module does not import NumPyro): ``"poisson"`` (``PoissonLogRate``) and
+    ``"negative_binomial"`` (``NegativeBinomialLogMean``). They sample as NumPyro's
+    Poisson / NegativeBinomial2 do and score with the log-space densities above, so their
+    ``log_prob`` equals the likelihood's ``log_prob`` exactly."""
+    if not _GLM_CLASSES:
+        import numpyro.distributions as dist
+
+        class PoissonLogRate(dist.Poisson):
+            """``Poisson(exp(log_rate))`` scored in log space."""
+
+            pytree_data_fields = ("log_rate",)
+
+            def __init__(self, log_rate, *, validate_args=None):
+                self.log_rate = log_rate
+                super().__init__(jnp.exp(log_rate), validate_args=validate_args)
+
+            def log_prob(self, value):
+                return _poisson_logpmf(value, self.log_rate)
+
+        class NegativeBinomialLogMean(dist.NegativeBinomial2):
+            """``NegativeBinomial2(exp(log_mean), concentration)`` scored in log space."""
+
+            pytree_data_fields = ("log_mean",)
+
+            def __init__(self, log_mean, concentration, *, validate_args=None):
+                self.log_mean = log_mean
+                super().__init__(jnp.exp(log_mean), concentration,
+                                 validate_args=validate_args)
+
+            def log_prob(self, value):
+                return _negative_binomial_logpmf(value, self.log_mean, self.concentration)
+
+        _GLM_CLASSES.update(poisson=PoissonLogRate, negative_binomial=NegativeBinomialLogMean)
+    return _GLM_CLASSES[name]
+
+
+def _first_bad_row(what: str, y: np.ndarray, bad: np.ndarray) -> str | None:
+    """``"<what>; row i has <y[i]>"`` for the first ``i`` where ``bad``, else ``None``."""
+    rows = np.flatnonzero(bad)
+    if rows.size == 0:
+        return None
+    i = int(rows[0])
+    return f"{what}; row {i} has {float(y[i]):g}"
+
+
+def _integer_valued(x: np.ndarray) -> np.ndarray:
+    """Finite whole numbers (NaN and infinities are not)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(x) & (x == np.round(x))
+
+
+class _DiscreteFamily(AbstractLikelihood):
+    """What the generalised linear families share: no per-observation scale covariate and
+    no censoring (read by code written for the Gaussian family), and by default no noise
+    parameters (the variance follows from the mean)."""
+
+    scale_covariate: ClassVar[str | None] = None
+    lower: ClassVar[float | None] = None
+
+    def noise_priors(self) -> dict[str, Prior]:
+        return {}
+
+    def fixed_noise(self) -> dict[str, float]:
+        return {}
+
+    def _check_censoring(self, censored_at: Any) -> None:
+        if censored_at is not None:
+            raise InputError(f"the {type(self).__name__} likelihood is not censored")
+
+
+def _as_response(y: Any) -> np.ndarray:
+    return np.asarray(y, dtype=float).ravel()
+
+
+@dataclass(frozen=True)
+class Bernoulli(_DiscreteFamily):
+    """``y ~ Bernoulli(sigmoid(eta))``: one yes / no outcome per observation, logit link.
+
+    ``mean`` is the linear predictor ``eta``, the log odds of ``y = 1`` (a coefficient is a
+    log odds ratio per unit of its covariate). There are no noise parameters: the variance
+    ``p (1 - p)`` follows from ``p = sigmoid(eta)``. ``y`` must be 0 or 1 (unitless).
+    """
+
+    kind: ClassVar[str] = "bernoulli"
+    link: ClassVar[str] = "logit"
+
+    def log_prob(self, y, mean, noise, covariates):
+        return _bernoulli_logpmf(y, mean)
+
+    def distribution(self, mean, noise, covariates, censored_at=None):
+        import numpyro.distributions as dist
+
+        self._check_censoring(censored_at)
+        return dist.BernoulliLogits(mean)
+
+    def expected_response(self, mean, noise, covariates):
+        import jax
+
+        return jax.nn.sigmoid(mean)
+
+    def check_response(self, y, covariates):
+        y = _as_response(y)
+        return _first_bad_row("a Bernoulli response must be 0 or 1", y,
+                              ~((y == 0) | (y == 1)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+@dataclass(frozen=True)
+class Binomial(_DiscreteFamily):
+    """``y ~ Binomial(n, sigmoid(eta))`` with ``n = covariates[trials_covariate]``: the
+    number of successes in ``n`` trials per observation, logit link.
+
+    ``mean`` is the linear predictor ``eta``, the log odds of success of each trial (a
+    coefficient is a log odds ratio per unit of its covariate). No noise parameters: the
+    variance ``n p (1 - p)`` follows from ``p = sigmoid(eta)``. :class:`Bernoulli` is the
+    case ``n = 1``.
+
+    Parameters
+    ----------
+    trials_covariate
+        Name of the covariate holding each observation's number of trials ``n`` (a positive
+        whole number, count). ``y`` must be a whole number in ``0 .. n`` (count).
+    """
+
+    trials_covariate: str = "trials"
+    kind: ClassVar[str] = "binomial"
+    link: ClassVar[str] = "logit"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.trials_covariate, str) or not self.trials_covariate:
+            raise InputError(f"Binomial trials_covariate must be a covariate name, got "
+                             f"{self.trials_covariate!r}")
+
+    def needed_covariates(self) -> tuple[str, ...]:
+        return (self.trials_covariate,)
+
+    def log_prob(self, y, mean, noise, covariates):
+        return _binomial_logpmf(y, mean, covariates[self.trials_covariate])
+
+    def distribution(self, mean, noise, covariates, censored_at=None):
+        import numpyro.distributions as dist
+
+        self._check_censoring(censored_at)
+        # whole numbers as integers: NumPyro's binomial sampler indexes a table by them
+        trials = jnp.round(jnp.asarray(covariates[self.trials_covariate])).astype(jnp.int32)
+        return dist.BinomialLogits(mean, total_count=trials)
+
+    def expected_response(self, mean, noise, covariates):
+        import jax
+
+        return covariates[self.trials_covariate] * jax.nn.sigmoid(mean)
+
+    def check_response(self, y, covariates):
+        y = _as_response(y)
+        if self.trials_covariate not in covariates:
+            return (f"a Binomial response needs the number of trials per row in covariate "
+                    f"{self.trials_covariate!r}, which the data lack")
+        n = np.broadcast_to(_as_response(covariates[self.trials_covariate]), y.shape)
+        problem = _first_bad_row(
+            f"the Binomial trials ({self.trials_covariate!r}) must be positive whole "
+            f"numbers", n, ~(_integer_valued(n) & (n >= 1)))
+        if problem is not None:
+            return problem
+        return _first_bad_row(
+            f"a Binomial response must be a whole number between 0 and the trials "
+            f"({self.trials_covariate!r})", y, ~(_integer_valued(y) & (y >= 0) & (y <= n)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "trials_covariate": self.trials_covariate}
+
+
+@dataclass(frozen=True)
+class Poisson(_DiscreteFamily):
+    """``y ~ Poisson(exp(eta))``: a count per observation, log link.
+
+    ``mean`` is the linear predictor ``eta``, the log of the expected count (a coefficient
+    is a log rate ratio per unit of its covariate; an exposure enters as an offset
+    ``log(exposure)`` in the mean function). No noise parameters: the variance equals the
+    mean, ``exp(eta)``; for counts that scatter more, use :class:`NegativeBinomial`. ``y``
+    must be a non-negative whole number (count).
+    """
+
+    kind: ClassVar[str] = "poisson"
+    link: ClassVar[str] = "log"
+
+    def log_prob(self, y, mean, noise, covariates):
+        return _poisson_logpmf(y, mean)
+
+    def distribution(self, mean, noise, covariates, censored_at=None):
+        self._check_censoring(censored_at)
+        return _glm_distribution("poisson")(mean)
+
+    def expected_response(self, mean, noise, covariates):
+        return jnp.exp(mean)
+
+    def check_response(self, y, covariates):
+        y = _as_response(y)
+        return _first_bad_row("a Poisson response must be a non-negative integer count", y,
+                              ~(_integer_valued(y) & (y >= 0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+@dataclass(frozen=True)
+class NegativeBinomial(_DiscreteFamily):
+    """``y ~ NegativeBinomial(mu = exp(eta), phi)``: an overdispersed count, log link.
+
+    ``mean`` is the linear predictor ``eta``, the log of the expected count ``mu``. The
+    variance is ``mu + mu^2 / phi``: a Poisson mixed over a gamma-distributed rate whose
+    coefficient of variation is ``1 / sqrt(phi)``. ``phi`` is in counts: the mean at which
+    the extra-Poisson variance equals the Poisson variance; as ``phi -> inf`` the family
+    tends to :class:`Poisson`. ``y`` must be a non-negative whole number (count).
+
+    Parameters
+    ----------
+    phi
+        The concentration: a positive prior (learned, the noise parameter ``"phi"``) or a
+        fixed positive number. The default ``LogNormal(2, 2)`` (median ``e^2 ~ 7.4``, 95%
+        within 0.15 .. 370) is a log-normal prior on the mixing coefficient of variation
+        ``1 / sqrt(phi)`` as well (``LogNormal(-1, 1)``: median 0.37, 95% within
+        0.05 .. 2.6), i.e. from nearly Poisson counts to heavily overdispersed ones, and
+        it is a plain normal on ``log phi``, the coordinate NUTS samples. Why not
+        ``Exponential(1)`` on ``phi`` (rstanarm's default): it puts 99.3% of its mass
+        below ``phi = 5``, so counts of mean 20 with little overdispersion would be pulled
+        to a variance several times too large; and a flat-tailed prior (``HalfCauchy``)
+        lets the sampler wander to huge ``phi`` where near-Poisson data cannot tell them
+        apart.
+    """
+
+    phi: Prior | float = LogNormal(2.0, 2.0)
+    kind: ClassVar[str] = "negative_binomial"
+    link: ClassVar[str] = "log"
+
+    def __post_init__(self) -> None:
+        _noise_value(self.phi)
+
+    def noise_priors(self) -> dict[str, Prior]:
+        prior, _ = _noise_value(self.phi)
+        return {} if prior is None else {"phi": prior}
+
+    def fixed_noise(self) -> dict[str, float]:
+        _, value = _noise_value(self.phi)
+        return {} if value is None else {"phi": value}
+
+    def log_prob(self, y, mean, noise, covariates):
+        return _negative_binomial_logpmf(y, mean, noise["phi"])
+
+    def distribution(self, mean, noise, covariates, censored_at=None):
+        self._check_censoring(censored_at)
+        return _glm_distribution("negative_binomial")(mean, noise["phi"])
+
+    def expected_response(self, mean, noise, covariates):
+        return jnp.exp(mean)
+
+    def check_response(self, y, covariates):
+        y = _as_response(y)
+        return _first_bad_row("a negative binomial response must be a non-negative integer "
+                              "count", y, ~(_integer_valued(y) & (y >= 0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        phi = self.phi.to_dict() if isinstance(self.phi, Prior) else float(self.phi)
+        return {"kind": self.kind, "phi": phi}
+
+
 def likelihood_from_dict(d: Mapping[str, Any]) -> AbstractLikelihood:
     """Inverse of ``to_dict`` for the built-in likelihoods."""
     def value(v: Any) -> Prior | float:
         return Prior.from_dict(v) if isinstance(v, Mapping) else float(v)
 
+    if d["kind"] == "bernoulli":
+        return Bernoulli()
+    if d["kind"] == "binomial":
+        return Binomial(str(d.get("trials_covariate", "trials")))
+    if d["kind"] == "poisson":
+        return Poisson()
+    if d["kind"] == "negative_binomial":
+        return NegativeBinomial(value(d["phi"]))
     sigma = value(d["sigma"])
     if d["kind"] == "joint_gaussian":
         return JointGaussian(d["second"], d["base"], d["loading"], d["offset"], sigma,
