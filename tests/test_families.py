@@ -275,6 +275,7 @@ def _simulate(family, seed=3):
     return data, lik, np.asarray(mu)
 
 
+@pytest.mark.slow  # four fits, ~50 s: CI runs the formula's statistical tests as a step
 @pytest.mark.parametrize("family", ["bernoulli", "poisson", "binomial",
                                     "negative_binomial"])
 def test_hierarchical_fit_recovers_population_mean(family):
