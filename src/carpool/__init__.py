@@ -1,6 +1,7 @@
 """carpool: pooled, unpooled and hierarchical Bayesian models of grouped data.
 
-The flagship use is calibrating car-following models (IDM and kin) for many drivers at once.
+The flagship use is calibrating car-following models (IDM and kin) for many drivers at once;
+any grouped data fit from one formula, ``carpool.fit(table, "y ~ x + (1 + x | group)")``.
 Public names are loaded on first use, so ``import carpool`` stays fast (no JAX, NumPyro,
 ArviZ or matplotlib until needed).
 """
@@ -26,6 +27,7 @@ _EXPORTS = {
     "PlausibilityWarning": "carpool.inference.plausibility",
     "read_trajectories": "carpool.data",
     "load_example": "carpool.data",
+    "load_table": "carpool.data",
     "DataError": "carpool.data",
     "InputError": "carpool.errors",
     "posterior_predictive": "carpool.inference.predict",
@@ -47,8 +49,15 @@ _EXPORTS = {
     "HalfNormal": "carpool.priors",
     "HalfCauchy": "carpool.priors",
     "Exponential": "carpool.priors",
+    "LogNormal": "carpool.priors",
     "Gaussian": "carpool.pooling.likelihoods",
     "StudentT": "carpool.pooling.likelihoods",
+    "Bernoulli": "carpool.pooling.likelihoods",
+    "Binomial": "carpool.pooling.likelihoods",
+    "Poisson": "carpool.pooling.likelihoods",
+    "NegativeBinomial": "carpool.pooling.likelihoods",
+    "GroupingFactor": "carpool.pooling.spec",
+    "formula_priors": "carpool.models.formula",
     "compare": "carpool.compare",
     "sweep": "carpool.compare.sweep",
     "prior_sensitivity": "carpool.compare.sensitivity",

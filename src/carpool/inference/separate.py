@@ -327,6 +327,9 @@ def fit_separately(
         raise InputError(f"separate fits sample with NUTS: give NutsSettings, got "
                          f"{type(sampler).__name__}")
     nuts = sampler.for_pooling("unpooled")
+    if isinstance(model, str) and "~" in model:
+        raise InputError("separate fits take a registered model; fit a formula's groups "
+                         "with carpool.fit(table, formula, pooling='unpooled')")
     from carpool.inference.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()  # the compiled sampler is kept on disk, as carpool.fit's
@@ -334,6 +337,10 @@ def fit_separately(
     if spec.residual.is_dynamic:
         raise InputError(f"separate fits support i.i.d. residuals only (got "
                          f"{spec.residual.name!r}); use carpool.fit(pooling='unpooled')")
+    if spec.common is not None or spec.factors:
+        raise InputError(f"model {spec.name!r} has parameters shared by its groups (common "
+                         "terms or other grouping factors), so its groups cannot be fitted "
+                         "apart; use carpool.fit(pooling='unpooled')")
     grouped = data if isinstance(data, GroupedData) else spec.prepare(
         data, **dict(data_options or {}))
     covariates = tuple(spec.covariates)
