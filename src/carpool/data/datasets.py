@@ -12,6 +12,17 @@
     Four ACC followers of a five-vehicle platoon (USDOT FHWA, CC0 1.0), 5 Hz, 1,984 s each,
     in the carpool format: drivers ``veh2`` .. ``veh5``, vehicle ``i + 1`` following
     vehicle ``i``.
+
+Tabular examples for formula fits (:func:`load_table`, :func:`list_tables`; not trajectories):
+
+``"radon-mn"``
+    Minnesota radon (Gelman & Hill 2007, via posteriordb, BSD-3-Clause): 919 homes in 85
+    counties, columns ``county`` (the county index 1..85 as a string), ``floor`` (0 = measured
+    in the basement, 1 = on the first floor), ``log_radon`` and ``log_uppm`` (log uranium of
+    the county's soil, one value per county).
+``"eight-schools"``
+    Rubin (1981), BDA3 section 5.5: columns ``school`` (A..H), ``y`` (estimated coaching
+    effect) and ``sigma`` (its standard error).
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import pandas as pd
 from carpool.data.schema import DataError, validate_trajectories
 from carpool.errors import InputError
 
-__all__ = ["example_path", "list_examples", "load_example"]
+__all__ = ["example_path", "list_examples", "list_tables", "load_example", "load_table"]
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,75 @@ def load_example(
         start = df.groupby("driver")["time"].transform("min")
         df = df.loc[df["time"] - start <= max_duration_s + 1e-9]
     return validate_trajectories(df.reset_index(drop=True))
+
+
+#: Bundled tables (not trajectories): name -> (file, description).
+_TABLES: dict[str, tuple[str, str]] = {
+    "radon-mn": (
+        "radon_mn.csv",
+        "Minnesota radon: 919 homes in 85 counties (Gelman & Hill 2007; posteriordb)",
+    ),
+    "eight-schools": ("", "eight schools: 8 coaching effects and their standard errors"),
+}
+
+#: Rubin (1981), as in BDA3 Table 5.2 and posteriordb ``eight_schools`` (the same numbers as
+#: ``carpool.models.eight_schools``, which sits above this layer).
+_EIGHT_SCHOOLS_Y = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
+_EIGHT_SCHOOLS_SIGMA = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
+
+
+def list_tables() -> list[str]:
+    """Names of the bundled tabular examples (described in this module's docstring).
+
+    Returns
+    -------
+    list of str
+        Names accepted by :func:`load_table`.
+
+    Examples
+    --------
+    >>> list_tables()
+    ['radon-mn', 'eight-schools']
+    """
+    return list(_TABLES)
+
+
+def load_table(name: str) -> pd.DataFrame:
+    """Load a bundled tabular example (one row per observation, for formula fits).
+
+    Parameters
+    ----------
+    name
+        One of :func:`list_tables`: ``"radon-mn"`` or ``"eight-schools"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``"radon-mn"``: columns ``county`` (str, ``"1"`` .. ``"85"``), ``floor`` (int, 0 =
+        basement, 1 = first floor), ``log_radon``, ``log_uppm`` (float); 919 rows.
+        ``"eight-schools"``: columns ``school`` (``"A"`` .. ``"H"``), ``y``, ``sigma``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid ones).
+
+    Examples
+    --------
+    >>> df = load_table("radon-mn")
+    >>> df.shape, df["county"].nunique()
+    ((919, 4), 85)
+    """
+    if name not in _TABLES:
+        raise InputError(f"unknown table {name!r}; available tables are {', '.join(_TABLES)}")
+    if name == "eight-schools":
+        return pd.DataFrame({"school": list("ABCDEFGH"), "y": list(_EIGHT_SCHOOLS_Y),
+                             "sigma": list(_EIGHT_SCHOOLS_SIGMA)})
+    path = Path(str(resources.files("carpool.data") / "bundled" / _TABLES[name][0]))
+    if not path.exists():  # pragma: no cover - a broken installation
+        raise FileNotFoundError(f"bundled table file is missing: '{path}'")
+    return pd.read_csv(path, dtype={"county": str, "floor": "int64", "log_radon": "float64",
+                                    "log_uppm": "float64"})
 
 
 def build_usdot_platoon(source: str | PathLike[str]) -> pd.DataFrame:
