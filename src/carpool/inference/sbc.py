@@ -221,12 +221,15 @@ def chi_square_power(num_replications: int, *, num_ranks: int = 99, num_bins: in
 
 def sbc_quantities(samples: Mapping[str, np.ndarray], pooling: str,
                    parameter_names: list[str], group_ids: tuple[str, ...],
-                   noise_names: list[str]) -> dict[str, np.ndarray]:
+                   noise_names: list[str], common_names: list[str] | tuple[str, ...] = ()
+                   ) -> dict[str, np.ndarray]:
     """The scalars whose ranks are checked, each shape (S,) over draws ``S``.
 
     Latent group (or shared) parameters ``z`` (ranks are invariant to the monotone map to
     natural units), and for hierarchical models the population mean ``mu`` and scale
-    ``tau``; then the noise parameters.
+    ``tau``; then the common parameters (site ``beta``, one value in every mode, e.g. a
+    formula's terms that do not vary by group) by ``common_names``; then the noise
+    parameters.
     """
     out: dict[str, np.ndarray] = {}
     z = np.asarray(samples["z"])
@@ -242,6 +245,10 @@ def sbc_quantities(samples: Mapping[str, np.ndarray], pooling: str,
         for g, gid in enumerate(group_ids):
             for i, p in enumerate(parameter_names):
                 out[f"{p}[{gid}]"] = z[:, g, i]
+    if common_names:
+        beta = np.asarray(samples["beta"])
+        for i, c in enumerate(common_names):
+            out[c] = beta[:, i]
     for name in noise_names:
         out[name] = np.asarray(samples[name])
     return out
@@ -301,7 +308,8 @@ def run_sbc(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
     prior = {k: np.asarray(v) for k, v in prior.items()}
     names = spec.parameters.names
     noise = list(spec.likelihood.noise_priors())
-    truth = sbc_quantities(prior, config.pooling, names, data.group_ids, noise)
+    common = spec.common_names
+    truth = sbc_quantities(prior, config.pooling, names, data.group_ids, noise, common)
     keys = np.asarray(jax.random.split(key_fit, N))
     chunks = [c for c in np.array_split(np.arange(N), max(1, min(
         N, num_chunks or (1 if executor is None else 8)))) if len(c)]
@@ -346,6 +354,7 @@ def _replications(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
     L = settings.num_ranks
     names = spec.parameters.names
     noise = list(spec.likelihood.noise_priors())
+    common = spec.common_names
 
     def conditioned(y: Any) -> None:
         with handlers.condition(data={"obs": y}):
@@ -371,7 +380,7 @@ def _replications(spec: ModelSpec, data: GroupedData, config: PoolingConfig,
         samples = {k: np.asarray(v) for k, v in samples.items()}
         out["seconds"][j] = time.perf_counter() - t
         out["draws"].append(sbc_quantities(samples, config.pooling, names, data.group_ids,
-                                           noise))
+                                           noise, common))
         out["divergences"][j] = int(np.asarray(extra["diverging"]).sum())
         out["steps"][j] = float(np.asarray(extra["num_steps"]).mean())
         done = offset + j + 1
