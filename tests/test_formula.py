@@ -135,6 +135,32 @@ def test_crossed_factor_and_categorical_in_every_mode(pooling):
     assert pointwise_log_likelihood(f).shape == (1, 300, len(df))
 
 
+@pytest.mark.filterwarnings("ignore::carpool.ConvergenceWarning")
+def test_new_groups_unseen_levels_and_stated_codings():
+    """Sum coding and NumPy calls parse (``Sum`` and ``np`` are not columns); a new group
+    is predicted from the population, an unseen level of the crossed factor takes that
+    factor's population mean (index J, the zero row)."""
+    from carpool.inference.predict import predict_new_group
+
+    df = _simulated().assign(xp=lambda d: np.exp(d["x"]))
+    spec, _ = formula_model(df, "y ~ np.log(xp) + C(c, Sum) + (1 | g)")
+    assert spec.common_names == ["np_log_xp", "C_c_Sum_a", "C_c_Sum_b"]
+    f = carpool.fit(df, "y ~ x + C(c, Sum) + (1 | g) + (1 | h)",
+                    sampler=carpool.NutsSettings(chains=1, warmup=200, draws=200, seed=0),
+                    warn=False)
+    new = pd.DataFrame({"g": ["new"] * 3, "h": ["h0", "unseen", "h1"], "x": [0.0, 1.0, 2.0],
+                        "c": ["a", "b", "c"]})
+    data = f.spec.prepare(new)
+    assert data.group_ids == ("new",)
+    assert data.covariates["idx_h"].tolist() == [0.0, 5.0, 1.0]
+    sims = predict_new_group(f, data.covariates, num_draws=100)
+    assert sims.shape == (100, 3) and np.all(np.isfinite(sims))
+    with pytest.raises(InputError, match="level 'd'"):
+        f.spec.prepare(new.assign(c=["a", "b", "d"]))
+    with pytest.raises(InputError, match="depends on the fitted data"):
+        formula_model(df, "y ~ scale(x) + (1 | g)")
+
+
 def test_nested_factor_and_uncorrelated_terms():
     df = _simulated()
     spec, data = formula_model(df, "y ~ x + (x || g) + (1 | g/h)")

@@ -27,9 +27,9 @@ from carpool.errors import InputError
 __all__ = ["FactorDesign", "FormulaDesign", "formula_design", "identifier",
            "new_data_design", "STATEFUL"]
 
-#: formulae's stateful transforms: computed from the fitted data, so not reproducible on new
-#: data from the formula alone.
-STATEFUL = ("center", "scale", "standardize")
+#: formulae's stateful transforms (centring, scaling, splines and polynomials, whose knots
+#: or moments come from the fitted data): not reproducible on new data from the formula alone.
+STATEFUL = ("center", "scale", "standardize", "bs", "cr", "cc", "tp", "poly")
 
 
 @dataclass(frozen=True)
@@ -124,16 +124,27 @@ def _parse(formula: str, df: pd.DataFrame) -> Any:
     for name in STATEFUL:
         if re.search(rf"\b{name}\s*\(", formula):
             raise InputError(f"formula {formula!r}: {name}() depends on the fitted data and "
-                             "cannot be applied to new data; transform the column first")
+                             "cannot be applied to new data the same way; compute the "
+                             "column(s) first")
     try:
         variables = formulae.model_description(formula).var_names
     except Exception as exc:  # formulae's parse errors have several types
         raise InputError(f"formula {formula!r} does not parse: {exc}") from None
-    missing = sorted(v for v in variables if v not in df.columns)
+    known = _formulae_names()
+    missing = sorted(v for v in variables if v not in df.columns and v not in known)
     if missing:
         raise InputError(f"formula {formula!r} names unknown column(s) {missing}; the table "
                          f"has {list(df.columns)}")
-    return variables
+    return {v for v in variables if v in df.columns}
+
+
+def _formulae_names() -> set[str]:
+    """Names formulae resolves itself (transforms, contrasts such as ``Sum``), and NumPy's
+    namespace, which formulae's formulas may call (``np.log(x)``)."""
+    import formulae.transforms as transforms
+
+    return ({n for n in dir(transforms) if not n.startswith("_")}
+            | set(transforms.TRANSFORMS) | {"np", "numpy"})
 
 
 def formula_design(df: pd.DataFrame, formula: str, *, numeric_response: bool = True
