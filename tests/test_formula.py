@@ -72,22 +72,30 @@ def test_eight_schools_formula_matches_posteriordb(vendored_data):
 @pytest.mark.slow  # ~20 s
 @pytest.mark.filterwarnings("ignore::carpool.ConvergenceWarning")
 def test_radon_close_to_lme4():
-    """Varying intercepts and floor slopes by county against lme4's estimates (Gelman & Hill
-    2007, section 13.1: intercept 1.46 (se 0.05), floor -0.68 (se 0.09), county sds 0.35 and
-    0.34, residual sd 0.75). The posterior means with weak default priors should be within
-    about one lme4 standard error of the fixed effects (0.05, 0.09) and the residual sd within
-    0.04 (two posterior sds, 0.019); the slope sd, weakly identified (posterior sd ~0.13),
-    within 0.15, and its posterior below REML's estimate is expected (Bayesian means average
-    over tau)."""
-    f = carpool.fit(_radon(), "log_radon ~ floor + (1 + floor | county)",
-                    sampler=carpool.NutsSettings(chains=2, warmup=500, draws=500, seed=0),
+    """Varying intercepts and floor slopes by county against lme4's published fit, Gelman &
+    Hill (2007) section 13.1, ``lmer(y ~ x + (1 + x | county))``: intercept 1.46 (se 0.05),
+    floor -0.68 (se 0.09), county sds 0.35 and 0.34, residual sd 0.75.
+
+    The book's response is log(activity) (a zero reading set to 0.1 pCi/L); the bundled
+    ``log_radon`` (posteriordb's) is log(activity + 0.1), so it is undone first (REML on the
+    result reproduces the book to the printed digits; see benchmarks/radon_vs_bambi.py).
+    With weak default priors the posterior means should sit within half an lme4 standard
+    error of the fixed effects (0.025, 0.045; their Monte Carlo error here is ~0.003) and
+    within 0.02 of the residual sd (posterior sd 0.019). The county sds are posterior means
+    of skewed quantities, not REML modes: within 0.06 for the intercept's (posterior sd
+    0.05) and 0.12 for the weakly identified slope's (posterior sd ~0.13)."""
+    df = _radon()
+    activity = np.round(np.exp(df["log_radon"]) - 0.1, 1)
+    df["y"] = np.log(np.maximum(activity, 0.1))
+    f = carpool.fit(df, "y ~ floor + (1 + floor | county)",
+                    sampler=carpool.NutsSettings(chains=2, warmup=500, draws=1000, seed=0),
                     warn=False)
     s = f.summary().set_index(["kind", "parameter"])["mean"]
-    assert s[("population", "Intercept")] == pytest.approx(1.46, abs=0.06)
-    assert s[("population", "floor")] == pytest.approx(-0.68, abs=0.09)
-    assert s[("population_scale", "Intercept")] == pytest.approx(0.35, abs=0.08)
-    assert s[("population_scale", "floor")] == pytest.approx(0.34, abs=0.15)
-    assert s[("noise", "sigma")] == pytest.approx(0.75, abs=0.04)
+    assert s[("population", "Intercept")] == pytest.approx(1.46, abs=0.025)
+    assert s[("population", "floor")] == pytest.approx(-0.68, abs=0.045)
+    assert s[("population_scale", "Intercept")] == pytest.approx(0.35, abs=0.06)
+    assert s[("population_scale", "floor")] == pytest.approx(0.34, abs=0.12)
+    assert s[("noise", "sigma")] == pytest.approx(0.75, abs=0.02)
     assert f.centring.choice  # the automatic choice ran on a formula spec
     assert linear_mean_usable(f.spec, f.data)  # Gaussian formulas score projected statistics
 
