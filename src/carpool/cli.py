@@ -553,11 +553,23 @@ def _sampler(method: str = "nuts", *, chains: int, warmup: int, draws: int, seed
 
 
 def _job_options(model: str, model_options: dict[str, Any], level: str | None, chains: int,
-                 warmup: int, draws: int, seed: int) -> Any:
+                 warmup: int, draws: int, seed: int, *, family: str | None = None,
+                 priors: dict[str, Any] | None = None) -> Any:
     from carpool.pipeline import FitOptions
 
     sampler = _run(_sampler, chains=chains, warmup=warmup, draws=draws, seed=seed)
-    return FitOptions(model=model, sampler=sampler, level=level, model_options=model_options)
+    return FitOptions(model=model, sampler=sampler, level=level, model_options=model_options,
+                      family=family, priors=priors)
+
+
+def _formula_job(formula: str, family: str, prior: list[str] | None,
+                 known_sigma: str | None, level: str | None, chains: int, warmup: int,
+                 draws: int, seed: int) -> Any:
+    """The job options of a ``--formula`` run of compare / sweep / report (the three
+    modes of the formula; family, priors and known standard errors as for `carpool fit`)."""
+    model_options = {"known_sigma": known_sigma} if known_sigma else {}
+    return _job_options(formula, model_options, level, chains, warmup, draws, seed,
+                        family=family, priors=_run(_formula_priors, prior))
 
 
 def _read(path: Path, data_format: str) -> Any:
@@ -569,11 +581,15 @@ def _read(path: Path, data_format: str) -> Any:
     return table
 
 
-def _comparison_table(comparison: Any) -> Table:
-    """The comparison in 80 columns: elpd rounded to whole nats, RMSE to 3 decimals."""
+def _comparison_table(comparison: Any, words: Any = None) -> Table:
+    """The comparison in 80 columns: elpd rounded to whole nats, RMSE to 3 decimals.
+    ``words``: the fits' :class:`carpool.compare.words.Words` (a formula's name the
+    response and its groups; ``None``: car-following's)."""
     frame = comparison.table.sort_values("rank")
-    table = Table(title="pooling modes compared (elpd: higher is better; rmse of y, for "
-                        "car-following the next speed in m/s)")
+    formula = words is not None and words.formula
+    what = (f"rmse of {words.response}" if formula else
+            "rmse of y, for car-following the next speed in m/s")
+    table = Table(title=f"pooling modes compared (elpd: higher is better; {what})")
     for head in ("mode", "elpd_loo", "lfo elpd", "lfo rmse", "ldo elpd", "ldo rmse"):
         table.add_column(head, justify="left" if head == "mode" else "right")
 
@@ -586,8 +602,11 @@ def _comparison_table(comparison: Any) -> Table:
                       num(r["lfo_elpd"], ".0f"), num(r["lfo_rmse_speed"], ".3f"),
                       num(r["ldo_elpd"], ".0f"), num(r["ldo_rmse_speed"], ".3f"),
                       style=style)
-    table.caption = ("lfo: last 20% of each series held out; ldo: groups held out ('-' for "
-                     "unpooled: no population to predict a new group from); max Pareto k "
+    held = (f"lfo ({words.lfo}): {words.lfo_said()} held out; ldo: {words.groups} held out "
+            f"('-' for unpooled: no population to predict a new {words.group} from)"
+            if formula else "lfo: last 20% of each series held out; ldo: groups held out ('-' "
+            "for unpooled: no population to predict a new group from)")
+    table.caption = (f"{held}; max Pareto k "
                      + ", ".join(f"{m} {k:.2f}" for m, k in frame["max_pareto_k"].items()))
     return table
 
@@ -639,18 +658,29 @@ def compare(
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Folder to write the fits (<mode>.nc) and the comparison "
                             "(comparison.json) to, for `carpool report --from`")] = None,
+    formula: FormulaOption = None,
+    family: FamilyOption = "gaussian",
+    prior: PriorOption = None,
+    known_sigma: KnownSigmaOption = None,
 ) -> None:
-    """Compare pooled, unpooled and hierarchical fits: PSIS-LOO, held-out scores, advice."""
+    """Compare pooled, unpooled and hierarchical fits: PSIS-LOO, held-out scores, advice.
+
+    With --formula the input is one table (CSV / Parquet) and the three modes of the
+    formula are fitted and compared."""
     _use_all_cores(chains)
     import carpool
+    from carpool.compare.words import words_for
     from carpool.pipeline import fit_modes
 
     log = err.print
-    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
-                                   speed_limit, likelihood)
+    if formula is None:
+        model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
+                                       speed_limit, likelihood)
     if out is not None and out.exists() and not out.is_dir():
         raise _fail(f"--out {out} is a file; give a folder")
     saved = [p for p in inputs if p.suffix == ".nc"]
+    if saved and formula is not None:
+        raise _fail("--formula fits a table; saved fits (.nc) carry their own formula")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if saved:
@@ -660,8 +690,14 @@ def compare(
         else:
             if len(inputs) != 1:
                 raise _fail(f"give one data file to fit, got {len(inputs)}")
-            table = _read(inputs[0], data_format)
-            options = _job_options(model, model_options, level, chains, warmup, draws, seed)
+            if formula is not None:
+                table = _read_table(inputs[0])
+                options = _formula_job(formula, family, prior, known_sigma, level, chains,
+                                       warmup, draws, seed)
+            else:
+                table = _read(inputs[0], data_format)
+                options = _job_options(model, model_options, level, chains, warmup, draws,
+                                       seed)
             fits = list(_run(fit_modes, table, options, log=log).values())
         result = _run(carpool.compare, fits, lfo=lfo, ldo=ldo, ldo_folds=folds, purpose=purpose,
                       warm_start=warm_start, seed=seed, log_fn=log)
@@ -675,7 +711,7 @@ def compare(
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
-    console.print(_comparison_table(result))
+    console.print(_comparison_table(result, words_for(fits[0].spec)))
     if result.refits:
         console.print(escape(result.refits), soft_wrap=True, highlight=False)
     console.print(f"[bold]recommendation:[/] {escape(result.recommendation['reason'])}",
@@ -684,7 +720,8 @@ def compare(
 
 @app.command()
 def sweep(
-    data: Annotated[Path, typer.Argument(help="Trajectory file")],
+    data: Annotated[Path, typer.Argument(help="Trajectory file, or with --formula any "
+                                              "table (CSV / Parquet)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder")],
     model: Annotated[str, typer.Option(help="Car-following model")] = "idm",
     grid: Annotated[str | None, typer.Option(
@@ -703,11 +740,16 @@ def sweep(
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
+    formula: FormulaOption = None,
+    family: FamilyOption = "gaussian",
+    prior: PriorOption = None,
+    known_sigma: KnownSigmaOption = None,
 ) -> None:
     """The pooling dial: fit with tau fixed on a grid, from pooled to unpooled.
 
-    Writes sweep.csv (estimates per tau, driver and parameter), sweep_scores.csv (PSIS-LOO
-    per tau) and sweep.png / sweep.svg.
+    Writes sweep.csv (estimates per tau, driver (or group) and parameter),
+    sweep_scores.csv (PSIS-LOO per tau) and sweep.png / sweep.svg. With --formula the
+    dial fixes the tau of the terms varying by the formula's first grouping factor.
     """
     _use_all_cores(chains)
     from carpool.compare.sweep import DEFAULT_GRID
@@ -719,10 +761,15 @@ def sweep(
     if out.exists() and not out.is_dir():
         raise _fail(f"--out {out} is a file; give a folder")
     values = _parse_grid(grid) or DEFAULT_GRID
-    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
-                                   speed_limit, likelihood)
-    options = _job_options(model, model_options, level, chains, warmup, draws, seed)
-    table = _read(data, data_format)
+    if formula is not None:
+        options = _formula_job(formula, family, prior, known_sigma, level, chains, warmup,
+                               draws, seed)
+        table = _read_table(data)
+    else:
+        model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
+                                       speed_limit, likelihood)
+        options = _job_options(model, model_options, level, chains, warmup, draws, seed)
+        table = _read(data, data_format)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fits = _run(fit_modes, table, options, log=err.print)
@@ -779,19 +826,31 @@ def report(
     chains: Annotated[int, typer.Option(help="Chains")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
+    formula: FormulaOption = None,
+    family: FamilyOption = "gaussian",
+    prior: PriorOption = None,
+    known_sigma: KnownSigmaOption = None,
 ) -> None:
-    """Fit the three modes, compare them, sweep the dial: one self-contained HTML page."""
+    """Fit the three modes, compare them, sweep the dial: one self-contained HTML page.
+
+    With --formula the input is one table (CSV / Parquet) and the formula's three modes
+    are reported."""
     _use_all_cores(chains)
     import carpool
     from carpool.compare.comparison import as_mode_dict
+    from carpool.compare.words import words_for
     from carpool.pipeline import build_report
 
     if out.suffix.lower() not in (".html", ".htm"):
         raise _fail(f"--out must end in .html, got {out}")
     values = _parse_grid(grid) if sweep_fits else ()
-    model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
-                                   speed_limit, likelihood)
-    options = _job_options(model, model_options, level, chains, warmup, draws, seed)
+    if formula is not None:
+        options = _formula_job(formula, family, prior, known_sigma, level, chains, warmup,
+                               draws, seed)
+    else:
+        model_options = _model_options(priors, residual, ar_pooling, gp_window_s, gp_method,
+                                       speed_limit, likelihood)
+        options = _job_options(model, model_options, level, chains, warmup, draws, seed)
     fits, table, comparison = None, None, None
     if source is not None:
         if inputs:
@@ -814,6 +873,8 @@ def report(
     if any(p.suffix == ".nc" for p in inputs):
         if not all(p.suffix == ".nc" for p in inputs):
             raise _fail("give either one data file or saved fits (.nc), not both")
+        if formula is not None:
+            raise _fail("--formula fits a table; saved fits (.nc) carry their own formula")
         fits = _run(as_mode_dict, [_run_reading(carpool.load, p) for p in inputs])
         missing = [m for m in ("pooled", "unpooled", "hierarchical") if m not in fits]
         if missing:
@@ -822,6 +883,8 @@ def report(
         options = replace(options, sampler=fits["hierarchical"].sampler)
     elif len(inputs) != 1:
         raise _fail(f"give one data file to fit, got {len(inputs)}")
+    elif formula is not None:
+        table = _read_table(inputs[0])
     else:
         table = _read(inputs[0], data_format)
     with warnings.catch_warnings(record=True) as caught:
@@ -830,7 +893,8 @@ def report(
                       grid=values, lfo=lfo, ldo=ldo, ldo_folds=folds, sensitivity=sensitivity,
                       log=err.print)
     _print_warnings(caught)
-    console.print(_comparison_table(result.comparison))
+    console.print(_comparison_table(result.comparison,
+                                    words_for(result.fits["hierarchical"].spec)))
     console.print(f"[bold]recommendation:[/] "
                   f"{escape(result.comparison.recommendation['reason'])}", soft_wrap=True)
     console.print(f"wrote {out}")

@@ -29,13 +29,23 @@ def _quiet(_: str) -> None:
 
 @dataclass(frozen=True)
 class FitOptions:
-    """Options shared by every fit of a job (see :func:`carpool.fit`): the model, the
-    sampler settings, the level column and the model's options."""
+    """Options shared by every fit of a job (see :func:`carpool.fit`): the model (a
+    registered name or a formula such as ``"y ~ x + (1 + x | g)"``), the sampler settings,
+    the level column and the model's options; ``family`` and ``priors`` (prior overrides
+    by term) apply to formulas only (``None``: the formula's defaults)."""
 
     model: str = "idm"
     sampler: NutsSettings = field(default_factory=NutsSettings)
     level: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
+    family: str | None = None
+    priors: Mapping[str, Any] | None = None
+
+    @property
+    def is_formula(self) -> bool:
+        from carpool.inference.run import is_formula
+
+        return is_formula(self.model)
 
 
 def fit_modes(table: Any, options: FitOptions, *, modes: tuple[str, ...] = POOLING_MODES,
@@ -43,12 +53,18 @@ def fit_modes(table: Any, options: FitOptions, *, modes: tuple[str, ...] = POOLI
     """Fit ``options.model`` to ``table`` in each pooling mode: ``{mode: Fit}``."""
     import carpool
 
+    formula: dict[str, Any] = {}
+    if options.is_formula:
+        formula = {"family": options.family, "priors": options.priors}
+    elif options.family is not None or options.priors is not None:
+        raise InputError("family and priors apply to formulas, not to the registered model "
+                         f"{options.model!r}")
     fits = {}
     for mode in modes:
         log(f"fitting {mode} {options.model} ...")
         fits[mode] = carpool.fit(table, options.model, pooling=mode, sampler=options.sampler,
                                  level=options.level,
-                                 model_options=dict(options.model_options))
+                                 model_options=dict(options.model_options), **formula)
         t = fits[mode].timing
         log(f"  {mode}: {t['total_s']:.1f} s (compile {t['compile_s']:.1f} s), max R-hat "
             f"{fits[mode].diagnostics['max_rhat']:.3f}, "
@@ -60,6 +76,8 @@ def data_summary(fit: Any) -> dict[str, Any]:
     """Key facts of the data behind ``fit`` for the report (units in the keys)."""
     d = fit.data
     sizes = d.group_sizes
+    if fit.spec.name == "formula":
+        return _formula_summary(fit)
     out: dict[str, Any] = {
         "model": fit.spec.name,
         f"{fit.spec.group_dim}s": d.num_groups,
@@ -79,6 +97,36 @@ def data_summary(fit: Any) -> dict[str, Any]:
         out["y range"] = (float(d.y.min()), float(d.y.max()))
     if d.level_ids:
         out["levels"] = ", ".join(d.level_ids)
+    return out
+
+
+def _formula_summary(fit: Any) -> dict[str, Any]:
+    """:func:`data_summary` of a formula fit: the formula, its groups (the first grouping
+    factor), terms and other factors, in the words of :mod:`carpool.compare.words`."""
+    from carpool.compare.words import words_for
+
+    spec, d = fit.spec, fit.data
+    words = words_for(spec)
+    sizes = d.group_sizes
+    opts = spec.options
+    groups = (words.groups if words.group == spec.group_dim
+              else f"{words.groups} ({opts.get('group', spec.group_dim)})")
+    out: dict[str, Any] = {
+        "formula": words.formula,
+        "family": opts.get("family", "gaussian"),
+        groups: d.num_groups,
+        "rows": d.num_obs,
+        f"rows per {words.group} (min, max)": (int(sizes.min()), int(sizes.max())),
+        f"terms varying by {words.group}": ", ".join(spec.parameters.names),
+    }
+    if spec.common_names:
+        out["common terms (one value for all groups)"] = ", ".join(spec.common_names)
+    for f in spec.factors:
+        out[f"other grouping factor {f.label}"] = (f"{len(f.levels)} levels; varying "
+                                                   f"{', '.join(f.terms)}")
+    if opts.get("known_sigma"):
+        out["known standard errors"] = opts["known_sigma"]
+    out[f"{words.response} range"] = (float(d.y.min()), float(d.y.max()))
     return out
 
 
@@ -183,6 +231,9 @@ def build_report(
                                  seed=seed, log_fn=log)
 
     log("drawing figures ...")
+    from carpool.compare.words import words_for
+
+    words = words_for(hier.spec)
     group = _example_group(hier)
     fdir = Path(figures_dir) if figures_dir is not None else None
     figures: dict[str, Any] = {}
@@ -197,13 +248,14 @@ def build_report(
     add("Shrinkage: pooled line, unpooled points, hierarchical points (arrows: how far each "
         "estimate moved)", "shrinkage",
         lambda p: plot_shrinkage(shrinkage_table(fits["pooled"], fits["unpooled"], hier), p))
-    add(f"Per-{hier.spec.group_dim} parameters in the three modes (mean and 94% HDI)",
+    add(f"Per-{words.group} parameters in the three modes (mean and 94% HDI)",
         "forest", lambda p: plot_forest(fits, p))
-    add("Population correlation of the parameters (LKJ posterior)", "correlation",
-        lambda p: plot_population_correlation(hier, p))
-    add(f"Posterior of {hier.spec.group_dim} {group}'s parameters (hierarchical fit)",
+    if _has_correlation(hier):
+        add("Population correlation of the parameters (LKJ posterior)", "correlation",
+            lambda p: plot_population_correlation(hier, p))
+    add(f"Posterior of {words.group} {group}'s parameters (hierarchical fit)",
         "corner", lambda p: plot_corner(hier, group, p))
-    add(f"Posterior predictive against the record, {hier.spec.group_dim} {group} "
+    add(f"Posterior predictive against the record, {words.group} {group} "
         "(hierarchical fit)", "predictive", lambda p: plot_predictive(hier, group, p))
     if sweep_result is not None:
         add("The pooling dial: estimates against a fixed tau, learned tau shaded, held-out "
@@ -211,11 +263,12 @@ def build_report(
     if sens is not None:
         from carpool.plots.sensitivity import plot_prior_sensitivity
 
-        add("Prior sensitivity: how far each driver's estimates move between weak and "
-            "informative hyperpriors, against its amount of data; prior predictive draws",
+        add(f"Prior sensitivity: how far each {words.group}'s estimates move between weak "
+            "and informative hyperpriors, against its amount of data; prior predictive draws",
             "sensitivity", lambda p: plot_prior_sensitivity(sens, p))
     figures.update(extra_figures or {})
-    path = write_report(out, title=title or f"carpool: {hier.spec.name}, three pooling modes",
+    model_name = words.formula or hier.spec.name
+    path = write_report(out, title=title or f"carpool: {model_name}, three pooling modes",
                         data_summary=data_summary(hier), fits=fits, comparison=comparison,
                         sweep=sweep_result, sensitivity=sens, figures=figures, notes=notes)
     import matplotlib.pyplot as plt
@@ -223,6 +276,12 @@ def build_report(
     for fig in figures.values():
         plt.close(fig)
     return ReportResult(fits, comparison, sweep_result, path, [path, *files])
+
+
+def _has_correlation(fit: Any) -> bool:
+    """Whether ``fit``'s population has a correlation to show: two or more parameters (a
+    formula's ``(1 | g)`` has one)."""
+    return len(fit.spec.parameters) >= 2
 
 
 def comparison_frame(comparison: Any) -> pd.DataFrame:

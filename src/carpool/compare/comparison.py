@@ -117,7 +117,10 @@ def compare(
         Fits of one model to the same data, one per pooling mode (a mapping or a sequence).
     lfo
         Leave-future-out: refit each mode on the first ``1 - lfo_fraction`` of every group's
-        series and score the rest (log predictive density and RMSE of ``y``).
+        series and score the rest (log predictive density and RMSE of ``y``). A formula
+        fit's rows are taken in the table's order: a forecast where they are in time order
+        within each group, else a within-group held-out score, named leave-last-rows-out
+        in its messages (:mod:`carpool.compare.words`).
     ldo
         Leave-groups-out (leave-drivers-out): refit the pooled and hierarchical modes without
         each of ``ldo_folds`` folds of groups and predict the held-out groups as new groups
@@ -138,7 +141,9 @@ def compare(
         same compiled program on its full data with the held-out observations masked,
         started at the full fit's draws with its posterior variance as the mass matrix
         (:mod:`carpool.inference.warm`; about a third of the cost of refits from scratch,
-        ``docs/compare.md``). ``False``, SVI and AR / GP residuals refit from scratch.
+        ``docs/compare.md``). ``False``, SVI, AR / GP residuals and fits whose latent sites
+        the warm start cannot rebuild from the posterior
+        (:func:`carpool.inference.warm.warm_start_applies`) refit from scratch.
         :attr:`Comparison.refits` says which was done.
     log_fn
         Called with a line of progress text before each refit (as refits finish when
@@ -156,9 +161,12 @@ def compare(
     if (purpose == "forecast" and not lfo) or (purpose == "new-groups" and not ldo):
         raise InputError(f"purpose={purpose!r} needs its held-out score "
                          f"({'lfo' if purpose == 'forecast' else 'ldo'}=True)")
+    from carpool.compare.words import words_for
+
     by_mode = as_mode_dict(fits)
     any_fit = next(iter(by_mode.values()))
-    group_word = f"{any_fit.spec.group_dim}s"
+    words = words_for(any_fit.spec)
+    group_word = words.groups
     warn: list[str] = []
 
     loo = {m: loo_score(f) for m, f in by_mode.items()}
@@ -191,8 +199,8 @@ def compare(
                 tasks[m].append(("lfo", held, test, seed))
                 continue
             args.append(("lfo", f, train, test, refit_sampler, seed))
-            labels.append(f"leave-future-out: refitting {m} on the first "
-                          f"{1 - lfo_fraction:.0%} of each {any_fit.spec.group_dim}'s series")
+            labels.append(f"{words.lfo}: refitting {m} without "
+                          f"{words.lfo_said(lfo_fraction)}")
     if ldo and data.num_groups >= 3:
         folds = group_folds(data.num_groups, ldo_folds, seed=seed)
         for m, f in by_mode.items():
@@ -240,13 +248,14 @@ def compare(
     if not by_kind[kind]:
         raise InputError(f"purpose={purpose!r}: no {SCORE_WORDS[kind][0]} could be computed"
                          + (f" (it needs at least 3 {group_word})" if kind == "ldo" else ""))
-    name = SCORE_WORDS[kind][0].replace("groups", group_word)
+    name = SCORE_WORDS[kind][0].replace("groups", group_word).replace(
+        "leave-future-out", words.lfo)
     rec, ranking = recommend(by_kind[kind], score_name=name, pooling_factors=pf,
                              population=population, group_word=group_word)
     if kind == "ldo":  # unpooled cannot predict new groups: rank it last
         ranking = [m for m in ranking if m in ldo_scores] + [
             m for m in ranking if m not in ldo_scores]
-    caveats = held_out_caveats(rec["mode"], by_kind, group_word)
+    caveats = held_out_caveats(rec["mode"], by_kind, group_word, lfo_word=words.lfo)
     if kind == "loo" and loo[rec["mode"]].num_high_k:
         caveats.append(f"PSIS-LOO of {rec['mode']} is unreliable at "
                        f"{loo[rec['mode']].num_high_k} observation(s) (Pareto k > "

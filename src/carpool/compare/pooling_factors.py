@@ -24,7 +24,7 @@ parameters at their posterior means.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,13 +38,20 @@ __all__ = ["pooling_factors", "group_information_of", "pooling_factor_draws"]
 
 
 def group_information_of(fit: Fit) -> np.ndarray:
-    """Information of each group's data about its latent parameters, (G, P, P)."""
+    """Information of each group's data about its latent parameters, (G, P, P).
+
+    The values every group shares besides the noise (a formula's common parameters, other
+    grouping factors' effects: :func:`carpool.inference.predict.shared_draws`) are held at
+    their posterior means."""
+    from carpool.inference.predict import shared_draws
     from carpool.pooling.centring import group_information
 
     params = fit.spec.parameters
     z = params.to_latent(fit.idata.posterior["theta"].values, axis=-1).mean(axis=(0, 1))
     noise = {k: float(np.mean(v)) for k, v in fit.noise_draws().items()}
-    lik_noise = {k: v for k, v in noise.items() if k in fit.spec.likelihood.noise_priors()}
+    lik_noise: dict[str, Any] = {k: v for k, v in noise.items()
+                                 if k in fit.spec.likelihood.noise_priors()}
+    lik_noise.update({k: np.mean(v, axis=0) for k, v in shared_draws(fit).items()})
     residual_params = None
     if fit.spec.residual.is_dynamic:
         rp = fit.spec.residual.group_params(fit.residual_draws(), None)

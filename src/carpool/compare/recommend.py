@@ -132,7 +132,8 @@ def recommend(scores: Mapping[str, PointwiseScore], *, score_name: str,
 
 
 def held_out_caveats(mode: str, scores: Mapping[str, Mapping[str, PointwiseScore]],
-                     group_word: str = "groups") -> list[str]:
+                     group_word: str = "groups", *, lfo_word: str = "leave-future-out"
+                     ) -> list[str]:
     """Scores on which another mode is ahead of ``mode`` beyond :data:`TIE_SE` standard errors.
 
     Parameters
@@ -142,6 +143,9 @@ def held_out_caveats(mode: str, scores: Mapping[str, Mapping[str, PointwiseScore
     scores
         Score kind (``"loo"``, ``"lfo"``, ``"ldo"``) -> mode -> pointwise score; kinds
         without ``mode`` are skipped.
+    group_word, lfo_word
+        The groups and the leave-future-out score in words
+        (:class:`carpool.compare.words.Words`).
 
     Returns
     -------
@@ -154,7 +158,7 @@ def held_out_caveats(mode: str, scores: Mapping[str, Mapping[str, PointwiseScore
         if mode not in by_mode:
             continue
         name, purpose = SCORE_WORDS[kind]
-        name = name.replace("groups", group_word)
+        name = name.replace("groups", group_word).replace("leave-future-out", lfo_word)
         for other, score in by_mode.items():
             if other == mode:
                 continue

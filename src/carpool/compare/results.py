@@ -125,7 +125,9 @@ class Comparison:
         def frame(d: dict[str, Any]) -> pd.DataFrame:
             return pd.read_json(io.StringIO(json.dumps(d)), orient="split", dtype=False)
 
-        return cls(frame(record["table"]), dict(record["recommendation"]),
+        table = frame(record["table"])
+        table.index.name = "mode"  # as compare names it (the split JSON drops the name)
+        return cls(table, dict(record["recommendation"]),
                    frame(record["pooling_factors"]), frame(record["population"]),
                    tuple(record["warnings"]), str(record.get("refits", "")))
 

@@ -48,8 +48,8 @@ from carpool.pooling.model import BuiltModel, build_model
 if TYPE_CHECKING:
     from carpool.inference.svi import SviSettings
 
-__all__ = ["HeldOut", "WARM_WARMUP", "unconstrained_draws", "warm_refits", "warm_settings",
-           "warm_start_applies"]
+__all__ = ["HeldOut", "WARM_WARMUP", "missing_sites", "unconstrained_draws", "warm_refits",
+           "warm_settings", "warm_start_applies"]
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,48 @@ class HeldOut:
 
 def warm_start_applies(fit: Fit, sampler: NutsSettings | SviSettings | None) -> bool:
     """Whether :func:`warm_refits` can refit ``fit``: a NUTS fit (and NUTS refits) with
-    i.i.d. residuals and draws of its sampler's statistics (not an SVI fit)."""
+    i.i.d. residuals and draws of its sampler's statistics (not an SVI fit), whose every
+    latent site :func:`raw_draws` rebuilds from the saved posterior (:func:`missing_sites`
+    empty; a site it does not know, e.g. of a spec feature added later, makes the refits
+    start from scratch rather than fail)."""
     from carpool.inference.svi import SviSettings
 
-    return (not isinstance(sampler, SviSettings)
+    if not (not isinstance(sampler, SviSettings)
             and isinstance(fit.sampler, NutsSettings)
             and not fit.spec.residual.is_dynamic
-            and "sample_stats" in fit.idata.groups())
+            and "sample_stats" in fit.idata.groups()):
+        return False
+    missing = missing_sites(fit)
+    if missing:
+        log.info("warm start does not apply: the posterior does not rebuild site(s) %s",
+                 missing)
+        return False
+    return True
+
+
+def _whole(fit: Fit) -> HeldOut:
+    """No observation held out."""
+    return HeldOut(np.ones(fit.data.num_obs, dtype=bool), np.zeros(0, dtype=int))
+
+
+def _sample_sites(built: BuiltModel) -> set[str]:
+    """The latent sample sites of ``built``'s model (the start must give each one)."""
+    return {*built.global_sites, *(name for name, _ in built.local_sites)}
+
+
+def missing_sites(fit: Fit, built: BuiltModel | None = None) -> list[str]:
+    """The latent sites of ``fit``'s model (``built``: its masked model; default the
+    whole-data one) that :func:`raw_draws` cannot rebuild from the posterior, sorted; empty
+    where a warm start applies. Any error rebuilding the draws (a posterior without a
+    variable the spec expects) counts every site as missing."""
+    built = _build(fit, _whole(fit)) if built is None else built
+    sites = _sample_sites(built)
+    try:
+        have = set(raw_draws(fit, built))
+    except (KeyError, ValueError, np.linalg.LinAlgError) as exc:
+        log.info("warm start: rebuilding the draws failed: %r", exc)
+        return sorted(sites)
+    return sorted(sites - have)
 
 
 def warm_settings(fit: Fit, sampler: NutsSettings | None) -> NutsSettings:
@@ -108,6 +143,7 @@ def raw_draws(fit: Fit, built: BuiltModel) -> dict[str, np.ndarray]:
     z = np.asarray(params.to_latent(post["theta"].values, axis=-1), dtype=float)
     out = {n: np.asarray(post[n].values, dtype=float)
            for n in fit.spec.likelihood.noise_priors()}
+    out.update(_shared_sites(fit, built))
     if config.pooling != "hierarchical":
         out["z"] = z
         return out
@@ -145,6 +181,38 @@ def raw_draws(fit: Fit, built: BuiltModel) -> dict[str, np.ndarray]:
     return out
 
 
+def _shared_sites(fit: Fit, built: BuiltModel) -> dict[str, np.ndarray]:
+    """The sites of the values every group shares besides the noise, (chains, draws, ...)
+    each: the common parameters' ``beta`` (latent) and each other grouping factor's
+    effects (unpooled: ``b_<name>`` itself; hierarchical: its scale ``tau_<name>``, the
+    Cholesky factor ``L_<name>`` of a correlated population and the innovations
+    ``eps_<name>`` with ``b = tau * (eps @ L.T)``, see :func:`carpool.pooling.model`)."""
+    post = fit.idata.posterior
+    spec = fit.spec
+    sites = _sample_sites(built)
+    out: dict[str, np.ndarray] = {}
+    if spec.common is not None and "beta" in sites:
+        out["beta"] = np.asarray(spec.common.to_latent(post["beta"].values, axis=-1),
+                                 dtype=float)
+    for f in spec.factors:
+        b_name, tau_name = f.effects_name, f"tau_{f.name}"
+        if b_name in sites:  # unpooled: the effects are the site
+            out[b_name] = np.asarray(post[b_name].values, dtype=float)
+            continue
+        if tau_name not in sites:  # pooled: no effects
+            continue
+        tau_f = np.asarray(post[tau_name].values, dtype=float)  # (C, D, W)
+        u = np.asarray(post[b_name].values, dtype=float) / tau_f[:, :, None, :]
+        L_name = f"L_{f.name}"
+        if L_name in sites:
+            L = np.linalg.cholesky(np.asarray(post[f"corr_{f.name}"].values, dtype=float))
+            out[L_name] = L
+            u = np.linalg.solve(L[:, :, None], u[..., None])[..., 0]  # L @ eps_j = u_j
+        out[tau_name] = tau_f
+        out[f"eps_{f.name}"] = u
+    return out
+
+
 def unconstrained_draws(fit: Fit, built: BuiltModel, supports: Any = None
                         ) -> dict[str, np.ndarray]:
     """:func:`raw_draws` mapped to the sampler's unconstrained coordinates (each site's
@@ -171,17 +239,21 @@ def _posterior_coordinates(fit: Fit, supports: Any) -> dict[str, np.ndarray]:
     (S, ...) per site: built once per fit, with no group held out (a fold's held-out groups
     get their own start and variance in :func:`_start_and_mass`; every other group's
     coordinates are the same in every fold)."""
-    whole = _build(fit, HeldOut(np.ones(fit.data.num_obs, dtype=bool), np.zeros(0, int)))
+    whole = _build(fit, _whole(fit))
     u = unconstrained_draws(fit, whole, supports)
     return {n: v.reshape((-1,) + v.shape[2:]) for n, v in u.items()}
 
 
 def _start_and_mass(fit: Fit, built: BuiltModel, flat: dict[str, np.ndarray], chains: int,
-                    held: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                    held: np.ndarray, seed: int, keep: np.ndarray | None = None
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-chain starts (chains, ...) at draws of the full fit spread over its chains, and
     the diagonal inverse mass matrix (the posterior variance of every unconstrained
     coordinate, raveled as NumPyro ravels the start); a held-out group's innovations start
-    at standard-normal draws with unit variance (their refit posterior is the prior).
+    at standard-normal draws with unit variance (their refit posterior is the prior), and
+    so do the effects of another grouping factor's levels that ``keep`` (the observations
+    the refit sees) leaves without data (a hierarchical factor's innovations; an unpooled
+    factor's effects at draws of their prior, with its variance).
     ``flat``: :func:`_posterior_coordinates`."""
     from jax.flatten_util import ravel_pytree
 
@@ -194,6 +266,19 @@ def _start_and_mass(fit: Fit, built: BuiltModel, flat: dict[str, np.ndarray], ch
         if len(held) and name in start and fit.pooling == "hierarchical":
             start[name][:, held] = rng.standard_normal(start[name][:, held].shape)
             var[name][held] = 1.0
+    if keep is not None and not keep.all():
+        for f in fit.spec.factors:
+            index = np.asarray(fit.data.covariates[f.index]).astype(int)
+            empty = np.setdiff1d(np.arange(len(f.levels)), index[keep])
+            if not empty.size:
+                continue
+            scale = np.asarray(f.unpooled_scale, dtype=float)
+            for name, sd in ((f"eps_{f.name}", np.ones_like(scale)),
+                             (f.effects_name, scale)):
+                if name in start:
+                    shape = start[name][:, empty].shape
+                    start[name][:, empty] = sd * rng.standard_normal(shape)
+                    var[name][empty] = sd ** 2
     inverse_mass, _ = ravel_pytree({n: jnp.asarray(v) for n, v in var.items()})
     return start, np.asarray(inverse_mass)
 
@@ -213,12 +298,18 @@ def warm_refits(fit: Fit, folds: Sequence[HeldOut], sampler: NutsSettings | None
     settings = warm_settings(fit, sampler)
     seeds = [settings.seed] * len(folds) if seeds is None else list(seeds)
     built = [_build(fit, h) for h in folds]
+    missing = missing_sites(fit, built[0])
+    if missing:
+        raise ValueError(f"a warm start cannot rebuild the site(s) {missing} from the fit's "
+                         "posterior; refit from scratch (carpool.refit), or check "
+                         "warm_start_applies first")
     run = warm_sampler(built[0], settings)
     flat = _posterior_coordinates(fit, site_supports(built[0]))
     out: list[Fit] = []
     layout = fit.settings.get("layout", "auto")
     for b, h, s in zip(built, folds, seeds, strict=True):
-        start, inverse_mass = _start_and_mass(fit, b, flat, settings.chains, h.groups, s)
+        start, inverse_mass = _start_and_mass(fit, b, flat, settings.chains, h.groups, s,
+                                              h.keep)
         run_settings = replace(settings, seed=s)
 
         def one(b=b, start=start, inverse_mass=inverse_mass, s=s,

@@ -53,14 +53,17 @@ def plot_corner(fit: Fit, group: str | None = None, path: str | Path | None = No
 
     params = fit.spec.parameters
     theta = fit.theta_draws()  # (S, G, P) or (S, P)
+    from carpool.compare.words import words_for
+
+    words = words_for(fit.spec)
     if fit.pooling == "pooled":
-        label = f"the parameters shared by all {fit.spec.group_dim}s"
+        label = f"the parameters shared by all {words.groups}"
     else:
         from carpool.plots._groups import group_position
 
         group, position = group_position(fit, group)
         theta = theta[:, position, :]
-        label = f"{fit.spec.group_dim} {group}"
+        label = f"{words.group} {group}"
     latent = np.asarray(params.to_latent(theta, axis=-1))
     P = len(params)
     corr = np.corrcoef(latent, rowvar=False).reshape(P, P) if P > 1 else np.ones((1, 1))

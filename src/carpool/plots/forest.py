@@ -52,6 +52,9 @@ def plot_forest(fits: Mapping[str, Fit], path: str | Path | None = None,
     labels = list(fits)
     first = fits[labels[0]]
     params = first.spec.parameters
+    from carpool.compare.words import words_for
+
+    words = words_for(first.spec)
     for label in labels[1:]:
         if fits[label].parameter_names != params.names:
             raise InputError(f"fit {label!r} has parameters {fits[label].parameter_names}, "
@@ -104,7 +107,7 @@ def plot_forest(fits: Mapping[str, Fit], path: str | Path | None = None,
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=8)
         if j % ncols == 0:
-            ax.set_ylabel(first.spec.group_dim, fontsize=10)
+            ax.set_ylabel(words.group, fontsize=10)
     for k in range(P, nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     ax0 = axes[0][0]
@@ -113,7 +116,7 @@ def plot_forest(fits: Mapping[str, Fit], path: str | Path | None = None,
     ax0.set_ylim(G - 0.5, -0.5)  # first group at the top
     handles, names = ax0.get_legend_handles_labels()
     sep = ": " if ncols > 2 else "\n"
-    fig.suptitle(f"Per-{first.spec.group_dim} parameters of {first.spec.name}{sep}posterior "
+    fig.suptitle(f"Per-{words.group} parameters of {first.spec.name}{sep}posterior "
                  f"mean (dot) and {pct} HDI (line, band)", fontsize=12 if ncols > 1 else 10)
     fig.legend(handles, names, loc="lower center", ncol=len(handles), fontsize=9,
                frameon=False)

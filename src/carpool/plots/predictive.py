@@ -74,15 +74,18 @@ def plot_predictive(fit: Fit, group: str | None = None, path: str | Path | None 
     y_pred = posterior_predictive(fit, sub, num_draws=num_draws, seed=seed)  # (S, n)
 
     is_cf = all(c in covs for c in _CAR_FOLLOWING)
-    who = f"{fit.spec.group_dim} {group}"
+    from carpool.compare.words import words_for
+
+    words = words_for(fit.spec)
+    who = f"{words.group} {group}"
     title = (f"Posterior predictive, {who} ({fit.spec.name}, {fit.pooling}, "
              f"{y_pred.shape[0]} draws)")
     if not is_cf:
         fig, ax = plt.subplots(figsize=(max(6.0, min(12.0, 4.0 + 0.06 * n)), 3.8))
         _intervals(ax, np.arange(n), y, y_pred)
         ax.set_xlabel("observation index within the group")
-        ax.set_ylabel("y (observed outcome)")
-        ax.set_title(title, fontsize=11)
+        ax.set_ylabel(f"{words.response if words.formula else 'y'} (observed outcome)")
+        ax.set_title(title.replace(" (", "\n(", 1), fontsize=11)  # fits the narrow panel
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         dt, gap = covs["dt"], covs["gap"]

@@ -35,6 +35,7 @@ from carpool.verdicts import (
 
 if TYPE_CHECKING:
     from carpool.compare.results import Comparison, PriorSensitivity, SweepResult
+    from carpool.compare.words import Words
     from carpool.inference.fit import Fit
 
 __all__ = ["render_report", "write_report", "figure_data_uri", "FIGURE_DPI"]
@@ -264,7 +265,9 @@ def _kind_label(kind: str, pooling: str) -> str:
     if kind == "population":
         return {"pooled": "shared (all groups)", "unpooled": "across-group centre"}.get(
             pooling, "population")
-    return {"population_scale": "population scale \u03c4", "noise": "noise"}.get(kind, kind)
+    return {"population_scale": "population scale \u03c4", "noise": "noise",
+            "common": "common (all groups)",
+            "factor_scale": "scale \u03c4 of a factor"}.get(kind, kind)
 
 
 def _summary_cols(table: pd.DataFrame, first: Sequence[_Col], ess_min: int) -> list[_Col]:
@@ -305,10 +308,13 @@ def _fit_block(label: str, fit: Fit) -> str:
 
     table = fit.summary()
     main = table[table["kind"] != "group"].copy()
+    kinds = set(main["kind"])
     main["kind"] = [_kind_label(k, fit.pooling) for k in main["kind"]]
     first = [_Col("kind", "", _text, num=False)]
-    if main["group"].notna().any():  # levels
-        first.append(_Col("group", "level", _text, num=False))
+    if main["group"].notna().any():  # levels, or other grouping factors' scales
+        header = {"level": "level", "factor_scale": "factor"}
+        first.append(_Col("group", " / ".join(v for k, v in header.items() if k in kinds)
+                          or "level", _text, num=False))
     out = [f'<div class="fit" id="fit-{_esc(label)}"><h3>{_esc(title)}</h3>',
            f"<p>{info}</p>", '<div class="fit-grid">', f"<div>{diag}</div>", "</div>",
            timing, _table(main, _summary_cols(table, first, ess_min))]
@@ -380,9 +386,32 @@ _MODE_HEADERS: dict[str, tuple[str, str]] = {
 }
 
 
-def _comparison_section(comparison: Comparison) -> str:
-    from carpool.compare.results import MODE_COLUMNS
+def _mode_headers(words: Words | None) -> dict[str, tuple[str, str]]:
+    """:data:`_MODE_HEADERS` in a model's words (``None``: carpool's car-following words);
+    a formula fit's leave-future-out holds out the last rows of each group in the table's
+    order (:mod:`carpool.compare.words`)."""
+    if words is None or not words.formula:
+        return _MODE_HEADERS
+    out = dict(_MODE_HEADERS)
+    out.update({
+        "lfo_elpd": ("LFO elpd", f"{words.lfo}: log predictive density of "
+                     f"{words.lfo_said()}, held out"),
+        "lfo_rmse_speed": ("LFO RMSE", f"{words.lfo}: RMSE of the posterior-predictive mean "
+                           f"of {words.response}"),
+        "ldo_elpd": ("LDO elpd", f"{words.ldo}: log predictive density of held-out "
+                     f"{words.groups}, each predicted as a new {words.group}"),
+        "ldo_rmse_speed": ("LDO RMSE", f"{words.ldo}: RMSE of the posterior-predictive mean "
+                           f"of {words.response} for held-out {words.groups}"),
+    })
+    return out
 
+
+def _comparison_section(comparison: Comparison, words: Words | None = None) -> str:
+    from carpool.compare.results import MODE_COLUMNS
+    from carpool.compare.words import Words
+
+    headers = _mode_headers(words)
+    words = Words() if words is None else words
     table = comparison.table.copy()
     if "rank" in table.columns and table["rank"].notna().all():
         table = table.sort_values("rank", kind="stable")
@@ -391,7 +420,7 @@ def _comparison_section(comparison: Comparison) -> str:
     keys += [c for c in table.columns if c not in keys and c != "_mode"]
     cols = [_Col("_mode", "mode", _text, num=False)]
     for k in keys:
-        header, tip = _MODE_HEADERS.get(k, (k, ""))
+        header, tip = headers.get(k, (k, ""))
         fmt = _fmt_int if k in ("rank", "num_high_k") else (
             _fmt_fixed(2) if k == "max_pareto_k" else fmt_num)
         bad = (lambda v: not pareto_k_ok(v)) if k == "max_pareto_k" else (
@@ -415,9 +444,9 @@ def _comparison_section(comparison: Comparison) -> str:
     missing = table[keys].isna()
     ldo = [c for c in keys if c.startswith("ldo_")]
     if "unpooled" in table.index and ldo and missing.loc["unpooled", ldo].any():
-        notes.append(f"{DASH} The unpooled mode cannot predict new drivers (groups): it has no "
-                     "population to draw a new driver's parameters from, so it has no "
-                     "leave-drivers-out (LDO) scores.")
+        notes.append(f"{DASH} The unpooled mode cannot predict new {words.new_groups}: it has "
+                     f"no population to draw a new {words.new_group}'s parameters from, so it "
+                     f"has no {words.ldo} (LDO) scores.")
     other = missing.copy()
     if "unpooled" in other.index and ldo:
         other.loc["unpooled", ldo] = False
@@ -425,8 +454,8 @@ def _comparison_section(comparison: Comparison) -> str:
         notes.append(f"{DASH} elsewhere: the score was not computed.")
     if comparison.refits:
         notes.append(_esc(comparison.refits[0].upper() + comparison.refits[1:]) + ".")
-    legend = "; ".join(f"<b>{_esc(_MODE_HEADERS[k][0])}</b>: {_esc(_MODE_HEADERS[k][1])}"
-                       for k in keys if k in _MODE_HEADERS)
+    legend = "; ".join(f"<b>{_esc(headers[k][0])}</b>: {_esc(headers[k][1])}"
+                       for k in keys if k in headers)
     notes.append(f"Columns: {legend}.")
     out += [f'<p class="note">{n}</p>' for n in notes[:-1]]
     out.append(f'<p class="note">{notes[-1]}</p>')
@@ -741,7 +770,12 @@ def render_report(
     for i, (heading, body) in enumerate((notes or {}).items()):
         sections.append((f"note{i}", heading, _notes_section(f"note{i}", heading, body)))
     if comparison is not None:
-        sections.append(("comparison", "Comparison", _comparison_section(comparison)))
+        words = None
+        if fits:
+            from carpool.compare.words import words_for
+
+            words = words_for(next(iter(fits.values())).spec)
+        sections.append(("comparison", "Comparison", _comparison_section(comparison, words)))
     if fits:
         sections.append(("fits", "Fits", _fits_section(fits)))
         if any(f.spec.physical_ranges for f in fits.values()):
