@@ -257,3 +257,14 @@ def test_bad_formulas_and_data_exit_2_with_one_line(tmp_path, formula, family, e
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "f.nc").exists()
+
+
+def test_unpooled_fit_warns_about_group_level_predictors():
+    """A county-level predictor is confounded with unpooled county intercepts (radon's
+    unpooled fit mixed at R-hat 1.25): the fit says so."""
+    spec, _ = formula_model(_radon(), "log_radon ~ floor + log_uppm + (1 | county)")
+    assert spec.options["group_level"] == ["log_uppm"]
+    with pytest.warns(carpool.WeakIdentificationWarning, match="log_uppm"):
+        carpool.fit(_radon(), "log_radon ~ floor + log_uppm + (1 | county)",
+                    pooling="unpooled",
+                    sampler=carpool.NutsSettings(chains=1, warmup=20, draws=20, seed=0))

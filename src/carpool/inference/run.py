@@ -146,6 +146,12 @@ def fit(
         grouped = data if isinstance(data, GroupedData) else spec.prepare(
             data, level=level, **dict(data_options or {}))
     config = as_config(pooling, level).with_defaults(spec, grouped.num_groups)
+    group_level = spec.options.get("group_level") if is_formula(model) else None
+    if group_level and config.pooling == "unpooled" and warn:
+        warnings.warn(f"{group_level} are constant within each group: unpooled group "
+                      "intercepts absorb them, so only their priors identify them (expect "
+                      "poor mixing); fit them hierarchically or pooled",
+                      WeakIdentificationWarning, stacklevel=2)
     if isinstance(sampler, SviSettings):
         result = fit_grouped_svi(spec, grouped, config, sampler)
         if warn:

@@ -163,11 +163,14 @@ def formula_spec(formula: str, family: str = "gaussian", *, parameters: list[dic
                  group: str = "group", names: list[str] | None = None,
                  categories: Mapping[str, list[str]] | None = None,
                  variables: list[str] | None = None, likelihood: dict[str, Any] | None = None,
-                 uncorrelated: bool = False) -> ModelSpec:
+                 uncorrelated: bool = False, group_level: list[str] | None = None
+                 ) -> ModelSpec:
     """The spec of a formula model from its saved options (what :func:`carpool.load`
     calls): the formula, family, parameter tables and factors as
     :func:`formula_model` made them, so a saved fit reloads without the data or user code.
-    ``uncorrelated``: the groups' terms were written ``( || )``, a diagonal population."""
+    ``uncorrelated``: the groups' terms were written ``( || )``, a diagonal population.
+    ``group_level``: common terms constant within every group (group-level predictors),
+    which unpooled group intercepts absorb."""
     from carpool.pooling.likelihoods import likelihood_from_dict
 
     table = ParameterTable.from_list(parameters)
@@ -186,7 +189,8 @@ def formula_spec(formula: str, family: str = "gaussian", *, parameters: list[dic
                "common": common, "factors": factors, "hyperpriors": hyperpriors,
                "known_sigma": known_sigma, "group": group, "names": list(all_names),
                "categories": dict(categories or {}), "variables": list(variables or []),
-               "likelihood": lik.to_dict(), "uncorrelated": bool(uncorrelated)}
+               "likelihood": lik.to_dict(), "uncorrelated": bool(uncorrelated),
+               "group_level": list(group_level or [])}
     return ModelSpec(
         name="formula",
         parameters=table,
@@ -344,16 +348,28 @@ def formula_model(df: pd.DataFrame, formula: str, *, family: str = "gaussian",
         where = (f" (group {primary.levels[primary.codes[int(row.group(1))]]!r})"
                  if row is not None else "")
         raise InputError(f"{problem}{where}")
+    group_level = [names[k] for k in rest if "Intercept" in [design.labels[j] for j in varying]
+                   and _constant_within(design.X[:, k], primary.codes, len(primary.levels))]
     spec = formula_spec(
         formula, family, parameters=table.to_list(),
         common=None if common is None else common.to_list(),
         factors=[f.to_dict() for f in factors], hyperpriors=hyper.to_dict(),
         known_sigma=known_sigma, group=group_col, names=list(names),
         categories=design.categories, variables=list(design.variables),
-        likelihood=lik.to_dict(), uncorrelated=primary.correlated is False)
+        likelihood=lik.to_dict(), uncorrelated=primary.correlated is False,
+        group_level=group_level)
     data = GroupedData(y=design.y, group_index=primary.codes, group_ids=primary.levels,
                        covariates=covs)
     return spec, data
+
+
+def _constant_within(x: np.ndarray, codes: np.ndarray, num_groups: int) -> bool:
+    """Whether ``x`` takes one value within every group."""
+    lo = np.full(num_groups, np.inf)
+    hi = np.full(num_groups, -np.inf)
+    np.minimum.at(lo, codes, x)
+    np.maximum.at(hi, codes, x)
+    return bool(np.all(hi == lo))
 
 
 def _merge_priors(defaults: Mapping[str, Prior], given: Mapping[str, Prior],
