@@ -89,6 +89,17 @@ COLUMNS = {
                                       "share_of_squared_error_in_worst_1pct", "worst_driver",
                                       "worst_error_m_s", "worst_gap_m", "worst_speed_m_s",
                                       "worst_leader_speed_m_s", "fitted_s0_m", "fitted_T_s"],
+    ("radon_vs_bambi", "rows"): ["engine", "model", "seed", "build_s", "sampling_s", "wall_s",
+                                 "min_ess_bulk", "ess_per_s", "max_rhat", "divergences",
+                                 "steps_per_draw"],
+    ("radon_vs_bambi", "speed"): ["model", "engine", "seeds", "build_s", "sampling_s",
+                                  "wall_s", "min_ess_bulk", "ess_per_s", "ess_per_wall_s",
+                                  "max_rhat", "divergences", "steps_per_draw"],
+    ("radon_vs_bambi", "ratios"): ["model", "carpool", "wall_s_ratio", "build_s_ratio",
+                                   "sampling_s_ratio", "ess_per_s_ratio",
+                                   "ess_per_wall_s_ratio"],
+    ("radon_vs_bambi", "estimates"): ["model", "parameter", "lme4", "reml", "carpool",
+                                      "carpool-lkj", "bambi", "z_carpool_bambi"],
 }
 
 

@@ -73,3 +73,44 @@ def test_a_stopped_scale_run_keeps_its_finished_sizes_and_the_table_says_so(tmp_
     final = json.loads(out.read_text())
     assert "incomplete" not in final and len(final["hierarchical"]) == 2
     assert "stopped" not in render(final, "scale_drivers")
+
+
+def test_radon_vs_bambi_summary_without_bambi_and_resume(tmp_path, monkeypatch):
+    """The summary averages the seeds (MCSE of the mean over seeds), leaves Bambi's columns
+    and the ratios empty when Bambi did not run, and --resume keeps only fits made with the
+    same sampler settings."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from radon_vs_bambi import POPULATION, kept_rows, summarise
+
+    def row(engine, seed, mean):
+        params = {p: {"mean": mean, "sd": 0.1, "mcse_mean": 0.003, "ess_bulk": 500.0,
+                      "rhat": 1.0} for p in POPULATION["A"]}
+        return {"engine": engine, "model": "A", "seed": seed, "build_s": 2.0,
+                "sampling_s": 4.0, "wall_s": 6.0, "min_ess_bulk": 500.0, "ess_per_s": 125.0,
+                "ess_per_wall_s": 500 / 6, "max_rhat": 1.0, "divergences": 0,
+                "steps_per_draw": 15.0, "params": params}
+
+    rows = [row("carpool", 0, 1.0), row("carpool", 1, 2.0)]
+    out = summarise(rows, ["A"])
+    est = {r["parameter"]: r for r in out["estimates"]}
+    assert est["Intercept"]["carpool_mean"] == 1.5
+    assert est["Intercept"]["carpool_mcse"] == pytest.approx(0.003 / 2 ** 0.5)
+    assert est["Intercept"]["bambi"] is None and "z_carpool_bambi" not in est["Intercept"]
+    assert est["Intercept"]["lme4_estimate"] == 1.46
+    assert [r["engine"] for r in out["speed"]] == ["carpool"]
+    assert out["ratios"][0]["ess_per_s_ratio"] is None
+
+    both = summarise(rows + [row("bambi", 0, 1.5)], ["A"])
+    assert both["ratios"][0]["wall_s_ratio"] == 1.0
+    assert {r["parameter"]: r for r in both["estimates"]}["sigma"]["z_carpool_bambi"] == 0.0
+
+    path = tmp_path / "radon.json"
+    settings = {"chains": 4, "warmup": 1000, "draws": 1000}
+    path.write_text(json.dumps({"meta": {"args": settings},
+                                "rows": rows + [row("bambi", 0, 1.5)]}))
+    kept = kept_rows(str(path), ["carpool"], argparse.Namespace(**settings))
+    assert [r["engine"] for r in kept] == ["bambi"]
+    other = argparse.Namespace(**{**settings, "draws": 500})
+    assert kept_rows(str(path), ["carpool"], other) == []

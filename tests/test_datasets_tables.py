@@ -32,6 +32,10 @@ def test_radon_table() -> None:
     first = df.iloc[0]
     assert (first["county"], first["floor"]) == ("1", 0)
     assert first["log_radon"] == pytest.approx(0.0953101798043249, abs=0, rel=0)
+    # posteriordb's response is log(activity + 0.1), activity in whole 0.1 pCi/L (README)
+    activity = np.exp(df["log_radon"].to_numpy()) - 0.1
+    assert np.abs(activity - np.round(activity, 1)).max() < 1e-9
+    assert int((np.round(activity, 1) == 0).sum()) == 3
 
 
 def test_eight_schools_table() -> None:
