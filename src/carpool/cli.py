@@ -1020,24 +1020,36 @@ def simulate_ring_command(
     vehicle_length_m: Annotated[float, typer.Option(help="Vehicle length (m)")] = 5.0,
     perturbation_m: Annotated[float, typer.Option(
         help="Vehicle 0 starts this far behind its even slot (m)")] = 1.0,
-    noise: Annotated[bool, typer.Option(help="Add the fitted acceleration noise")] = True,
+    noise: Annotated[bool | None, typer.Option(
+        help="Add the fitted acceleration noise (default: on for the JAX engine; SUMO's "
+             "IDM has none)")] = None,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    engine: Annotated[str, typer.Option(
+        help="jax (carpool's simulator) | sumo (Eclipse SUMO's IDM; pip install "
+             "\"carpool[sumo]\")")] = "jax",
 ) -> None:
     """Ring road (Sugiyama-style): do stop-and-go waves emerge among the fitted drivers?"""
     import carpool
     from carpool.io import atomic_write_text
     from carpool.plots.simulation import plot_time_space
-    from carpool.simulate import ring
 
     _sim_check_csv_out(out)
+    if engine == "jax":
+        from carpool.simulate import ring
+    elif engine == "sumo":
+        from carpool.simulate.sumo import sumo_ring as ring
+    else:
+        raise _fail(f"unknown engine {engine!r}; choose jax or sumo")
     result = _run(ring, _run_reading(carpool.load, fit_path), num_vehicles=num_vehicles,
                   length_m=length_m, duration_s=duration_s, dt=dt, drivers=drivers,
                   num_draws=num_draws, vehicle_length_m=vehicle_length_m,
-                  perturbation_m=perturbation_m, noise=noise, seed=seed)
+                  perturbation_m=perturbation_m,
+                  noise=(engine == "jax") if noise is None else noise, seed=seed)
     _run(atomic_write_text, out, result.table.to_csv(index=False, float_format="%.6g"))
     _run(plot_time_space, result, out.with_suffix(""))
-    table = Table(title=f"ring: {num_vehicles} vehicles on {length_m:g} m, {drivers} drivers "
-                        f"(statistics after {result.settings['warmup_s']:g} s)")
+    table = Table(title=f"ring ({engine}): {num_vehicles} vehicles on {length_m:g} m, "
+                        f"{drivers} drivers (statistics after "
+                        f"{result.settings['warmup_s']:g} s)")
     columns = {"mean_speed_m_s": "mean v", "speed_std_m_s": "std v",
                "share_stopped": "stop", "wave_speed_km_h": "wave km/h",
                "spread_growth": "growth", "median_is_string_stable": "stable",
@@ -1105,6 +1117,35 @@ def simulate_follow_command(
                        f"inconsistency is {result.record_gap_error_m:.3g} m (RMSE)")
     console.print(metrics)
     console.print(f"wrote {out}, {out.with_suffix('.png')}, {out.with_suffix('.svg')}")
+
+
+export_app = typer.Typer(no_args_is_help=True,
+                         help="Calibrated drivers out of carpool, into traffic simulators.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("sumo")
+def export_sumo_command(
+    fit_path: Annotated[Path, typer.Argument(help="An IDM fit from `carpool fit` (.nc)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The SUMO additional file to "
+                                                          "write (e.g. drivers.add.xml)")],
+    vehicles: Annotated[int, typer.Option(help="vTypes in the distribution (drivers)")],
+    source: Annotated[str, typer.Option(
+        "--from", help="population (new drivers from a hierarchical fit's population) | "
+                       "drivers (the fitted drivers at posterior draws)")] = "population",
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    vehicle_length_m: Annotated[float, typer.Option(help="Every vType's length (m)")] = 5.0,
+) -> None:
+    """A fitted IDM's drivers as a SUMO vTypeDistribution (carFollowModel="IDM"), one vType
+    per driver drawn from the posterior."""
+    import carpool
+    from carpool.export import to_sumo
+
+    fit_result = _run_reading(carpool.load, fit_path)
+    _run(to_sumo, fit_result, vehicles=vehicles, source=source, seed=seed, path=out,
+         vehicle_length_m=vehicle_length_m)
+    console.print(f"wrote {vehicles} IDM vTypes ({source}) to {escape(str(out))}: load it "
+                  "with `sumo -a` and give vehicles type=\"carpool\"")
 
 
 batch_app = typer.Typer(no_args_is_help=True,

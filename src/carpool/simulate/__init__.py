@@ -5,7 +5,10 @@
   short windows restarted from the record;
 - :func:`ring`: a ring road of heterogeneous drivers (Sugiyama et al. 2008), with the pure
   core :func:`simulate_ring`, wave statistics and linear string stability;
-- :mod:`carpool.simulate.noise`: the acceleration-noise hook (i.i.d. today).
+- :mod:`carpool.simulate.noise`: the acceleration-noise hook (i.i.d. today);
+- :mod:`carpool.simulate.sumo`: the ring road and the follower run by Eclipse SUMO's IDM
+  (:func:`sumo_ring`, :func:`simulate_sumo_ring`, :func:`simulate_sumo_follow`; the optional
+  extra ``carpool[sumo]``).
 
 See ``docs/simulation.md``.
 """
@@ -22,6 +25,7 @@ from carpool.simulate.ring import (
 )
 from carpool.simulate.scores import coverage, crps_ensemble
 from carpool.simulate.stability import LinearStability, linear_stability
+from carpool.simulate.sumo import simulate_sumo_follow, simulate_sumo_ring, sumo_ring
 from carpool.simulate.waves import wave_speed
 
 __all__ = [
@@ -40,6 +44,9 @@ __all__ = [
     "ring",
     "ring_statistics",
     "simulate_ring",
+    "simulate_sumo_follow",
+    "simulate_sumo_ring",
+    "sumo_ring",
     "wave_speed",
     "zero_noise",
 ]

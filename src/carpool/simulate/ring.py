@@ -490,6 +490,67 @@ def ring(
         with ``drivers="population"`` (it has no population), a non-positive length or
         duration, or too many vehicles for the ring.
     """
+    setup = _ring_setup(fit, num_vehicles=num_vehicles, length_m=length_m,
+                        duration_s=duration_s, dt=dt, drivers=drivers, num_draws=num_draws,
+                        seed=seed, perturbation_m=perturbation_m,
+                        vehicle_length_m=vehicle_length_m, min_gap=min_gap)
+    model, rng, draw_idx, values, sigma = (setup.model, setup.rng, setup.draw_idx,
+                                           setup.values, setup.sigma)
+    num_draws, num_vehicles, num_steps = setup.num_draws, setup.num_vehicles, setup.num_steps
+    names = model.parameter_names
+    dtype = jnp.result_type(float)
+    params = {n: jnp.asarray(values[..., j], dtype) for j, n in enumerate(names)}
+    speed0 = jnp.full(num_draws, jnp.nan if init_speed is None else init_speed, dtype)
+    shape = (num_steps, num_draws, num_vehicles)
+    if noise and noise_fn is iid_noise and fit.spec.residual.is_dynamic:
+        from carpool.simulate.residual_noise import stationary_noise
+
+        rp = _ring_residual_params(fit, drivers, draw_idx, num_vehicles, seed,
+                                   None if fit.pooling == "pooled" or drivers == "population"
+                                   else setup.pick)
+        white = stationary_noise(fit.spec.residual, white_noise(rng, shape), rp, sigma,
+                                 float(dt))
+        sigma_used = np.ones_like(sigma)  # the noise is drawn already: iid_noise(w, 1) = w
+    elif noise:
+        white, sigma_used = white_noise(rng, shape), sigma
+    else:  # the same compiled simulation, with zero noise
+        white, sigma_used, noise_fn = np.zeros(shape, np.float32), np.zeros_like(sigma), iid_noise
+    geometry = tuple(jnp.asarray(x, dtype) for x in (dt, length_m, vehicle_length_m, min_gap))
+    out = _rings(model, noise_fn, geometry, params, speed0, jnp.asarray(perturbation_m, dtype),
+                 jnp.asarray(sigma_used, dtype), jnp.asarray(white, dtype))
+    position, speed, gap, collision = (np.asarray(a) for a in out)
+    return _ring_result(fit, setup, position, speed, gap, collision, warmup_s=warmup_s,
+                        noise=bool(noise), seed=seed, perturbation_m=perturbation_m,
+                        min_gap=min_gap, engine="jax")
+
+
+@dataclass(frozen=True)
+class _RingSetup:
+    """What :func:`ring` and the SUMO engine's ring share: the validated arguments and each
+    ring's vehicles. ``values`` (draws, N, P) natural parameters, ``source`` (draws, N) the
+    drivers they came from, ``pick`` the resampled fitted drivers (``drivers="observed"``)."""
+
+    model: CarFollowingModel
+    num_draws: int
+    num_vehicles: int
+    num_steps: int
+    dt: float
+    length_m: float
+    vehicle_length_m: float
+    drivers: str
+    rng: np.random.Generator
+    draw_idx: np.ndarray
+    values: np.ndarray
+    source: np.ndarray
+    pick: np.ndarray | None
+    sigma: np.ndarray
+
+
+def _ring_setup(fit: Fit, *, num_vehicles: int, length_m: float, duration_s: float, dt: float,
+                drivers: str, num_draws: int, seed: int, perturbation_m: float,
+                vehicle_length_m: float, min_gap: float) -> _RingSetup:
+    """Validate :func:`ring`'s arguments and draw each ring's vehicles (the random numbers
+    are drawn in the same order for every engine, so one seed gives the same vehicles)."""
     model = carfollowing_model(fit)
     if drivers not in DRIVERS:
         raise InputError(f"unknown drivers {drivers!r}; choose 'population' or 'observed'")
@@ -507,11 +568,11 @@ def ring(
         raise InputError(f"num_draws must be >= 1, got {num_draws}")
     num_draws = int(num_draws)
     num_steps = int(round(duration_s / dt))
-    names = model.parameter_names
     rng = np.random.default_rng(seed)
     theta = fit.theta_draws()
     num_posterior = theta.shape[0]
     draw_idx = rng.choice(num_posterior, num_draws, replace=num_draws > num_posterior)
+    pick = None
     if fit.pooling == "pooled":
         values = np.repeat(theta[draw_idx][:, None, :], num_vehicles, axis=1)
         source = np.full((num_draws, num_vehicles), "pooled", dtype=object)
@@ -525,27 +586,20 @@ def ring(
         values = theta[draw_idx[:, None], pick]
         source = np.asarray(fit.group_ids, dtype=object)[pick]
     sigma = sigma_draws(fit)[draw_idx]
-    dtype = jnp.result_type(float)
-    params = {n: jnp.asarray(values[..., j], dtype) for j, n in enumerate(names)}
-    speed0 = jnp.full(num_draws, jnp.nan if init_speed is None else init_speed, dtype)
-    shape = (num_steps, num_draws, num_vehicles)
-    if noise and noise_fn is iid_noise and fit.spec.residual.is_dynamic:
-        from carpool.simulate.residual_noise import stationary_noise
+    return _RingSetup(model, num_draws, num_vehicles, num_steps, float(dt), float(length_m),
+                      float(vehicle_length_m), drivers, rng, draw_idx, values, source, pick,
+                      sigma)
 
-        rp = _ring_residual_params(fit, drivers, draw_idx, num_vehicles, seed,
-                                   None if fit.pooling == "pooled" or drivers == "population"
-                                   else pick)
-        white = stationary_noise(fit.spec.residual, white_noise(rng, shape), rp, sigma,
-                                 float(dt))
-        sigma_used = np.ones_like(sigma)  # the noise is drawn already: iid_noise(w, 1) = w
-    elif noise:
-        white, sigma_used = white_noise(rng, shape), sigma
-    else:  # the same compiled simulation, with zero noise
-        white, sigma_used, noise_fn = np.zeros(shape, np.float32), np.zeros_like(sigma), iid_noise
-    geometry = tuple(jnp.asarray(x, dtype) for x in (dt, length_m, vehicle_length_m, min_gap))
-    out = _rings(model, noise_fn, geometry, params, speed0, jnp.asarray(perturbation_m, dtype),
-                 jnp.asarray(sigma_used, dtype), jnp.asarray(white, dtype))
-    position, speed, gap, collision = (np.asarray(a) for a in out)
+
+def _ring_result(fit: Fit, setup: _RingSetup, position: np.ndarray, speed: np.ndarray,
+                 gap: np.ndarray, collision: np.ndarray, *, warmup_s: float | None,
+                 noise: bool, seed: int, perturbation_m: float, min_gap: float,
+                 **extra_settings: Any) -> RingResult:
+    """The :class:`RingResult` of simulated rings, arrays (draws, steps + 1, N)."""
+    model, values, source = setup.model, setup.values, setup.source
+    num_draws, num_vehicles, num_steps = setup.num_draws, setup.num_vehicles, setup.num_steps
+    dt, length_m = setup.dt, setup.length_m
+    names = model.parameter_names
     time = np.arange(num_steps + 1) * float(dt)
     table = pd.DataFrame({
         "draw": np.repeat(np.arange(num_draws), (num_steps + 1) * num_vehicles),
@@ -556,7 +610,7 @@ def ring(
         "gap": gap.reshape(-1).astype(np.float64),
         "collision": collision.reshape(-1),
     })
-    even_gap = float(length_m) / num_vehicles - float(vehicle_length_m)
+    even_gap = float(length_m) / num_vehicles - setup.vehicle_length_m
     rows = []
     for d in range(num_draws):
         stats = ring_statistics(speed[d], gap[d], dt=float(dt), length_m=float(length_m),
@@ -576,14 +630,16 @@ def ring(
         "draw": np.repeat(np.arange(num_draws), num_vehicles),
         "vehicle": np.tile(np.arange(num_vehicles), num_draws),
         "driver": source.reshape(-1).astype(str),
-        "posterior_draw": np.repeat(draw_idx, num_vehicles),
+        "posterior_draw": np.repeat(setup.draw_idx, num_vehicles),
         **{n: values[..., j].reshape(-1) for j, n in enumerate(names)},
-        "sigma": np.repeat(sigma, num_vehicles),
+        "sigma": np.repeat(setup.sigma, num_vehicles),
     })
     settings = {"model": model.name, "pooling": fit.pooling, "num_vehicles": num_vehicles,
-                "length_m": float(length_m), "vehicle_length_m": float(vehicle_length_m),
-                "duration_s": float(num_steps * dt), "dt": float(dt), "drivers": drivers,
-                "num_draws": num_draws, "noise": bool(noise), "seed": int(seed),
-                "perturbation_m": float(perturbation_m), "min_gap": float(min_gap),
-                "warmup_s": float(num_steps * dt / 2 if warmup_s is None else warmup_s)}
+                "length_m": float(length_m), "vehicle_length_m": setup.vehicle_length_m,
+                "duration_s": float(num_steps * dt), "dt": float(dt),
+                "drivers": setup.drivers, "num_draws": num_draws, "noise": bool(noise),
+                "seed": int(seed), "perturbation_m": float(perturbation_m),
+                "min_gap": float(min_gap),
+                "warmup_s": float(num_steps * dt / 2 if warmup_s is None else warmup_s),
+                **extra_settings}
     return RingResult(table, summary, vehicles, settings)
