@@ -326,3 +326,223 @@ def test_sumo_follower_behind_a_replayed_leader_agrees_with_follow_leader(sumo_a
         assert np.abs(sumo.speed[:, d] - np.asarray(ours.speed)).max() < 1e-4
         assert np.abs(sumo.gap[:, d] - np.asarray(ours.gap)).max() < 1e-3
     assert not sumo.is_collision.any()
+
+
+# -- follow(..., engine="sumo") -------------------------------------------------------------
+FOLLOW_DRAWS = 30
+
+
+def _where_the_idms_differ(fit, result, driver, seed):
+    """Per draw: does carpool's follower ever enter a state where SUMO's IDM acts
+    differently (desired gap clipped, braking beyond SUMO's 9 m/s^2 bound, a stop, a start
+    above v0)? The draws are follow()'s own (the same seed)."""
+    from carpool.simulate.follow import _driver_theta
+
+    theta, _ = _driver_theta(fit, driver, False, seed)
+    idx = np.random.default_rng(seed).choice(theta.shape[0], FOLLOW_DRAWS, replace=False)
+    p = {n: theta[idx, j][:, None] for j, n in enumerate(fit.parameter_names)}
+    v, s = result.speed, result.gap
+    lead = result.record["leader_speed"].to_numpy()[None]
+    inner = v * p["T"] + v * (v - lead) / (2.0 * np.sqrt(p["a"] * p["b"]))
+    acc = p["a"] * (1.0 - (v / p["v0"]) ** 4 - ((p["s0"] + inner) / s) ** 2)
+    return ((inner < 0) | (acc < -9.0) | (v <= 0)).any(axis=1) | (v[:, 0] > p["v0"][:, 0])
+
+
+def test_follow_on_sumo_agrees_with_the_jax_engine(fits, sumo_api):
+    # an NGSIM I-80 driver the fit has not seen: 30 new drivers from the population, 55 s
+    # at 0.2 s behind the recorded leader, restarted every 3 and 5 s for the window scores
+    from carpool.simulate import follow
+
+    fit, data, driver = fits["hierarchical"], carpool.load_example("ngsim-i80"), "i80_1003"
+    kwargs = {"num_draws": FOLLOW_DRAWS, "noise": False, "seed": 0}
+    ours = follow(fit, data, driver, **kwargs)
+    theirs = follow(fit, data, driver, engine="sumo", **kwargs)
+    assert theirs.speed.shape == ours.speed.shape == (FOLLOW_DRAWS, 277)
+    assert list(theirs.metrics.index) == ["whole", "3 s", "5 s"]
+    assert list(theirs.metrics.columns) == list(ours.metrics.columns)
+    assert list(theirs.bands().columns) == list(ours.bands().columns)
+    assert theirs.settings["engine"] == "sumo" and ours.settings["engine"] == "jax"
+    assert theirs.settings["params_from"] == "population"
+    assert theirs.record_gap_error_m == ours.record_gap_error_m
+    # draws that never leave the region where the two IDMs are the same equations agree to
+    # carpool's float32 precision; the others part where SUMO clips the desired gap (a
+    # much faster leader) or bounds the braking (docs/sumo.md)
+    differ = _where_the_idms_differ(fit, ours, driver, 0)
+    same = ~differ
+    assert same.sum() >= 10
+    assert np.abs(theirs.speed[same] - ours.speed[same]).max() < 1e-3  # m/s
+    assert np.abs(theirs.gap[same] - ours.gap[same]).max() < 1e-2  # m
+    # the scores over all draws: within 0.02 m/s and m (RMSE, CRPS) and 3 points of
+    # coverage, whole trajectory and windows
+    gap_scores = ["rmse_speed_m_s", "rmse_gap_m", "crps_speed_m_s", "crps_gap_m"]
+    assert (theirs.metrics[gap_scores] - ours.metrics[gap_scores]).abs().max().max() < 0.02
+    coverage = ["coverage_speed_90", "coverage_gap_90"]
+    assert (theirs.metrics[coverage] - ours.metrics[coverage]).abs().max().max() <= 0.03
+    assert (theirs.metrics["collisions"] == ours.metrics["collisions"]).all()
+    # a horizon: the main simulation restarts from the record every 2 s
+    windows = follow(fit, data, driver, engine="sumo", horizon=2.0, **kwargs)
+    assert list(windows.metrics.index) == ["whole", "2 s", "3 s", "5 s"]
+    first = np.arange(0, 276, 10) + 1  # one step after each restart
+    record = theirs.record["gap"].to_numpy()
+    assert np.abs(windows.gap[:, first] - record[first]).max() < 0.5
+    assert windows.metrics.loc["whole"].equals(theirs.metrics.loc["whole"])
+
+
+def test_follow_on_sumo_refuses_noise_and_other_models(fits):
+    from carpool.simulate import follow
+
+    fit, data = fits["hierarchical"], carpool.load_example("ngsim-i80")
+    with pytest.raises(InputError, match="SUMO's IDM is deterministic") as info:
+        follow(fit, data, "i80_1003", engine="sumo")
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match="unknown engine 'vissim'"):
+        follow(fit, data, "i80_1003", engine="vissim", noise=False)
+    gipps = dataclasses.replace(fit, spec=get_spec("gipps"))
+    with pytest.raises(InputError, match="model 'gipps' has no SUMO mapping"):
+        follow(gipps, data, "i80_1003", engine="sumo", noise=False)
+
+
+# -- the lane drop ------------------------------------------------------------------------------
+LANE_DROP = {"num_draws": 2, "duration_s": 300.0, "warmup_s": 120.0, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def lane_drop_run(fits):
+    pytest.importorskip("libsumo")
+    from carpool.simulate.sumo import lane_drop
+
+    return lane_drop(fits["hierarchical"], **LANE_DROP)
+
+
+def test_lane_drop_discharges_less_than_the_demand(fits, lane_drop_run):
+    from carpool.simulate.sumo import LANE_DROP_SUMMARY_COLUMNS
+
+    r = lane_drop_run
+    s = r.settings
+    assert (s["lanes"], s["length_m"], s["drop_at_m"], s["demand_veh_h"]) == (2, 2000.0,
+                                                                             1500.0, 3000.0)
+    assert s["dt"] == 0.2  # the fit's data time step
+    assert list(r.summary.columns) == list(LANE_DROP_SUMMARY_COLUMNS)
+    assert len(r.summary) == 4
+    assert list(r.summary["population"]) == ["heterogeneous", "homogeneous"] * 2
+    flows = r.summary[["discharge_flow_veh_h", "discharge_speed_m_s", "upstream_flow_veh_h"]]
+    assert np.isfinite(flows.to_numpy()).all() and (flows.to_numpy() > 0).all()
+    # 3,000 veh/h is above one lane's capacity (these drivers: about 1,800 to 2,200 veh/h):
+    # a queue stands before the drop and the one lane past it discharges well below the
+    # demand, which the two lanes upstream still carry
+    assert (r.summary["discharge_flow_veh_h"] < 0.8 * s["demand_veh_h"]).all()
+    assert (r.summary["upstream_flow_veh_h"] > r.summary["discharge_flow_veh_h"]).all()
+    assert (r.summary["queued_share"] > 0.5).all()
+    assert (r.summary["queue_extent_m"] > 0).all()
+    assert (r.summary["congestion_onset_s"] < s["duration_s"]).all()
+    assert (r.summary["teleports"] == 0).all()
+    # the time-space table: detectors every 100 m upstream, one line 100 m past the drop
+    d = r.detectors
+    assert set(d["edge"]) == {"upstream", "downstream"}
+    down = d.loc[d["edge"] == "downstream", "position_m"].unique()
+    assert down == pytest.approx([1600.0], abs=5.0)
+    assert d.groupby(["draw", "population"])["time_s"].nunique().eq(10).all()  # 300 s / 30 s
+    assert d["flow_veh_h"].ge(0).all() and d["speed_m_s"].dropna().ge(0).all()
+    # the drivers: heterogeneous, and the population's median driver of the same draw
+    fit = fits["hierarchical"]
+    hetero = r.drivers[r.drivers["population"] == "heterogeneous"]
+    assert (hetero["driver"] == "new").all() and hetero.groupby("draw")["T"].nunique().min() > 50
+    median = r.drivers[r.drivers["population"] == "homogeneous"]
+    assert len(median) == 2 and (median["vehicle"] == -1).all()
+    mu = fit.idata.posterior["mu"].values.reshape(-1, 5)[median["posterior_draw"].to_numpy()]
+    expected = np.asarray(fit.spec.parameters.to_natural(mu, axis=-1))
+    for j, name in enumerate(fit.parameter_names):
+        assert median[name].to_numpy() == pytest.approx(expected[:, j], rel=1e-6), name
+    table = r.discharge()
+    assert list(table.columns) == ["heterogeneous", "homogeneous", "difference"]
+    assert table["difference"].to_numpy() == pytest.approx(
+        table["heterogeneous"].to_numpy() - table["homogeneous"].to_numpy())
+    assert list(r.comparison().index) == ["heterogeneous", "homogeneous", "difference"]
+
+
+def test_lane_drop_is_reproducible_with_a_seed(fits, lane_drop_run, tmp_path):
+    from carpool.simulate.sumo import lane_drop, plot_lane_drop
+
+    again = lane_drop(fits["hierarchical"], **LANE_DROP)
+    assert again.summary.equals(lane_drop_run.summary)
+    assert again.detectors.equals(lane_drop_run.detectors)
+    assert again.drivers.equals(lane_drop_run.drivers)
+    other = lane_drop(fits["hierarchical"], **{**LANE_DROP, "seed": 4, "num_draws": 1})
+    assert not other.drivers["T"].equals(lane_drop_run.drivers["T"].iloc[:len(other.drivers)])
+    fig = plot_lane_drop(lane_drop_run, tmp_path / "drop")
+    assert (tmp_path / "drop.png").stat().st_size > 0 and (tmp_path / "drop.svg").exists()
+    assert fig.axes[2].get_ylabel() == "discharge flow (veh/h)"
+
+
+def test_lane_drop_with_the_fitted_drivers_and_a_speed_limit(fits, sumo_api):
+    from carpool.simulate.sumo import lane_drop
+
+    fit = fits["hierarchical"]
+    r = lane_drop(fit, num_draws=1, duration_s=120.0, warmup_s=60.0, drivers="observed",
+                  speed_limit_m_s=25.0, lanes=3, demand_veh_h=4000.0)
+    hetero = r.drivers[r.drivers["population"] == "heterogeneous"]
+    assert set(hetero["driver"]) <= set(fit.group_ids)
+    assert r.settings["speed_limit_m_s"] == 25.0 and r.settings["lanes"] == 3
+    assert (r.summary["discharge_speed_m_s"] <= 25.0 + 1e-6).all()
+    assert np.isfinite(r.summary["discharge_flow_veh_h"]).all()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("pooled", "a pooled fit has one parameter set"),
+    ("unpooled", "has no population distribution"),
+    ("gipps", "model 'gipps' has no SUMO mapping"),
+    ("lanes", "lanes must be a whole number >= 2"),
+    ("drop", "need 0 < drop_at_m < length_m"),
+    ("discharge", "must lie on the road past the drop"),
+    ("drivers", "unknown drivers 'everyone'"),
+    ("dt", "whole number of milliseconds"),
+])
+def test_lane_drop_errors(fits, case, message):
+    from carpool.simulate.sumo import lane_drop
+
+    fit, kwargs = fits["hierarchical"], {}
+    if case == "pooled":
+        fit = fits["pooled"]
+    elif case == "unpooled":
+        fit = _unpooled(fit)
+    elif case == "gipps":
+        fit = dataclasses.replace(fit, spec=get_spec("gipps"))
+    elif case == "lanes":
+        kwargs["lanes"] = 1
+    elif case == "drop":
+        kwargs["drop_at_m"] = 2500.0
+    elif case == "discharge":
+        kwargs["discharge_at_m"] = 600.0
+    elif case == "drivers":
+        kwargs["drivers"] = "everyone"
+    elif case == "dt":
+        kwargs["dt"] = 0.00025
+    with pytest.raises(InputError, match=message) as info:
+        lane_drop(fit, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_sumo_follow_windows_in_several_runs_equal_one(sumo_api, monkeypatch):
+    # 3 draws x 12 windows of 5 steps: one SUMO run, or runs of at most 7 roads
+    import carpool.simulate.sumo as engine
+
+    t = np.arange(61) * 0.1
+    record = {"leader_speed": 12.0 + 5.0 * np.sin(2 * np.pi * t / 30.0),
+              "speed": 12.0 + 4.0 * np.sin(2 * np.pi * (t - 1.0) / 30.0),
+              "gap": 20.0 + 2.0 * np.cos(2 * np.pi * t / 30.0)}
+    params = {"v0": np.array([25.0, 30.0, 35.0]), "s0": np.full(3, 2.0),
+              "T": np.array([1.2, 1.5, 1.8]), "a": np.full(3, 1.5), "b": np.full(3, 1.67)}
+    one = engine.sumo_follow_windows("idm", params, record, 0.1, 5)
+    monkeypatch.setattr(engine, "MAX_PAIRS_PER_RUN", 7)
+    several = engine.sumo_follow_windows("idm", params, record, 0.1, 5)
+    for a, b in zip(one, several, strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    speed, gap, _, window_id, capped = one
+    assert speed.shape == gap.shape == (3, 61) and capped == 0
+    assert list(np.unique(window_id)) == list(range(12))
+    # each window starts from the recorded state: one step in, the gap has moved by the
+    # speed difference of one step (to a centimetre: the follower's change of speed)
+    start = np.arange(0, 60, 5)
+    one_step = record["gap"][start] + 0.1 * (record["leader_speed"][start]
+                                             - record["speed"][start])
+    assert np.abs(gap[:, start + 1] - one_step).max() < 0.01

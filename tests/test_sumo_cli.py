@@ -26,7 +26,9 @@ def fit_files(tmp_path_factory):
     schools = carpool.fit(carpool.load_table("eight-schools"), "eight_schools",
                           sampler=carpool.NutsSettings(chains=1, warmup=50, draws=50),
                           warn=False)
-    return {"idm": idm.save(folder / "idm.nc"), "schools": schools.save(folder / "s.nc")}
+    df.to_csv(folder / "drivers.csv", index=False)
+    return {"idm": idm.save(folder / "idm.nc"), "schools": schools.save(folder / "s.nc"),
+            "data": folder / "drivers.csv", "driver": str(df["driver"].iloc[0])}
 
 
 def test_export_writes_the_drivers_of_the_python_api(fit_files, tmp_path):
@@ -80,3 +82,30 @@ def test_ring_in_sumo_from_the_command_line(fit_files, tmp_path):
     noisy = runner.invoke(app, ["simulate", "ring", str(fit_files["idm"]), "--engine", "sumo",
                                 "--noise", "--out", str(tmp_path / "r2.csv")])
     assert noisy.exit_code == 2 and "deterministic" in noisy.output
+
+
+def test_lane_drop_from_the_command_line(fit_files, tmp_path):
+    pytest.importorskip("libsumo")
+    out = tmp_path / "drop.csv"
+    result = runner.invoke(app, ["simulate", "lane-drop", str(fit_files["idm"]),
+                                 "--num-draws", "2", "--length-m", "800", "--drop-at-m", "600",
+                                 "--duration-s", "120", "--warmup-s", "30", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert set(table["population"]) == {"heterogeneous", "homogeneous"}
+    assert np.isfinite(table["discharge_flow_veh_h"]).all()
+    assert out.with_suffix(".png").exists()
+    bad = runner.invoke(app, ["simulate", "lane-drop", str(fit_files["idm"]), "--lanes", "1",
+                              "--out", str(tmp_path / "d2.csv")])
+    assert bad.exit_code == 2, bad.output
+
+
+def test_follow_in_sumo_from_the_command_line(fit_files, tmp_path):
+    pytest.importorskip("libsumo")
+    out = tmp_path / "follow.csv"
+    result = runner.invoke(app, ["simulate", "follow", str(fit_files["idm"]),
+                                 str(fit_files["data"]), "--driver", fit_files["driver"],
+                                 "--engine", "sumo", "--num-draws", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    bands = pd.read_csv(out)
+    assert len(bands) and np.isfinite(bands.select_dtypes("number")).all().all()

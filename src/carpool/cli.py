@@ -1079,11 +1079,16 @@ def simulate_follow_command(
     num_draws: Annotated[int, typer.Option(help="Posterior draws simulated")] = 200,
     horizon: Annotated[float | None, typer.Option(
         help="Restart from the record every HORIZON s (default: the whole record)")] = None,
-    noise: Annotated[bool, typer.Option(help="Add the fitted acceleration noise")] = True,
+    noise: Annotated[bool | None, typer.Option(
+        help="Add the fitted acceleration noise (default: on for the JAX engine; SUMO's "
+             "IDM has none)")] = None,
     parameter_uncertainty: Annotated[bool, typer.Option(
         help="Vary the parameters over draws (else the posterior median)")] = True,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     data_format: Annotated[str, typer.Option("--format", help="Input format")] = "auto",
+    engine: Annotated[str, typer.Option(
+        help="jax (carpool's simulator) | sumo (Eclipse SUMO's IDM; pip install "
+             "\"carpool[sumo]\")")] = "jax",
 ) -> None:
     """Simulate one driver behind the recorded leader; scores against the record."""
     import carpool
@@ -1095,7 +1100,8 @@ def simulate_follow_command(
     fit_result = _run_reading(carpool.load, fit_path)
     table = _read(data, data_format)
     result = _run(follow, fit_result, table, driver, num_draws=num_draws, horizon=horizon,
-                  noise=noise, parameter_uncertainty=parameter_uncertainty, seed=seed)
+                  noise=(engine == "jax") if noise is None else noise,
+                  parameter_uncertainty=parameter_uncertainty, seed=seed, engine=engine)
     _run(atomic_write_text, out, result.bands().to_csv(index=False, float_format="%.6g"))
     _run(plot_follow_bands, result, out.with_suffix(""))
     metrics = Table(title=f"driver {escape(result.driver)} behind the recorded leader "
@@ -1116,6 +1122,54 @@ def simulate_follow_command(
                        "crash: simulations with a floored gap; the record's own gap "
                        f"inconsistency is {result.record_gap_error_m:.3g} m (RMSE)")
     console.print(metrics)
+    console.print(f"wrote {out}, {out.with_suffix('.png')}, {out.with_suffix('.svg')}")
+
+
+@simulate_app.command("lane-drop")
+def simulate_lane_drop_command(
+    fit_path: Annotated[Path, typer.Argument(help="A hierarchical (or unpooled, with "
+                                                  "--drivers observed) IDM fit (.nc)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The CSV of per-draw results to "
+                                                          "write; the figure goes next to it "
+                                                          "(.png, .svg)")],
+    lanes: Annotated[int, typer.Option(help="Lanes before the drop (one fewer after)")] = 2,
+    length_m: Annotated[float, typer.Option(help="Road length (m)")] = 2000.0,
+    drop_at_m: Annotated[float, typer.Option(help="Where the lane ends (m)")] = 1500.0,
+    demand_veh_h: Annotated[float, typer.Option(help="Arrivals at the entry (veh/h)")]
+    = 3000.0,
+    duration_s: Annotated[float, typer.Option(help="Simulated time (s)")] = 600.0,
+    warmup_s: Annotated[float, typer.Option(help="Not scored before this time (s)")] = 180.0,
+    num_draws: Annotated[int, typer.Option(help="Posterior draws (one SUMO run each, per "
+                                                "population)")] = 10,
+    drivers: Annotated[str, typer.Option(help="population (new drivers) | observed "
+                                              "(resampled fitted drivers)")] = "population",
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+) -> None:
+    """A multi-lane road losing a lane, in SUMO, fed by the fitted drivers: discharge flow
+    and queues of the heterogeneous population against its median driver, per posterior
+    draw."""
+    import carpool
+    from carpool.io import atomic_write_text
+    from carpool.simulate.sumo import lane_drop, plot_lane_drop
+
+    _sim_check_csv_out(out)
+    result = _run(lane_drop, _run_reading(carpool.load, fit_path), lanes=lanes,
+                  length_m=length_m, drop_at_m=drop_at_m, demand_veh_h=demand_veh_h,
+                  duration_s=duration_s, warmup_s=warmup_s, num_draws=num_draws,
+                  drivers=drivers, seed=seed)
+    _run(atomic_write_text, out, result.summary.to_csv(index=False, float_format="%.6g"))
+    _run(plot_lane_drop, result, out.with_suffix(""))
+    comparison = result.comparison()
+    table = Table(title=f"lane drop {lanes} -> {lanes - 1} at {drop_at_m:g} m, demand "
+                        f"{demand_veh_h:g} veh/h, {num_draws} draws: discharge flow (veh/h)")
+    table.add_column("population")
+    for col in ("mean", "sd", "lo", "hi"):
+        table.add_column(col if col in ("mean", "sd") else f"{col} (90%)", justify="right")
+    for name, row in comparison.iterrows():
+        table.add_row(str(name), *(_sim_cell(row[c]) for c in ("mean", "sd", "lo", "hi")))
+    table.caption = ("heterogeneous: every vehicle its own driver; homogeneous: every vehicle "
+                     "the population's median driver; difference: the same draw and arrivals")
+    console.print(table)
     console.print(f"wrote {out}, {out.with_suffix('.png')}, {out.with_suffix('.svg')}")
 
 

@@ -7,8 +7,9 @@
   core :func:`simulate_ring`, wave statistics and linear string stability;
 - :mod:`carpool.simulate.noise`: the acceleration-noise hook (i.i.d. today);
 - :mod:`carpool.simulate.sumo`: the ring road and the follower run by Eclipse SUMO's IDM
-  (:func:`sumo_ring`, :func:`simulate_sumo_ring`, :func:`simulate_sumo_follow`; the optional
-  extra ``carpool[sumo]``).
+  (:func:`sumo_ring`, :func:`simulate_sumo_ring`, :func:`simulate_sumo_follow`,
+  ``follow(..., engine="sumo")``) and a lane drop fed by the fitted population
+  (:func:`lane_drop`); the optional extra ``carpool[sumo]``.
 
 See ``docs/simulation.md``.
 """
@@ -25,11 +26,18 @@ from carpool.simulate.ring import (
 )
 from carpool.simulate.scores import coverage, crps_ensemble
 from carpool.simulate.stability import LinearStability, linear_stability
-from carpool.simulate.sumo import simulate_sumo_follow, simulate_sumo_ring, sumo_ring
+from carpool.simulate.sumo import (
+    LaneDropResult,
+    lane_drop,
+    simulate_sumo_follow,
+    simulate_sumo_ring,
+    sumo_ring,
+)
 from carpool.simulate.waves import wave_speed
 
 __all__ = [
     "FollowResult",
+    "LaneDropResult",
     "LinearStability",
     "NoiseFn",
     "RingResult",
@@ -39,6 +47,7 @@ __all__ = [
     "crps_ensemble",
     "follow",
     "iid_noise",
+    "lane_drop",
     "white_noise",
     "linear_stability",
     "ring",

@@ -52,6 +52,8 @@ __all__ = ["FollowResult", "follow"]
 
 #: Short horizons scored by default, s (as in the reference's multi-step evaluation).
 WINDOWS_S = (3.0, 5.0)
+#: Simulation engines: carpool's JAX engine, or Eclipse SUMO's IDM (carpool.simulate.sumo).
+ENGINES = ("jax", "sumo")
 METRIC_COLUMNS = ("horizon_s", "num_windows", "rmse_speed_m_s", "rmse_gap_m",
                   "crps_speed_m_s", "crps_gap_m", "coverage_speed_90", "coverage_gap_90",
                   "collisions", "num_simulations")
@@ -126,6 +128,7 @@ def follow(
     seed: int = 0,
     noise_fn: NoiseFn = iid_noise,
     min_gap: float = 0.01,
+    engine: str = "jax",
 ) -> FollowResult:
     """Simulate ``driver`` behind its recorded leader with posterior parameters and score it.
 
@@ -164,6 +167,14 @@ def follow(
         residual fit uses the fitted process (see ``noise``).
     min_gap
         Gap floor of the collision rule, m.
+    engine
+        ``"jax"`` (carpool's engine, vectorised over draws and windows) or ``"sumo"``:
+        Eclipse SUMO's IDM (:func:`carpool.simulate.sumo.sumo_follow_windows`; the optional
+        extra ``carpool[sumo]``), every (draw, window) pair a leader and follower on a road
+        of their own in one SUMO run per horizon; deterministic, so it needs
+        ``noise=False``, and a fit of the IDM. Settings then hold ``sumo_version`` and
+        ``sumo_capped_starts`` (followers started at ``v0`` because SUMO refuses a speed
+        above it). See ``docs/sumo.md``.
 
     Returns
     -------
@@ -178,6 +189,16 @@ def follow(
     from carpool.data import validate_trajectories
 
     model = carfollowing_model(fit)
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose 'jax' or 'sumo'")
+    if engine == "sumo" and noise:
+        raise InputError("SUMO's IDM is deterministic: the fitted acceleration noise has no "
+                         "counterpart in SUMO; use noise=False (--no-noise) with the SUMO "
+                         "engine")
+    if engine == "sumo":  # before any drawing: a fit of another model stops here
+        from carpool.simulate.sumo import idm_parameter_values
+
+        idm_parameter_values(model, {n: np.ones(1) for n in model.parameter_names})
     if int(num_draws) < 1:
         raise InputError(f"num_draws must be >= 1, got {num_draws}")
     horizons = [] if horizon is None else [float(horizon)]
@@ -220,11 +241,19 @@ def follow(
     record = {k: rec[k].to_numpy(float) for k in ("speed", "gap", "leader_speed")}
     runs: dict[int, tuple[np.ndarray, ...]] = {}
     num_points = len(time)
+    capped: dict[int, int] = {}
 
     def run(horizon_s: float | None) -> tuple[np.ndarray, ...]:
         steps = num_points - 1 if horizon_s is None else max(int(round(horizon_s / dt)), 1)
         steps = min(steps, num_points - 1)
-        if steps not in runs:
+        if steps not in runs and engine == "sumo":
+            from carpool.simulate.sumo import sumo_follow_windows
+
+            *out, capped[steps] = sumo_follow_windows(
+                model, {n: theta[:, j] for j, n in enumerate(model.parameter_names)},
+                record, dt, steps, min_gap=float(min_gap))
+            runs[steps] = tuple(out)
+        elif steps not in runs:
             runs[steps] = _simulate(model, dt, float(min_gap), params, record, steps,
                                     noise_fn, jnp.asarray(sigma, dtype),
                                     np.random.default_rng([seed, steps]), residual_ctx)
@@ -264,7 +293,11 @@ def follow(
                              "iid" if noise else "none"),
                 "num_draws": int(num_draws), "horizon_s": horizon, "noise": bool(noise),
                 "parameter_uncertainty": bool(parameter_uncertainty), "seed": int(seed),
-                "dt": dt, "min_gap": float(min_gap)}
+                "dt": dt, "min_gap": float(min_gap), "engine": engine}
+    if engine == "sumo":
+        from carpool._sumo import sumo_version
+
+        settings.update(sumo_version=sumo_version(), sumo_capped_starts=sum(capped.values()))
     return FollowResult(driver, rec, speed, gap, collision, metrics, gap_error, settings)
 
 

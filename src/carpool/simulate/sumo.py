@@ -1,4 +1,5 @@
-"""carpool's ring road in Eclipse SUMO: the same scenario, the same tidy tables.
+"""carpool's scenarios in Eclipse SUMO: the ring road and the recorded leader (the same
+tables as carpool's JAX engine), and a lane drop fed by a fitted driver population.
 
 :func:`sumo_ring` is :func:`carpool.simulate.ring` run by SUMO instead of carpool's JAX
 engine: the same vehicles (one seed draws the same posterior draws and drivers), the same
@@ -8,7 +9,12 @@ speed, gap, collision``, summary statistics, vehicles, settings), so the summari
 time-space figure of the JAX engine apply unchanged. :func:`simulate_sumo_ring` is the pure
 core, mirroring :func:`~carpool.simulate.ring.simulate_ring`; :func:`simulate_sumo_follow`
 runs followers under SUMO's IDM behind a replayed (recorded) leader, mirroring
-:func:`carpool.carfollowing.follow_leader`.
+:func:`carpool.carfollowing.follow_leader`, and :func:`sumo_follow_windows` is the SUMO
+engine of :func:`carpool.simulate.follow` (``engine="sumo"``: every posterior draw and
+window its own leader-follower pair on a road of its own, one SUMO run per horizon).
+:func:`lane_drop` is a scenario of SUMO's own: a multi-lane road losing a lane, fed by the
+fit's drivers, against a homogeneous population of the median driver
+(:class:`LaneDropResult`, :func:`plot_lane_drop`).
 
 Needs the optional extra ``pip install "carpool[sumo]"`` (the ``eclipse-sumo``, ``libsumo``,
 ``traci`` and ``sumolib`` wheels); carpool starts SUMO itself.
@@ -66,12 +72,15 @@ import os
 import subprocess
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
+import pandas as pd
 from jax.typing import ArrayLike
 
 from carpool._sumo import (
@@ -99,11 +108,15 @@ if TYPE_CHECKING:
     from carpool.inference.fit import Fit
 
 __all__ = ["INTERFACES", "idm_parameter_values", "simulate_sumo_follow", "simulate_sumo_ring",
-           "sumo_follow_windows", "sumo_ring"]
+           "sumo_follow_windows", "sumo_ring", "lane_drop", "LaneDropResult",
+           "plot_lane_drop"]
 
 #: How carpool drives SUMO: in-process (``libsumo``, fast) or over a local socket to a
 #: ``sumo`` process it starts (``traci``).
 INTERFACES = ("libsumo", "traci")
+#: Most (draw, window) pairs, each a road of its own, in one SUMO run of the follow engine
+#: (SUMO's set-up grows faster than linearly with the number of roads).
+MAX_PAIRS_PER_RUN = 4096
 #: Edges of the ring network.
 NUM_EDGES = 4
 #: Points per edge of the drawn arc (geometry only; lengths are set exactly).
@@ -628,7 +641,8 @@ def sumo_follow_windows(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """The SUMO engine of :func:`carpool.simulate.follow`: ``D`` followers restarted from the
     record every ``steps`` steps, every (draw, window) pair on a road of its own, all in one
-    SUMO run of ``steps`` steps.
+    SUMO run of ``steps`` steps (or one per :data:`MAX_PAIRS_PER_RUN` pairs: a long record
+    cut into short windows makes many).
 
     ``params`` ``{name: (D,)}``; ``record`` the recorded ``speed``, ``gap`` and
     ``leader_speed`` (``(n,)`` each, on a grid of ``dt``). Windows tile the record as in the
@@ -658,10 +672,17 @@ def sumo_follow_windows(
     speed0 = np.tile(speed_rec[starts], num_draws)
     capped = speed0 > pair_values["v0"]
     speed0 = np.minimum(speed0, pair_values["v0"])
-    out = simulate_sumo_follow(model, pair_values, np.tile(segments, (1, num_draws)),
-                               np.tile(gap_rec[starts], num_draws), speed0, dt,
-                               vehicle_length_m=vehicle_length_m, min_gap=min_gap,
-                               emergency_decel=emergency_decel, interface=interface)
+    leaders = np.tile(segments, (1, num_draws))
+    gap0 = np.tile(gap_rec[starts], num_draws)
+    chunks = []  # runs of at most MAX_PAIRS_PER_RUN roads
+    for lo in range(0, num_draws * num_windows, MAX_PAIRS_PER_RUN):
+        hi = min(lo + MAX_PAIRS_PER_RUN, num_draws * num_windows)
+        chunks.append(simulate_sumo_follow(
+            model, {n: v[lo:hi] for n, v in pair_values.items()}, leaders[:, lo:hi],
+            gap0[lo:hi], speed0[lo:hi], dt, vehicle_length_m=vehicle_length_m,
+            min_gap=min_gap, emergency_decel=emergency_decel, interface=interface))
+    out = RingTrajectory(*(np.concatenate([getattr(c, f) for c in chunks], axis=1)
+                           for f in RingTrajectory._fields))
 
     def assemble(sims: np.ndarray, first: Any) -> np.ndarray:  # (steps+1, D*W) -> (D, n)
         per_draw = sims.T.reshape(num_draws, num_windows, steps + 1)
@@ -671,3 +692,560 @@ def sumo_follow_windows(
     window_id = np.repeat(np.arange(num_windows), steps)[: num_points - 1]
     return (assemble(out.speed, speed_rec[0]), assemble(out.gap, gap_rec[0]),
             assemble(out.is_collision, False), window_id, int(capped.sum()))
+
+
+# -- the lane drop ------------------------------------------------------------------------------
+#: Where the lane drop's drivers come from: new drivers from the population of each posterior
+#: draw (hierarchical fits), or the fitted drivers at that draw, resampled.
+LANE_DROP_DRIVERS = ("population", "observed")
+#: The two populations each posterior draw is simulated with.
+POPULATIONS = ("heterogeneous", "homogeneous")
+LANE_DROP_SUMMARY_COLUMNS = (
+    "draw", "posterior_draw", "population", "discharge_flow_veh_h", "discharge_speed_m_s",
+    "upstream_flow_veh_h", "queued_share", "inserted", "not_inserted", "congestion_onset_s",
+    "queue_extent_m", "congested_share", "congested_speed_m_s", "collisions",
+    "emergency_braking", "teleports")
+
+
+@dataclass(frozen=True)
+class LaneDropResult:
+    """A lane drop run by SUMO for posterior draws of a fit (:func:`lane_drop`).
+
+    Attributes
+    ----------
+    summary
+        One row per (draw, population), columns :data:`LANE_DROP_SUMMARY_COLUMNS`:
+        ``draw`` (0, 1, ...), ``posterior_draw`` (index into the stacked draws),
+        ``population`` (``"heterogeneous"``: every vehicle its own driver;
+        ``"homogeneous"``: every vehicle the population's median driver of that draw),
+        ``discharge_flow_veh_h`` (vehicles per hour past the detectors ``discharge_at_m``
+        downstream of the drop, all remaining lanes, after the warm-up) and
+        ``discharge_speed_m_s`` (their mean speed), ``upstream_flow_veh_h`` (at the first
+        detector, near the entry), ``queued_share`` (share of the intervals after the
+        warm-up in which some detector upstream of the drop saw congestion: near 1, a queue
+        stood before the bottleneck, so the discharge flow is its capacity; SUMO's vehicles
+        leave the ending lane well before its end, so the queue may stand upstream of the
+        merging zone rather than at the drop),
+        ``inserted`` and ``not_inserted`` (vehicles SUMO had inserted by the end, and those
+        still waiting to enter because the road was full),
+        ``congestion_onset_s`` (start of the first detector interval in which a detector
+        upstream of the drop saw congestion, NaN for none), ``queue_extent_m`` (how far
+        upstream of the drop congestion reached, m, 0 for none), ``congested_share`` (share
+        of upstream detector intervals after the warm-up that were congested),
+        ``congested_speed_m_s`` (the threshold used), ``collisions``,
+        ``emergency_braking`` and ``teleports`` (SUMO's statistics).
+    detectors
+        Tidy time-space table of the detectors: ``draw``, ``population``, ``position_m``
+        (along the road from the entry), ``edge`` (``"upstream"`` / ``"downstream"``),
+        ``time_s`` (interval start), ``flow_veh_h`` (all lanes), ``speed_m_s`` (mean speed
+        of the vehicles that passed, NaN for none), ``occupancy`` (mean over lanes, %),
+        ``congested`` (speed below ``congested_speed_m_s``, or no vehicle passing a detector
+        more than half occupied), ``count`` (vehicles that passed).
+    drivers
+        The drivers: ``draw``, ``posterior_draw``, ``population``, ``vehicle`` (its index in
+        arrival order; ``-1``: the homogeneous population's one driver), ``driver`` (the
+        fitted driver, ``"new"``, or ``"median"``) and the IDM parameters ``v0, s0, T, a, b,
+        delta`` (natural units).
+    settings
+        The scenario (lanes, lengths, demand, durations, dt, detectors, seed, ...), the fit's
+        model and pooling, ``sumo_version``, and the run time.
+    """
+
+    summary: pd.DataFrame
+    detectors: pd.DataFrame
+    drivers: pd.DataFrame
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def discharge(self) -> pd.DataFrame:
+        """Discharge flow (veh/h) per draw: columns ``heterogeneous``, ``homogeneous`` and
+        their ``difference`` (heterogeneous minus homogeneous: the same posterior draw and the
+        same arrivals), index ``draw``."""
+        table = self.summary.pivot(index="draw", columns="population",
+                                   values="discharge_flow_veh_h")
+        table = table.reindex(columns=[p for p in POPULATIONS if p in table.columns])
+        if len(table.columns) == 2:
+            table["difference"] = table["heterogeneous"] - table["homogeneous"]
+        table.columns.name = None
+        return table
+
+    def comparison(self, level: float = 0.9) -> pd.DataFrame:
+        """The distribution over posterior draws of the discharge flow (veh/h) of each
+        population and of their difference: ``mean``, ``sd``, ``median``, the central
+        ``level`` interval (``lo``, ``hi``) and the number of draws."""
+        flows = self.discharge()
+        q = [(1 - level) / 2, 0.5, (1 + level) / 2]
+        rows = {}
+        for name in flows.columns:
+            x = flows[name].to_numpy(float)
+            lo, med, hi = np.quantile(x, q)
+            rows[name] = {"mean": x.mean(), "sd": x.std(ddof=1) if x.size > 1 else np.nan,
+                          "median": med, "lo": lo, "hi": hi, "num_draws": x.size}
+        out = pd.DataFrame.from_dict(rows, orient="index")
+        out.index.name = "discharge_flow_veh_h"
+        return out
+
+
+def _lane_drop_network(folder: Path, lanes: int, length_m: float, drop_at_m: float,
+                       speed: float) -> dict[str, float]:
+    """The road: edge ``up`` of ``lanes`` lanes from x = 0 to the drop, edge ``down`` of
+    ``lanes - 1`` lanes to ``length_m``; the rightmost lane (index 0) ends at the drop (lane
+    ``i`` of ``up`` continues as lane ``i - 1``). Returns where each edge's lanes start and
+    how long they are (netconvert shortens edges by the junction's few metres)."""
+    atomic_write_text(folder / "drop.nod.xml", "\n".join([
+        "<nodes>", '    <node id="entry" x="0" y="0"/>',
+        f'    <node id="drop" x="{format_float(drop_at_m)}" y="0" type="priority"/>',
+        f'    <node id="exit" x="{format_float(length_m)}" y="0"/>', "</nodes>", ""]))
+    atomic_write_text(folder / "drop.edg.xml", "\n".join([
+        "<edges>",
+        f'    <edge id="up" from="entry" to="drop" numLanes="{lanes}" '
+        f'speed="{format_float(speed)}"/>',
+        f'    <edge id="down" from="drop" to="exit" numLanes="{lanes - 1}" '
+        f'speed="{format_float(speed)}"/>', "</edges>", ""]))
+    connections = [f'    <connection from="up" to="down" fromLane="{i}" toLane="{i - 1}"/>'
+                   for i in range(1, lanes)]
+    atomic_write_text(folder / "drop.con.xml",
+                      "\n".join(["<connections>", *connections, "</connections>", ""]))
+    net = _netconvert(folder, "drop", "the lane-drop road", "--connection-files",
+                      str(folder / "drop.con.xml"))
+    geometry = {}
+    for lane in ET.parse(net).getroot().iter("lane"):
+        edge = lane.get("id", "").rsplit("_", 1)[0]
+        if edge in ("up", "down") and edge not in geometry:
+            x0 = float(lane.get("shape", "0,0").split()[0].split(",")[0])
+            geometry[edge] = (x0, float(lane.get("length", "nan")))
+    return {"up_start": geometry["up"][0], "up_length": geometry["up"][1],
+            "down_start": geometry["down"][0], "down_length": geometry["down"][1]}
+
+
+def _run_lane_drop(sumo: str, net: Path, run_dir: Path, values: Mapping[str, np.ndarray],
+                   depart: np.ndarray, detector_xml: str, *, dt: float, duration_s: float,
+                   vehicle_length_m: float, seed: int) -> None:
+    """One SUMO run of the lane drop in ``run_dir``: one vType per driver in ``values``
+    (one driver: every vehicle is it), a vehicle per departure time; writes
+    ``detectors.xml`` and ``statistics.xml`` there."""
+    # the detectors write next to their additional file: the run's folder
+    atomic_write_text(run_dir / "detectors.add.xml", detector_xml)
+    routes = ["<routes>"]
+    num_types = values["v0"].size
+    for i in range(num_types):
+        attrs = idm_vtype_attributes({n: values[n][i] for n in SUMO_PARAMETER_NAMES},
+                                     vehicle_length_m=vehicle_length_m, stepping=dt)
+        text = " ".join(f"{a}={quoteattr(v)}" for a, v in attrs.items())
+        routes.append(f'    <vType id="t{i}" {text}/>')
+    routes.append('    <route id="road" edges="up down"/>')
+    for i, t in enumerate(depart):
+        vtype = f"t{i}" if num_types > 1 else "t0"
+        routes.append(f'    <vehicle id="v{i}" type="{vtype}" route="road" depart="{t:.3f}" '
+                      'departLane="free" departSpeed="last"/>')
+    atomic_write_text(run_dir / "drop.rou.xml", "\n".join([*routes, "</routes>", ""]))
+    command = [
+        sumo, "--net-file", str(net), "--route-files", str(run_dir / "drop.rou.xml"),
+        "--additional-files", str(run_dir / "detectors.add.xml"), "--statistic-output",
+        str(run_dir / "statistics.xml"), "--begin", "0", "--end", format_float(duration_s),
+        "--step-length", format_float(dt), "--step-method.ballistic", "true",
+        "--time-to-teleport", "-1", "--collision.action", "warn",
+        "--collision.mingap-factor", "0", "--default.speeddev", "0", "--seed",
+        str(seed % 2**31), "--no-step-log", "true", "--no-warnings", "true",
+        "--duration-log.disable", "true", "--xml-validation", "never"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=run_dir)
+    if done.returncode != 0:
+        raise RuntimeError(f"SUMO failed on the lane drop:\n{done.stderr}")
+
+
+def _read_detectors(path: Path) -> pd.DataFrame:
+    rows = [{"id": el.get("id"), "begin": float(el.get("begin")),
+             "end": float(el.get("end")), "count": int(el.get("nVehContrib")),
+             "speed": float(el.get("speed")), "occupancy": float(el.get("occupancy"))}
+            for el in ET.parse(path).getroot().iter("interval")]
+    return pd.DataFrame(rows, columns=["id", "begin", "end", "count", "speed", "occupancy"])
+
+
+def _read_statistics(path: Path) -> dict[str, int]:
+    root = ET.parse(path).getroot()
+
+    def number(tag: str, name: str) -> int:
+        el = root.find(tag)
+        return int(float(el.get(name, 0))) if el is not None else 0
+
+    return {"inserted": number("vehicles", "inserted"),
+            "not_inserted": number("vehicles", "waiting"),
+            "collisions": number("safety", "collisions"),
+            "emergency_braking": number("safety", "emergencyBraking"),
+            "teleports": number("teleports", "total")}
+
+
+def lane_drop(
+    fit: Fit,
+    *,
+    lanes: int = 2,
+    length_m: float = 2000.0,
+    drop_at_m: float = 1500.0,
+    demand_veh_h: float = 3000.0,
+    duration_s: float = 600.0,
+    warmup_s: float = 180.0,
+    num_draws: int = 10,
+    drivers: str = "population",
+    dt: float | None = None,
+    speed_limit_m_s: float | None = None,
+    vehicle_length_m: float = VEHICLE_LENGTH_M,
+    period_s: float = 30.0,
+    detector_spacing_m: float = 100.0,
+    discharge_at_m: float = 100.0,
+    congested_speed_m_s: float | None = None,
+    congested_fraction: float = 0.6,
+    seed: int = 0,
+) -> LaneDropResult:
+    """A lane drop in SUMO, fed by a fitted driver population, against a homogeneous one.
+
+    A straight road of ``length_m`` metres whose ``lanes`` lanes drop to ``lanes - 1`` at
+    ``drop_at_m`` (the rightmost lane ends; its vehicles merge left under SUMO's default
+    lane-changing model, LC2013), fed at its entry by ``demand_veh_h`` vehicles per hour
+    (Poisson arrivals; SUMO inserts each vehicle on the freest lane at the speed of the last
+    vehicle on it, its desired speed on an empty lane, as soon as that is safe, so vehicles
+    wait to enter while a queue reaches back to the entry: ``departLane="free"
+    departSpeed="last"``). For each of
+    ``num_draws`` posterior draws, two SUMO runs with the same arrivals:
+
+    - **heterogeneous**: every vehicle its own driver, drawn from the fit at that posterior
+      draw (``drivers="population"``: new drivers from the population, hierarchical fits;
+      ``"observed"``: the fitted drivers, resampled);
+    - **homogeneous**: every vehicle the population's median driver at that draw (for a
+      hierarchical fit the population's centre, ``exp(mu)`` on the log scale; for
+      ``drivers="observed"`` the per-parameter median of the fitted drivers).
+
+    Detectors (SUMO induction loops, ``<inductionLoop>``, on every lane) every
+    ``detector_spacing_m`` upstream of the drop and ``discharge_at_m`` downstream of it count
+    vehicles and their speeds over intervals of ``period_s``: the discharge flow (the
+    bottleneck's capacity once a queue stands before it), and where and when congestion
+    forms upstream. SUMO settings: step ``dt`` with the ballistic update, carpool's IDM
+    mapping (``docs/sumo.md``), no teleporting, collisions only counted, SUMO's ``--seed``
+    fixed to ``seed``. Cost: two SUMO runs per draw, each simulating about
+    ``demand_veh_h x duration_s / 3600`` vehicles; a few seconds per run at the defaults.
+
+    Parameters
+    ----------
+    fit
+        A fit of the IDM (or a variant of it).
+    lanes
+        Lanes before the drop (at least 2); ``lanes - 1`` after it.
+    length_m, drop_at_m
+        Road length and where the lane ends, m from the entry.
+    demand_veh_h
+        Arrivals at the entry, veh/h (all lanes). The default, 3,000 veh/h, is above the
+        one-lane capacity of typical calibrated drivers (about 1,800 to 2,800 veh/h), below
+        the two-lane one, so a queue forms at the drop.
+    duration_s, warmup_s
+        Simulated time, s; flows and speeds are averaged after ``warmup_s``.
+    num_draws
+        Posterior draws simulated (without replacement where the posterior has enough).
+    drivers
+        ``"population"`` or ``"observed"`` (see above).
+    dt
+        SUMO's time step, s (a whole number of milliseconds); default the fit's data time
+        step (carpool's IDM is an Euler step of it), else 0.1 s.
+    speed_limit_m_s
+        The road's speed limit; drivers aim for ``min(v0, limit)``. Default: above every
+        vehicle's ``v0``, so each drives towards its calibrated desired speed.
+    vehicle_length_m
+        Every vehicle's length, m.
+    period_s, detector_spacing_m, discharge_at_m
+        Detector interval (s), spacing upstream of the drop (m) and the discharge detectors'
+        distance downstream of it (m).
+    congested_speed_m_s, congested_fraction
+        A detector interval upstream of the drop is congested below this mean speed, m/s
+        (or with no vehicle passing a detector occupied more than half the time); default
+        ``congested_fraction`` (0.6) of the desired speed of the draw's median driver,
+        ``min(v0, limit)``, one threshold for both populations of a draw.
+    seed
+        Seeds the posterior draws, the drivers, the arrivals and SUMO.
+
+    Returns
+    -------
+    LaneDropResult
+
+    Raises
+    ------
+    InputError
+        A fit of a model other than the IDM; ``drivers="population"`` with a fit without a
+        population (pooled, unpooled); a pooled fit (one driver: nothing to compare);
+        inconsistent geometry or times; SUMO not installed.
+    """
+    from carpool.simulate._fit import carfollowing_model
+
+    started = time.perf_counter()
+    model = carfollowing_model(fit)
+    idm_parameter_values(model, {n: np.ones(1) for n in model.parameter_names})
+    if drivers not in LANE_DROP_DRIVERS:
+        raise InputError(f"unknown drivers {drivers!r}; choose 'population' or 'observed'")
+    if fit.pooling == "pooled":
+        raise InputError("a pooled fit has one parameter set shared by every driver: no "
+                         "heterogeneity to compare; use a hierarchical fit")
+    if drivers == "population" and fit.pooling != "hierarchical":
+        raise InputError(f"an {fit.pooling} fit has no population distribution to draw new "
+                         "drivers from; use drivers='observed' or a hierarchical fit")
+    if isinstance(lanes, bool) or not isinstance(lanes, int | np.integer) or lanes < 2:
+        raise InputError(f"lanes must be a whole number >= 2 (one of them drops), got "
+                         f"{lanes!r}")
+    lanes = int(lanes)
+    if not (0 < drop_at_m < length_m):
+        raise InputError(f"need 0 < drop_at_m < length_m, got drop_at_m={drop_at_m}, "
+                         f"length_m={length_m}")
+    if not 0 < discharge_at_m < length_m - drop_at_m - 10.0:
+        raise InputError(f"discharge_at_m ({discharge_at_m} m) must lie on the road past the "
+                         f"drop, which has {length_m - drop_at_m:g} m")
+    if not (demand_veh_h > 0 and duration_s > 0 and period_s > 0
+            and 0 <= warmup_s < duration_s - period_s / 2 and detector_spacing_m > 0
+            and vehicle_length_m > 0 and 0 < congested_fraction < 1
+            and (congested_speed_m_s is None or congested_speed_m_s > 0)):
+        raise InputError("demand, duration, period, detector spacing, vehicle length and "
+                         "congested speed must be positive, and the warm-up shorter than the "
+                         "duration")
+    if int(num_draws) < 1:
+        raise InputError(f"num_draws must be >= 1, got {num_draws}")
+    num_draws = int(num_draws)
+    if dt is None:
+        data_dt = np.asarray(fit.data.covariates.get("dt", np.array([np.nan])), dtype=float)
+        guess = float(np.nanmedian(data_dt)) if data_dt.size else float("nan")
+        dt = (round(guess * 1000.0) / 1000.0
+              if np.isfinite(guess) and 0.001 <= guess <= 1.0 else 0.1)
+    dt = _check_dt(float(dt))
+    rng = np.random.default_rng([int(seed), 32])
+    theta = fit.theta_draws()
+    num_posterior = theta.shape[0]
+    draw_idx = rng.choice(num_posterior, num_draws, replace=num_draws > num_posterior)
+    # the arrivals, shared by every draw and both populations (common random numbers)
+    mean_headway = 3600.0 / float(demand_veh_h)
+    expected = int(duration_s / mean_headway)
+    headways = rng.exponential(mean_headway, size=2 * expected + 50)
+    depart = np.cumsum(headways) - headways[0]
+    depart = np.round(depart[depart < duration_s], 3)
+    num_vehicles = depart.size
+    names = model.parameter_names
+    spec_params = fit.spec.parameters
+    hetero, median, source = [], [], []
+    for d in draw_idx:
+        if drivers == "population":
+            from carpool.inference.predict import new_group_params
+
+            values = new_group_params(fit, num_vehicles, seed=int(rng.integers(2**31)),
+                                      draws=np.array([d]))[0]
+            mu = fit.idata.posterior["mu"].values.reshape(num_posterior, -1)[d]
+            centre = np.asarray(spec_params.to_natural(mu, axis=-1), dtype=float)
+            source.append(np.full(num_vehicles, "new", dtype=object))
+        else:
+            pick = rng.integers(theta.shape[1], size=num_vehicles)
+            values = theta[d, pick]
+            centre = np.median(theta[d], axis=0)
+            source.append(np.asarray(fit.group_ids, dtype=object)[pick])
+        hetero.append(idm_parameter_values(model, {n: values[:, j]
+                                                    for j, n in enumerate(names)}))
+        median.append(idm_parameter_values(model, {n: centre[j:j + 1]
+                                                    for j, n in enumerate(names)}))
+    fastest = max(float(v["v0"].max()) for v in hetero + median)
+    lane_speed = (fastest + 10.0 if speed_limit_m_s is None else float(speed_limit_m_s))
+    if not lane_speed > 0:
+        raise InputError(f"speed_limit_m_s must be positive, got {speed_limit_m_s}")
+    sumo_bin = binary("sumo", "the SUMO lane drop")
+    summaries, tables, driver_rows = [], [], []
+    with tempfile.TemporaryDirectory(prefix="carpool-sumo-") as tmp:
+        folder = Path(tmp)
+        geo = _lane_drop_network(folder, lanes, float(length_m), float(drop_at_m), lane_speed)
+        # detectors: upstream every detector_spacing_m back from the drop (the first 20 m
+        # before the junction left free), downstream at discharge_at_m
+        up_pos = np.arange(geo["up_length"] - 20.0, 10.0, -float(detector_spacing_m))[::-1]
+        detectors = [("upstream", "up", lane, float(p), geo["up_start"] + float(p))
+                     for p in up_pos for lane in range(lanes)]
+        down_pos = min(float(discharge_at_m), geo["down_length"] - 5.0)
+        detectors += [("downstream", "down", lane, down_pos, geo["down_start"] + down_pos)
+                      for lane in range(lanes - 1)]
+        det_ids = [f"det_{edge}_{lane}_{k}" for k, (_, edge, lane, _, _) in
+                   enumerate(detectors)]
+        det_x = {i: x for i, (*_, x) in zip(det_ids, detectors, strict=True)}
+        det_kind = {i: kind for i, (kind, *_) in zip(det_ids, detectors, strict=True)}
+        lines = ["<additional>"]
+        for det_id, (_, edge, lane, pos, _) in zip(det_ids, detectors, strict=True):
+            lines.append(f'    <inductionLoop id="{det_id}" lane="{edge}_{lane}" '
+                         f'pos="{format_float(pos)}" period="{format_float(period_s)}" '
+                         'file="detectors.xml"/>')
+        detector_xml = "\n".join([*lines, "</additional>", ""])
+        for k, d in enumerate(draw_idx):
+            for population in POPULATIONS:
+                values = hetero[k] if population == "heterogeneous" else median[k]
+                run_dir = folder / f"run{k}_{population}"
+                run_dir.mkdir()
+                _run_lane_drop(sumo_bin, folder / "drop.net.xml", run_dir, values, depart,
+                               detector_xml, dt=dt, duration_s=float(duration_s),
+                               vehicle_length_m=float(vehicle_length_m), seed=int(seed))
+                raw = _read_detectors(run_dir / "detectors.xml")
+                stats = _read_statistics(run_dir / "statistics.xml")
+                threshold = (congested_fraction * min(float(median[k]["v0"][0]), lane_speed)
+                             if congested_speed_m_s is None else float(congested_speed_m_s))
+                table = _detector_table(raw, det_x, det_kind, period_s, threshold)
+                table.insert(0, "population", population)
+                table.insert(0, "draw", k)
+                tables.append(table)
+                summaries.append({"draw": k, "posterior_draw": int(d),
+                                  "population": population,
+                                  **_lane_drop_summary(table, float(warmup_s),
+                                                       float(drop_at_m)), **stats,
+                                  "congested_speed_m_s": threshold})
+                rows = pd.DataFrame({n: values[n] for n in SUMO_PARAMETER_NAMES})
+                rows.insert(0, "driver", source[k] if population == "heterogeneous"
+                            else "median")
+                rows.insert(0, "vehicle", np.arange(len(rows)) if population ==
+                            "heterogeneous" else -1)
+                rows.insert(0, "population", population)
+                rows.insert(0, "posterior_draw", int(d))
+                rows.insert(0, "draw", k)
+                driver_rows.append(rows)
+    summary = pd.DataFrame(summaries)[list(LANE_DROP_SUMMARY_COLUMNS)]
+    settings = {"model": model.name, "pooling": fit.pooling, "drivers": drivers,
+                "lanes": lanes, "length_m": float(length_m), "drop_at_m": float(drop_at_m),
+                "demand_veh_h": float(demand_veh_h), "arrivals": num_vehicles,
+                "duration_s": float(duration_s), "warmup_s": float(warmup_s), "dt": dt,
+                "num_draws": num_draws, "speed_limit_m_s": lane_speed,
+                "speed_limit_binds": speed_limit_m_s is not None,
+                "vehicle_length_m": float(vehicle_length_m), "period_s": float(period_s),
+                "detector_spacing_m": float(detector_spacing_m),
+                "discharge_at_m": float(geo["down_start"] + down_pos - drop_at_m),
+                "congested_speed_m_s": congested_speed_m_s,
+                "congested_fraction": float(congested_fraction),
+                "lane_change_model": "LC2013 (SUMO's default)", "seed": int(seed),
+                "engine": "sumo", "sumo_version": sumo_version(),
+                "run_time_s": time.perf_counter() - started}
+    return LaneDropResult(summary, pd.concat(tables, ignore_index=True),
+                          pd.concat(driver_rows, ignore_index=True), settings)
+
+
+def _detector_table(raw: pd.DataFrame, position: Mapping[str, float],
+                    kind: Mapping[str, str], period_s: float,
+                    congested_speed: float) -> pd.DataFrame:
+    """Lanes of each detector line summed: flow, mean speed, occupancy, congestion."""
+    raw = raw.assign(position_m=raw["id"].map(position), edge=raw["id"].map(kind),
+                     weighted=raw["count"] * raw["speed"].clip(lower=0.0))
+    grouped = raw.groupby(["position_m", "edge", "begin"], sort=True)
+    out = grouped.agg(count=("count", "sum"), weighted=("weighted", "sum"),
+                      occupancy=("occupancy", "mean"), end=("end", "max")).reset_index()
+    span = (out["end"] - out["begin"]).clip(lower=1e-9)
+    out["flow_veh_h"] = out["count"] * 3600.0 / span
+    out["speed_m_s"] = np.where(out["count"] > 0,
+                                out["weighted"] / out["count"].clip(lower=1), np.nan)
+    out["congested"] = ((out["speed_m_s"] < congested_speed)
+                        | ((out["count"] == 0) & (out["occupancy"] > 50.0)))
+    out = out.rename(columns={"begin": "time_s"})
+    return out[["position_m", "edge", "time_s", "flow_veh_h", "speed_m_s", "occupancy",
+                "congested", "count"]]
+
+
+def _lane_drop_summary(table: pd.DataFrame, warmup_s: float, drop_at_m: float
+                       ) -> dict[str, float]:
+    """One run's numbers from its detector table (see :class:`LaneDropResult`)."""
+    late = table[table["time_s"] >= warmup_s - 1e-9]
+
+    def flow(rows: pd.DataFrame) -> tuple[float, float]:
+        if rows.empty:
+            return float("nan"), float("nan")
+        count = float(rows["count"].sum())
+        speed = (float((rows["speed_m_s"].fillna(0.0) * rows["count"]).sum() / count)
+                 if count else float("nan"))
+        return float(rows.groupby("time_s")["flow_veh_h"].sum().mean()), speed
+
+    up = table[table["edge"] == "upstream"]
+    late_up = late[late["edge"] == "upstream"]
+    discharge, speed = flow(late[late["edge"] == "downstream"])
+    upstream, _ = flow(late_up[late_up["position_m"] == up["position_m"].min()])
+    queued = late_up.groupby("time_s")["congested"].any()
+    congested = up[up["congested"]]
+    return {"discharge_flow_veh_h": discharge, "discharge_speed_m_s": speed,
+            "upstream_flow_veh_h": upstream,
+            "queued_share": float(queued.mean()) if len(queued) else float("nan"),
+            "congestion_onset_s": (float(congested["time_s"].min()) if len(congested)
+                                   else float("nan")),
+            "queue_extent_m": (float(drop_at_m - congested["position_m"].min())
+                               if len(congested) else 0.0),
+            "congested_share": (float(late_up["congested"].mean()) if len(late_up)
+                                else float("nan"))}
+
+
+def plot_lane_drop(result: LaneDropResult, path: str | os.PathLike[str] | None = None, *,
+                   draw: int = 0) -> Any:
+    """The lane drop at a glance: time-space speed maps of one posterior draw, heterogeneous
+    and homogeneous (detectors' mean speeds, the drop marked), and the discharge flow of
+    every draw, both populations (the same draw joined by a line).
+
+    Parameters
+    ----------
+    result
+        From :func:`lane_drop`.
+    path
+        When given, writes ``path`` with the suffixes ``.png`` and ``.svg``.
+    draw
+        The draw shown in the time-space maps.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from carpool.io import atomic_write_figure
+
+    s = result.settings
+    table = result.detectors[result.detectors["draw"] == draw]
+    if table.empty:
+        raise InputError(f"draw {draw} is not in the result (draws 0 to "
+                         f"{result.summary['draw'].max()})")
+    fig, axes = plt.subplots(1, 3, figsize=(15.0, 4.8), layout="constrained",
+                             gridspec_kw={"width_ratios": [1.0, 1.0, 0.6]})
+    # the colour scale: up to the fastest median driver (a few very fast drivers of a
+    # heterogeneous population would wash out the congested speeds)
+    top = float(np.nanmax([result.drivers.loc[result.drivers["population"] == "homogeneous",
+                                              "v0"].max(), 1.0]))
+    top = min(top, float(s["speed_limit_m_s"]))
+    for ax, population in zip(axes[:2], POPULATIONS, strict=True):
+        grid = table[table["population"] == population].pivot_table(
+            index="position_m", columns="time_s", values="speed_m_s", dropna=False)
+        t = grid.columns.to_numpy(float)
+        x = grid.index.to_numpy(float)
+        t_edges = np.append(t, t[-1] + s["period_s"])
+        x_mid = (x[1:] + x[:-1]) / 2
+        x_edges = np.concatenate([[x[0] - (x_mid[0] - x[0]) if x.size > 1 else x[0] - 50],
+                                  x_mid, [x[-1] + (x[-1] - x_mid[-1]) if x.size > 1
+                                          else x[0] + 50]])
+        mesh = ax.pcolormesh(t_edges, x_edges, grid.to_numpy(float), cmap="RdYlGn",
+                             vmin=0.0, vmax=top, shading="flat")
+        ax.axhline(s["drop_at_m"], color="black", lw=1.0, ls="--")
+        ax.text(t_edges[0], s["drop_at_m"], " lane drop", va="bottom", fontsize=8)
+        row = result.summary[(result.summary["draw"] == draw)
+                             & (result.summary["population"] == population)].iloc[0]
+        ax.set_title(f"draw {draw}, {population}: discharge "
+                     f"{row['discharge_flow_veh_h']:.0f} veh/h", fontsize=10, loc="left")
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("position (m from the entry)")
+    fig.colorbar(mesh, ax=axes[1], extend="max").set_label(
+        "mean speed at the detectors (m/s)")
+    flows = result.discharge()
+    ax = axes[2]
+    for population, xpos in (("heterogeneous", 0), ("homogeneous", 1)):
+        ax.scatter(np.full(len(flows), xpos), flows[population], color="tab:blue", zorder=3,
+                   s=18)
+    for _, row in flows.iterrows():
+        ax.plot([0, 1], [row["heterogeneous"], row["homogeneous"]], color="0.6", lw=0.8)
+    ax.axhline(s["demand_veh_h"], color="tab:red", lw=1.0, ls=":", label="demand")
+    ax.set_xticks([0, 1], ["heterogeneous", "homogeneous\n(median driver)"])
+    ax.set_xlim(-0.4, 1.4)
+    ax.set_ylim(bottom=0.0)
+    ax.set_ylabel("discharge flow (veh/h)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"{len(flows)} posterior draws", fontsize=10, loc="left")
+    fig.suptitle(f"Lane drop in SUMO: {s['lanes']} -> {s['lanes'] - 1} lanes at "
+                 f"{s['drop_at_m']:g} m, {s['demand_veh_h']:g} veh/h demand, "
+                 f"{s['model']} drivers ({s['pooling']} fit, {s['drivers']}); white: no "
+                 "vehicle passed", fontsize=11, x=0.01, ha="left")
+    if path is not None:
+        for suffix in (".png", ".svg"):
+            atomic_write_figure(fig, Path(path).with_suffix(suffix))
+    return fig
