@@ -233,13 +233,22 @@ def test_bad_specs_raise_clear_errors(linear_data):
 
 
 def test_partial_centring_matches_centred_diagonal(linear_data):
-    """Per-group partial centring is an exact reparameterisation of the same posterior."""
+    """Per-group partial centring is an exact reparameterisation of the same posterior.
+
+    Partial weights are chosen for a diagonal population with a fixed tau (or few groups);
+    over many groups with a learned tau the choice is per parameter (a formula's ( || g))."""
     df = linear_data[0]
-    partial = fit(df, pooling="hierarchical", correlated=False)
+    from carpool.pooling.centring import choose_centring
+
+    spec = carpool.get_spec("linear")
+    learned = choose_centring(spec, spec.prepare(df), carpool.PoolingConfig(correlated=False))
+    assert not learned.weights and set(learned.choice.values()) <= {"centred", "noncentred"}
+    partial = fit(df, pooling="hierarchical", correlated=False, tau=(0.8, 0.3))
     assert partial.centring.weights, "a diagonal population gets per-group weights"
     w = np.array(list(partial.centring.weights.values()))
     assert np.all((w >= 0) & (w <= 1))
-    centred = fit(df, pooling="hierarchical", correlated=False, param="centred")
-    for var in ("theta", "mu", "tau"):
+    centred = fit(df, pooling="hierarchical", correlated=False, tau=(0.8, 0.3),
+                  param="centred")
+    for var in ("theta", "mu"):
         z = z_means(partial.idata.posterior[var].values, centred.idata.posterior[var].values)
         assert np.all(np.abs(z) < Z_MAX), (var, z)
