@@ -32,7 +32,12 @@ import numpy as np
 import pandas as pd
 
 from carpool.errors import InputError
-from carpool.models.formula_design import FormulaDesign, formula_design, identifier
+from carpool.models.formula_design import (
+    FormulaDesign,
+    constant_within,
+    formula_design,
+    identifier,
+)
 from carpool.models.registry import register_spec
 from carpool.parameters import Parameter, ParameterTable
 from carpool.pooling.grouped import GroupedData
@@ -349,7 +354,7 @@ def formula_model(df: pd.DataFrame, formula: str, *, family: str = "gaussian",
                  if row is not None else "")
         raise InputError(f"{problem}{where}")
     group_level = [names[k] for k in rest if "Intercept" in [design.labels[j] for j in varying]
-                   and _constant_within(design.X[:, k], primary.codes, len(primary.levels))]
+                   and constant_within(design.X[:, k], primary.codes, len(primary.levels))]
     spec = formula_spec(
         formula, family, parameters=table.to_list(),
         common=None if common is None else common.to_list(),
@@ -361,15 +366,6 @@ def formula_model(df: pd.DataFrame, formula: str, *, family: str = "gaussian",
     data = GroupedData(y=design.y, group_index=primary.codes, group_ids=primary.levels,
                        covariates=covs)
     return spec, data
-
-
-def _constant_within(x: np.ndarray, codes: np.ndarray, num_groups: int) -> bool:
-    """Whether ``x`` takes one value within every group."""
-    lo = np.full(num_groups, np.inf)
-    hi = np.full(num_groups, -np.inf)
-    np.minimum.at(lo, codes, x)
-    np.maximum.at(hi, codes, x)
-    return bool(np.all(hi == lo))
 
 
 def _merge_priors(defaults: Mapping[str, Prior], given: Mapping[str, Prior],

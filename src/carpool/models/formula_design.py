@@ -24,7 +24,7 @@ import pandas as pd
 
 from carpool.errors import InputError
 
-__all__ = ["FactorDesign", "FormulaDesign", "formula_design", "identifier",
+__all__ = ["FactorDesign", "FormulaDesign", "constant_within", "formula_design", "identifier",
            "new_data_design", "STATEFUL"]
 
 #: formulae's stateful transforms (centring, scaling, splines and polynomials, whose knots
@@ -249,16 +249,21 @@ def _check_variation(design: FormulaDesign, df: pd.DataFrame) -> None:
             label = design.labels[k]
             if label == "Intercept":
                 continue
-            lo = np.full(len(factor.levels), np.inf)
-            hi = np.full(len(factor.levels), -np.inf)
-            np.minimum.at(lo, factor.codes, X[:, k])
-            np.maximum.at(hi, factor.codes, X[:, k])
-            if np.all(hi - lo == 0):
+            if constant_within(X[:, k], factor.codes, len(factor.levels)):
                 raise InputError(
                     f"varying term {label!r} of ({label} | {factor.label}) does not vary "
                     f"within any group of {factor.label!r} (a group-level predictor): its "
                     f"group slopes cannot be told from the intercepts; use it as a common "
                     f"term only")
+
+
+def constant_within(x: np.ndarray, codes: np.ndarray, num_groups: int) -> bool:
+    """Whether ``x`` (n,) takes one value within every group of ``codes`` (n,)."""
+    lo = np.full(num_groups, np.inf)
+    hi = np.full(num_groups, -np.inf)
+    np.minimum.at(lo, codes, x)
+    np.maximum.at(hi, codes, x)
+    return bool(np.all(hi == lo))
 
 
 def new_data_design(design_formula: str, categories: Mapping[str, Sequence[str]],

@@ -186,6 +186,20 @@ def _write_ring_network(folder: Path, length_m: float, lane_speed: float) -> Pat
     return net
 
 
+def _vtype_lines(values: Mapping[str, np.ndarray], count: int, **attributes: Any
+                 ) -> list[str]:
+    """``<vType id="t{i}" .../>`` of the first ``count`` drivers of ``values`` (IDM
+    parameters by name), with :func:`~carpool._sumo.idm_vtype_attributes`' other
+    ``attributes``."""
+    lines = []
+    for i in range(count):
+        attrs = idm_vtype_attributes({n: values[n][i] for n in SUMO_PARAMETER_NAMES},
+                                     **attributes)
+        text = " ".join(f"{k}={quoteattr(v)}" for k, v in attrs.items())
+        lines.append(f'    <vType id="t{i}" {text}/>')
+    return lines
+
+
 def _write_ring_routes(folder: Path, values: Mapping[str, np.ndarray], position0: np.ndarray,
                        speed0: float, *, length_m: float, vehicle_length_m: float,
                        repeat: int, stepping: float, emergency_decel: float | None) -> Path:
@@ -195,12 +209,8 @@ def _write_ring_routes(folder: Path, values: Mapping[str, np.ndarray], position0
         edges = " ".join(f"e{(k + j) % NUM_EDGES}" for j in range(NUM_EDGES))
         lines.append(f'    <route id="r{k}" edges="{edges}" repeat="{repeat}"/>')
     num_vehicles = len(position0)
-    for i in range(num_vehicles):
-        attrs = idm_vtype_attributes({n: values[n][i] for n in SUMO_PARAMETER_NAMES},
-                                     vehicle_length_m=vehicle_length_m, stepping=stepping,
-                                     emergency_decel=emergency_decel)
-        text = " ".join(f"{k}={quoteattr(v)}" for k, v in attrs.items())
-        lines.append(f'    <vType id="t{i}" {text}/>')
+    lines += _vtype_lines(values, num_vehicles, vehicle_length_m=vehicle_length_m,
+                          stepping=stepping, emergency_decel=emergency_decel)
     for i in range(num_vehicles):
         edge = min(int(position0[i] // edge_length), NUM_EDGES - 1)
         pos = position0[i] - edge * edge_length
@@ -562,12 +572,8 @@ def simulate_sumo_follow(
                  f'    <vType id="leader" accel="100" decel="100" emergencyDecel="100" '
                  f'maxSpeed="{format_float(top)}" length="{format_float(length)}" '
                  'speedFactor="1" speedDev="0" minGap="0"/>']
-        for d in range(num):
-            attrs = idm_vtype_attributes({n: values[n][d] for n in SUMO_PARAMETER_NAMES},
-                                         vehicle_length_m=length, stepping=dt,
-                                         emergency_decel=emergency_decel)
-            text = " ".join(f"{k}={quoteattr(v)}" for k, v in attrs.items())
-            lines.append(f'    <vType id="t{d}" {text}/>')
+        lines += _vtype_lines(values, num, vehicle_length_m=length, stepping=dt,
+                              emergency_decel=emergency_decel)
         for d in range(num):
             lines.append(f'    <vehicle id="l{d}" type="leader" depart="0" departLane="0" '
                          f'departPos="{format_float(start + gap0[d] + length)}" '
