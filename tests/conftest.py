@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import uuid
 
 # must run before JAX initialises: four CPU devices so up to four chains run in parallel
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-# one persistent compilation cache for the run, shared by the xdist workers and the CLI's
-# subprocesses (fits of one structure and shape compile once), kept out of the user's own
-os.environ.setdefault("CARPOOL_COMPILATION_CACHE",
-                      os.path.join(tempfile.gettempdir(), f"carpool-tests-xla-{os.getuid()}"))
+# a persistent compilation cache of this run's own, one per xdist worker, kept out of the
+# user's: fits of one structure and shape compile once within a worker and the CLI
+# subprocesses it starts. Workers do not share a directory, and no run reads another's
+# entries: a worker once crashed inside JAX's cache read while another process was using
+# the same directory.
+# (xdist's workers inherit the controller's environment: the user's own setting, if any,
+# is kept in CARPOOL_TESTS_USER_CACHE by the first process of the run)
+os.environ.setdefault("CARPOOL_TESTS_USER_CACHE", os.environ.get("CARPOOL_COMPILATION_CACHE", ""))
+_OWN_CACHE = not os.environ["CARPOOL_TESTS_USER_CACHE"]
+if _OWN_CACHE:
+    _run = os.environ.get("PYTEST_XDIST_TESTRUNUID", uuid.uuid4().hex)[:12]
+    _worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    os.environ["CARPOOL_COMPILATION_CACHE"] = os.path.join(
+        tempfile.gettempdir(), f"carpool-tests-xla-{os.getuid()}", f"{_run}-{_worker}")
 # tests fit afresh (what they test is the fitting); the fit cache's own tests switch it on
 os.environ["CARPOOL_FIT_CACHE"] = "off"
 
@@ -53,3 +65,9 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def vendored_data() -> str:
     return TEST_DATA
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this process's compilation cache (it is the run's own, see the top)."""
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["CARPOOL_COMPILATION_CACHE"], ignore_errors=True)
