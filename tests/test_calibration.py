@@ -33,6 +33,7 @@ def covered(fit, truth, names=PARAMS):
     return float(np.mean(hits))
 
 
+@pytest.mark.slow  # ~25 s, a recovery test: CI runs the statistical tests as a step of their own
 @pytest.mark.filterwarnings("ignore::carpool.WeakIdentificationWarning")
 def test_hierarchical_idm_recovers_20_drivers(drivers):
     df, truth = drivers
@@ -91,6 +92,7 @@ def test_pooled_idm_recovers_identical_drivers():
         assert lo - sd <= v <= hi + sd, (p, v, lo, hi)
 
 
+@pytest.mark.slow  # ~17 s, a recovery test
 @pytest.mark.filterwarnings("ignore::carpool.WeakIdentificationWarning")
 def test_class_level_learns_car_and_truck_means():
     classes = {"car": {"T": 1.2, "a": 1.6}, "truck": {"T": 2.0, "a": 0.8}}
@@ -169,6 +171,7 @@ def test_one_step_observations_never_cross_drivers(drivers):
     np.testing.assert_allclose(data.y[g0][:-1], data.covariates["speed"][g0][1:])
 
 
+@pytest.mark.slow  # ~35 s: CI runs `carpool demo` itself (the README's first command)
 @pytest.mark.filterwarnings("ignore::carpool.WeakIdentificationWarning")
 @pytest.mark.filterwarnings("ignore::carpool.PlausibilityWarning")
 def test_demo_on_bundled_human_drivers(tmp_path):

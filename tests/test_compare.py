@@ -122,6 +122,7 @@ def test_compare_heldout_scores(scenario_fits):
     assert d["modes"]["hierarchical"]["ldo_rmse_speed"] > 0 and d["refits"] == c.refits
 
 
+@pytest.mark.slow  # ~60 s, cold and warm refits compared: CI runs it in the slow step
 def test_compare_refits_from_scratch_say_so(scenario_fits):
     """``warm_start=False`` refits each fold on its own data (one line per refit) and the
     scores agree with the warm-started ones within Monte Carlo error."""

@@ -64,6 +64,7 @@ def test_power_rises_with_miscalibration_and_size_is_right():
     assert strong > 0.95 and weak < strong
 
 
+@pytest.mark.slow  # ~30 s for the three modes: CI runs the statistical tests as a step
 @pytest.mark.parametrize("pooling", ["pooled", "unpooled", "hierarchical"])
 def test_sbc_linear(linear_design, pooling):
     spec, data = linear_design

@@ -44,6 +44,7 @@ def test_sbc_detects_a_wrong_posterior():
 # the IDM's likelihood,
 # transforms or pooling code. The documented run (benchmarks/sbc.py, docs/reliability.md)
 # is the one with power for subtle ones (0.05-0.08 here against 30% too narrow).
+@pytest.mark.slow  # ~25 s for the two modes: CI runs the statistical tests as a step
 @pytest.mark.parametrize("pooling", ["pooled", "unpooled"])
 def test_sbc_idm_reduced(pooling):
     _sbc_idm(pooling, num_replications=40, warmup=150)

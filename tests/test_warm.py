@@ -136,6 +136,7 @@ def test_raw_draws_rebuild_the_fit(correlated, levels):
             np.testing.assert_allclose(np.asarray(z), expected[c, s], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # ~27 s, two sampled posteriors compared: CI runs it in the slow step
 def test_warm_refit_samples_the_held_out_posterior(linear_fit):
     """A warm refit (leave-future-out and a left-out group) and a refit from scratch of the
     same training data agree on the population mean within Monte Carlo error."""
