@@ -193,7 +193,8 @@ def test_recovers_drivers_behind_real_ngsim_leaders():
                       sampler=carpool.NutsSettings(draws=1500))
     diag = fit.diagnostics
     assert verdicts.rhat_ok(diag["max_rhat"]), diag
-    assert verdicts.ess_ok(diag["min_ess_bulk"], 4) and verdicts.ess_ok(diag["min_ess_tail"], 4)
+    for ess in ("min_ess_bulk", "min_ess_tail"):
+        assert verdicts.ess_ok(diag[ess], diag["chains"]), diag
     # the verdict asks for no divergence; this geometry (a stiff AR(1) over 20 drivers) still
     # gives a few (measured: 14 of 6,000 transitions), so the test bounds them at 0.5%
     assert diag["divergences"] <= 30, diag
