@@ -242,6 +242,48 @@ def test_signal_mid_fit_exits_cleanly(drivers, tmp_path, sig):
         assert out.read_bytes() == b"the previous fit"
 
 
+_SIGNAL_IN_A_FINALISER = """
+import gc, os, signal, sys, time, weakref
+from carpool import cli
+
+signal.signal(signal.SIGTERM, cli._signal_as_interrupt)
+
+
+def signal_here():
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(100_000):  # the handler runs between these bytecodes, in the finaliser
+        pass
+
+
+class Thing:
+    pass
+
+
+with cli._resend_dropped_interrupts():
+    try:
+        if sys.argv[1] == "finalize":
+            weakref.finalize(Thing(), signal_here)  # the object dies at once
+        else:
+            gc.callbacks.append(lambda phase, info: phase == "start" and signal_here())
+            gc.collect()
+        time.sleep(20)
+        print("ran on")
+    except KeyboardInterrupt:
+        print("interrupted")
+"""
+
+
+@pytest.mark.parametrize("where", ["finalize", "gc-callback"])
+def test_signal_inside_a_finaliser_is_sent_again(where):
+    """A signal whose KeyboardInterrupt lands in a finaliser or a garbage-collector callback
+    (where Python drops it with an "Exception ignored" traceback) interrupts the code that
+    runs next instead, with nothing printed."""
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_IN_A_FINALISER, where],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "interrupted", (proc.stdout, proc.stderr[-2000:])
+    assert proc.stderr == "", proc.stderr[-2000:]
+
+
 # ----------------------------------------------------------------------------- diagnostics
 def test_convergence_problems_carry_advice():
     diag = {"divergences": 7, "max_rhat": 1.08, "max_rhat_var": "tau[v0]",

@@ -183,19 +183,6 @@ def _run_reading(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 _HARD_EXIT = {"on": False}
 
 
-def _in_gc_callback(frame: Any) -> bool:
-    """Whether ``frame`` runs inside a garbage-collector callback (JAX registers one),
-    where Python drops an exception a signal handler raises ("Exception ignored in")."""
-    import gc
-
-    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
-    while frame is not None:
-        if frame.f_code in codes:
-            return True
-        frame = frame.f_back
-    return False
-
-
 @contextlib.contextmanager
 def _interrupt_exits(out: Path) -> Iterator[Callable[[], None]]:
     """Ctrl-C (SIGINT) or SIGTERM: one error line, exit 128 + signal number.
@@ -203,9 +190,9 @@ def _interrupt_exits(out: Path) -> Iterator[Callable[[], None]]:
     Both signals raise the KeyboardInterrupt of Ctrl-C for the duration, so both unwind the
     same way: an atomic write in progress deletes its temporary file and ``out`` keeps its
     old content, or stays absent. (Python runs signal handlers between bytecodes: a signal
-    that arrives while compiled JAX code samples takes effect when that call returns.) A
-    signal handled inside a garbage-collector callback, where the exception would be
-    dropped, is sent again 50 ms later instead.
+    that arrives while compiled JAX code samples takes effect when that call returns.) An
+    interruption Python drops because it was raised in a finaliser or a garbage-collector
+    callback is sent again 50 ms later (see :func:`_resend_dropped_interrupts`).
 
     Yields ``check``: call it before writing ``out``; it raises the interruption if a
     signal was recorded but its exception lost (e.g. in an object's finaliser).
@@ -218,14 +205,17 @@ def _interrupt_exits(out: Path) -> Iterator[Callable[[], None]]:
 
     def check() -> None:
         if received["signal"] is not None:
+            _RECEIVED["dropped"] = False  # this raise replaces the pending resend
             raise KeyboardInterrupt
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = ({s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
                 if in_main else {})
     try:
-        yield check
+        with _resend_dropped_interrupts():
+            yield check
     except KeyboardInterrupt:
+        _RECEIVED["dropped"] = False
         sig = received["signal"] or signal.SIGINT
         state = "kept as it was" if out.exists() else "not written"
         err.print(f"[bold red]error:[/] interrupted by {sig.name} before the fit was saved; "
@@ -1356,20 +1346,54 @@ def _print_batch_summary(result: Any, wall_s: float) -> None:
                   highlight=False)
 
 
-#: The last SIGINT / SIGTERM the process received (see :func:`_signal_as_interrupt`).
-_RECEIVED: dict[str, signal.Signals | None] = {"signal": None}
+#: The last SIGINT / SIGTERM the process received (see :func:`_signal_as_interrupt`), and
+#: whether the KeyboardInterrupt it raised was dropped and is waiting to be sent again.
+_RECEIVED: dict[str, Any] = {"signal": None, "dropped": False}
+
+#: Seconds before a dropped interruption is sent again (time for the finaliser to return).
+_RESEND_DELAY_S = 0.05
 
 
 def _signal_as_interrupt(signum: int, frame: Any) -> None:
-    """SIGINT and SIGTERM raise Ctrl-C's KeyboardInterrupt; inside a garbage-collector
-    callback, where Python would drop it ("Exception ignored in") and the command ran on to
-    exit 0 (measured: ``carpool compare`` signalled 1 s in), the signal is sent again 50 ms
-    later instead."""
+    """SIGINT and SIGTERM raise Ctrl-C's KeyboardInterrupt."""
     _RECEIVED["signal"] = signal.Signals(signum)
-    if _in_gc_callback(frame):
-        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
-        return
+    _RECEIVED["dropped"] = False
     raise KeyboardInterrupt
+
+
+def _resend_if_still_dropped(signum: int) -> None:
+    if _RECEIVED["dropped"]:
+        os.kill(os.getpid(), signum)
+
+
+@contextlib.contextmanager
+def _resend_dropped_interrupts() -> Iterator[None]:
+    """While active, a KeyboardInterrupt from our signal handler that Python drops is sent
+    again instead of printed.
+
+    A signal handler runs between any two bytecodes, so it can raise inside an object's
+    finaliser (``__del__``, ``weakref.finalize``) or a garbage-collector callback (JAX
+    registers one). Python cannot propagate an exception from there: it prints "Exception
+    ignored in ..." with a traceback and the command runs on (measured: ``carpool compare``
+    signalled 1 s in ran to exit 0). Every such drop goes through ``sys.unraisablehook``;
+    this hook swallows our interruption and sends the signal again 50 ms later, when the
+    finaliser has returned. Every other unraisable exception goes to the previous hook.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        signum = _RECEIVED["signal"]
+        if signum is None or not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            previous(unraisable)
+            return
+        _RECEIVED["dropped"] = True
+        threading.Timer(_RESEND_DELAY_S, _resend_if_still_dropped, (signum,)).start()
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def main() -> None:
@@ -1381,7 +1405,8 @@ def main() -> None:
         signal.signal(s, _signal_as_interrupt)
     _HARD_EXIT["on"] = True
     try:
-        app()
+        with _resend_dropped_interrupts():
+            app()
     except SystemExit as stop:
         if _RECEIVED["signal"] is None:
             raise
