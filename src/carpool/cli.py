@@ -1387,7 +1387,9 @@ def _resend_dropped_interrupts() -> Iterator[None]:
             previous(unraisable)
             return
         _RECEIVED["dropped"] = True
-        threading.Timer(_RESEND_DELAY_S, _resend_if_still_dropped, (signum,)).start()
+        resend = threading.Timer(_RESEND_DELAY_S, _resend_if_still_dropped, (signum,))
+        resend.daemon = True  # never keeps a finished process alive
+        resend.start()
 
     sys.unraisablehook = hook
     try:
