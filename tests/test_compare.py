@@ -50,19 +50,16 @@ class _ScenarioFits(dict):
         return self[truth]
 
 
-#: The statistical tests of the comparison (does it find the generating mode, do pooling
-#: factors behave as the theory says): ~150 s of fitting and held-out refits, so CI runs them
-#: in its slow step; the default suite keeps the API's contract and errors.
-statistical = pytest.mark.slow
-
-
 @pytest.fixture(scope="module")
 def scenario_fits() -> dict[str, dict[str, carpool.Fit]]:
+    """The statistical tests of the comparison (does it find the generating mode, do pooling
+    factors behave as the theory says) are slow-marked: ~150 s of fitting and held-out
+    refits, which CI runs in its slow step; the default suite keeps the contract and errors."""
     return _ScenarioFits()
 
 
 # ---------------------------------------------------------------- pooling factors
-@statistical
+@pytest.mark.slow
 def test_pooling_factors_by_construction(scenario_fits):
     fits = scenario_fits["hierarchical"]
     assert (pooling_factors(fits["pooled"])["pooling_factor"] == 1).all()
@@ -75,7 +72,7 @@ def test_pooling_factors_by_construction(scenario_fits):
     assert np.corrcoef(np.log(icpt.num_obs), icpt.pooling_factor)[0, 1] < -0.9
 
 
-@statistical
+@pytest.mark.slow
 def test_pooling_factors_at_the_extremes_of_the_dial(scenario_fits):
     fits = scenario_fits["unpooled"]
     # well-identified, very different groups: the hierarchical fit barely pools ...
@@ -104,7 +101,7 @@ def test_pooling_factor_with_correlation_is_the_matrix_weight():
 
 
 # ---------------------------------------------------------------- comparison
-@statistical
+@pytest.mark.slow
 @pytest.mark.parametrize("truth", list(SCENARIOS))
 def test_compare_ranks_the_generating_mode_first(scenario_fits, truth):
     c = compare(scenario_fits[truth], lfo=False, ldo=False)
@@ -118,7 +115,7 @@ def test_compare_ranks_the_generating_mode_first(scenario_fits, truth):
     assert d["modes"]["unpooled"]["ldo_rmse_speed"] is None
 
 
-@statistical
+@pytest.mark.slow
 def test_compare_heldout_scores(scenario_fits):
     """Leave-future-out and leave-groups-out on the hierarchical scenario (2 group folds)."""
     fits = scenario_fits["hierarchical"]
@@ -227,7 +224,7 @@ def test_caveats_name_every_score_that_favours_another_mode():
         "hierarchical is ahead on elpd_loo (+100 +/- 0), the score for purpose='describe'"]
 
 
-@statistical
+@pytest.mark.slow
 def test_compare_reason_names_the_held_out_scores(scenario_fits):
     fits = scenario_fits["pooled"]
     c = compare(fits, ldo=False, purpose="forecast",
@@ -270,7 +267,7 @@ def test_group_folds_partition_the_groups():
 
 
 # ---------------------------------------------------------------- the dial
-@statistical
+@pytest.mark.slow
 def test_sweep_end_points_match_pooled_and_unpooled(scenario_fits):
     fits = scenario_fits["unpooled"]
     data = fits["pooled"].data

@@ -215,7 +215,6 @@ def _interrupt_exits(out: Path) -> Iterator[Callable[[], None]]:
         with _resend_dropped_interrupts():
             yield check
     except KeyboardInterrupt:
-        _RECEIVED["dropped"] = False
         sig = received["signal"] or signal.SIGINT
         state = "kept as it was" if out.exists() else "not written"
         err.print(f"[bold red]error:[/] interrupted by {sig.name} before the fit was saved; "
